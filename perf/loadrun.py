@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""One load measurement: run wrk against a proxy and charge the proxy's CPU.
+
+    loadrun.py --pid PID --proxy NAME --workload NAME --round N \
+               --out records.jsonl --log wrk.txt -- wrk ARGS...
+
+Samples the proxy's process tree (procstat.py) just before wrk starts and
+just after it exits, parses wrk's --latency report, and appends one JSON
+record to --out. Prints a one-line summary. Exits 1 if wrk failed.
+
+With --proxy-cpu/--load-cpu/--backend-pid it also reads both cores from
+/proc/stat: the proxy core's whole busy time (the proxy's own CPU plus the
+softirq network work done there, which no process is charged for) and CPU
+used on either core by anything that is not the proxy, wrk or the backend
+("foreign": another job on the machine, which makes the run unreliable).
+"""
+import argparse
+import json
+import re
+import resource
+import shlex
+import subprocess
+import sys
+import time
+
+import procstat
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    return float(m.group(1)) * _UNITS_MS[m.group(2)] if m else None
+
+
+def parse_wrk(out):
+    """requests, duration, req/s, p50/p99 (ms), errors and non-2xx from wrk's text."""
+    r = {}
+    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
+    if m:
+        r["requests"] = int(m.group(1))
+        r["duration_s"] = _ms(m.group(2) + m.group(3)) / 1000.0
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        r["rps"] = float(m.group(1))
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
+        if m:
+            r[f"p{pct}_ms"] = _ms(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    r["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    r["non_2xx"] = int(m.group(1)) if m else 0
+    return r
+
+
+def busy(t0, t1):
+    return t1["task"] - t0["task"] + t1["irq"] - t0["irq"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pid", type=int, required=True)
+    ap.add_argument("--proxy", required=True)
+    ap.add_argument("--workload", required=True)
+    ap.add_argument("--round", type=int, required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--proxy-cpu", type=int)
+    ap.add_argument("--load-cpu", type=int)
+    ap.add_argument("--backend-pid", type=int)
+    ap.add_argument("wrk", nargs=argparse.REMAINDER)
+    a = ap.parse_args()
+    cmd = a.wrk[1:] if a.wrk and a.wrk[0] == "--" else a.wrk
+
+    cores = a.proxy_cpu is not None and a.load_cpu is not None and a.proxy_cpu != a.load_cpu
+    if cores:
+        pc0, lc0 = procstat.cpu_times(a.proxy_cpu), procstat.cpu_times(a.load_cpu)
+        be0 = procstat.snapshot(a.backend_pid)["cpu_s"] if a.backend_pid else 0.0
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = procstat.snapshot(a.pid)
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    after = procstat.snapshot(a.pid)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    extra = {"wrk_cpu_s": round(wrk_cpu, 3)}
+    if cores:
+        pc1, lc1 = procstat.cpu_times(a.proxy_cpu), procstat.cpu_times(a.load_cpu)
+        be1 = procstat.snapshot(a.backend_pid)["cpu_s"] if a.backend_pid else 0.0
+        proxy_cpu = after["cpu_s"] - before["cpu_s"]
+        extra.update({
+            "core_busy_s": round(busy(pc0, pc1), 3),
+            "core_irq_s": round(pc1["irq"] - pc0["irq"], 3),
+            # A task's utime+stime already holds the softirq work done while it
+            # ran, so what is left of a core's busy time is another job's.
+            "foreign_proxy_core_s": round(max(0.0, busy(pc0, pc1) - proxy_cpu), 3),
+            "foreign_load_core_s": round(max(0.0, busy(lc0, lc1) - wrk_cpu - (be1 - be0)), 3),
+            "steal_s": round(pc1["steal"] - pc0["steal"] + lc1["steal"] - lc0["steal"], 3),
+            "backend_cpu_s": round(be1 - be0, 3),
+        })
+
+    with open(a.log, "w") as f:
+        f.write("$ " + shlex.join(cmd) + "\n" + p.stdout + p.stderr)
+    rec = {
+        "kind": "load",
+        "proxy": a.proxy,
+        "workload": a.workload,
+        "round": a.round,
+        "command": shlex.join(cmd),
+        "wall_s": round(wall, 3),
+        **parse_wrk(p.stdout),
+        "cpu_s": round(after["cpu_s"] - before["cpu_s"], 3),
+        "peak_rss_kib": after["hwm_kib"],
+        "rss_kib": after["rss_kib"],
+        "threads": after["threads"],
+        "pids_changed": sorted(before["pids"]) != sorted(after["pids"]),
+        **extra,
+    }
+    ok = p.returncode == 0 and "requests" in rec and procstat.alive(a.pid)
+    rec["ok"] = ok
+    if rec.get("requests") and rec["cpu_s"] > 0:
+        rec["req_per_cpu_s"] = rec["requests"] / rec["cpu_s"]
+    if rec.get("requests") and rec.get("core_busy_s", 0) > 0:
+        rec["req_per_core_s"] = rec["requests"] / rec["core_busy_s"]
+    # Another job using more than 5% of a core during the run skews it.
+    foreign = rec.get("foreign_proxy_core_s", 0) + rec.get("foreign_load_core_s", 0)
+    rec["disturbed"] = foreign > 0.05 * wall
+    with open(a.out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+    flags = []
+    if rec["socket_errors"]:
+        flags.append(f"socket errors {rec['socket_errors']}")
+    if rec["non_2xx"]:
+        flags.append(f"non-2xx {rec['non_2xx']}")
+    if rec["pids_changed"]:
+        flags.append("proxy process set changed during the run")
+    if rec["disturbed"]:
+        flags.append(f"other processes used {rec['foreign_proxy_core_s']:.2f} s of the proxy core, "
+                     f"{rec['foreign_load_core_s']:.2f} s of the load core")
+    if not ok:
+        flags.append(f"FAILED (wrk exit {p.returncode}, see {a.log})")
+    print(
+        f"  {a.proxy:9} {a.workload:10} r{a.round}: "
+        f"{rec.get('rps', 0):>10,.0f} req/s  p50 {rec.get('p50_ms', 0):.3f} ms  "
+        f"p99 {rec.get('p99_ms', 0):.3f} ms  cpu {rec['cpu_s']:.2f} s  "
+        f"{rec.get('req_per_cpu_s', 0):>9,.0f} req/cpu-s  "
+        f"peak {rec['peak_rss_kib'] / 1024:.1f} MiB"
+        + ("  [" + "; ".join(flags) + "]" if flags else ""),
+        flush=True,
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Turn the records of one perf run into the markdown results page.
+
+    report.py --records records.jsonl --meta meta.json --commands commands.txt \
+              --configs DIR --out results/YYYY-MM-DD-HHMM.md
+
+Every figure is shown with its ratio to nginx measured in the same round
+(value / nginx's value); the summary gives the median over rounds of both.
+"""
+import argparse
+import json
+import os
+import statistics
+from collections import defaultdict
+
+PROXIES = ["ringside", "nginx", "haproxy"]
+
+WORKLOAD_DESC = {
+    "small64": "128-byte response, keep-alive, 64 connections (wrk -c64)",
+    "small256": "128-byte response, keep-alive, 256 connections (wrk -c256)",
+    "64k": "64 KiB response, keep-alive, 64 connections",
+    "1m": "1 MiB response, keep-alive, 256 connections",
+    "close": "128-byte response, a new client connection per request "
+             "(wrk -H 'Connection: close', 64 at a time); upstream stays keep-alive",
+    "idle10k": "10,000 client connections, one request each, then held idle; "
+               "bytes/idle conn = (RSS holding - RSS before) / connections held",
+}
+
+# (key, header, format, show the ratio to nginx)
+LOAD_COLUMNS = [
+    ("rps", "req/s", "{:,.0f}", True),
+    ("p50_ms", "p50 ms", "{:.3f}", True),
+    ("p99_ms", "p99 ms", "{:.3f}", True),
+    ("cpu_s", "CPU s", "{:.2f}", True),
+    ("req_per_cpu_s", "req/CPU-s", "{:,.0f}", True),
+    ("peak_rss_mib", "peak RSS MiB", "{:.1f}", True),
+]
+CORE_COLUMNS = [
+    ("core_busy_s", "proxy core busy s", "{:.2f}", True),
+    ("core_irq_s", "of it irq+softirq s", "{:.2f}", False),
+    ("req_per_core_s", "req/core-s", "{:,.0f}", True),
+    ("wrk_cpu_s", "wrk CPU s", "{:.2f}", False),
+    ("backend_cpu_s", "backend CPU s", "{:.2f}", False),
+]
+IDLE_COLUMNS = [
+    ("conns_held", "held", "{:,.0f}", False),
+    ("rss_base_mib", "RSS before MiB", "{:.1f}", False),
+    ("rss_held_mib", "RSS holding MiB", "{:.1f}", True),
+    ("bytes_per_conn", "bytes/idle conn", "{:,.0f}", True),
+    ("rss_after_close_mib", "RSS after close MiB", "{:.1f}", True),
+]
+
+
+def load_records(path):
+    recs = []
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                for k in ("peak_rss_kib", "rss_base_kib", "rss_held_kib", "rss_after_close_kib"):
+                    if k in r:
+                        r[k.replace("_kib", "_mib")] = r[k] / 1024
+                recs.append(r)
+    return recs
+
+
+def cell(value, ratio, fmt):
+    if value is None:
+        return "–"
+    text = fmt.format(value)
+    return f"{text} ({ratio:.2f}×)" if ratio is not None else text
+
+
+def ratios(recs, columns):
+    """{(workload, proxy): {key: [(value, ratio or None) per round]}}"""
+    by_round = {(r["workload"], r["round"], r["proxy"]): r for r in recs if r.get("ok")}
+    out = defaultdict(lambda: defaultdict(list))
+    for (wl, rnd, proxy), r in by_round.items():
+        ref = by_round.get((wl, rnd, "nginx"))
+        for key, _, _, show in columns:
+            v = r.get(key)
+            if v is None:
+                continue
+            rv = ref.get(key) if (ref and show) else None
+            out[(wl, proxy)][key].append((v, v / rv if rv else None))
+    return out
+
+
+def median_cell(pairs, fmt):
+    if not pairs:
+        return "–"
+    v = statistics.median(p[0] for p in pairs)
+    rs = [p[1] for p in pairs if p[1] is not None]
+    return cell(v, statistics.median(rs) if rs else None, fmt)
+
+
+def table(rows, columns, lead):
+    head = "| " + " | ".join(lead + [c[1] for c in columns]) + " |"
+    sep = "|" + "---|" * (len(lead) + len(columns))
+    return "\n".join([head, sep] + rows)
+
+
+def summary(recs, columns, workloads):
+    agg = ratios(recs, columns)
+    rows = []
+    for wl in workloads:
+        for proxy in PROXIES:
+            if (wl, proxy) not in agg:
+                continue
+            cells = [median_cell(agg[(wl, proxy)].get(k, []), fmt) for k, _, fmt, _ in columns]
+            rows.append(f"| {wl} | {proxy} | " + " | ".join(cells) + " |")
+    return table(rows, columns, ["workload", "proxy"])
+
+
+def per_round(recs, columns, workloads):
+    agg_round = {(r["workload"], r["round"], r["proxy"]): r for r in recs if r.get("ok")}
+    rows = []
+    for r in sorted(
+        (r for r in recs if r.get("ok")),
+        key=lambda r: (r["round"], workloads.index(r["workload"]), PROXIES.index(r["proxy"])),
+    ):
+        ref = agg_round.get((r["workload"], r["round"], "nginx"))
+        cells = []
+        for key, _, fmt, show in columns:
+            v = r.get(key)
+            rv = ref.get(key) if (ref and show) else None
+            cells.append(cell(v, v / rv if (v is not None and rv) else None, fmt))
+        rows.append(f"| {r['round']} | {r['workload']} | {r['proxy']} | " + " | ".join(cells) + " |")
+    return table(rows, columns, ["round", "workload", "proxy"])
+
+
+def targets(recs):
+    """Issue 6's targets for ringside, judged on the medians of this run."""
+    def med(wl, proxy, key):
+        vs = [r[key] for r in recs if r.get("ok") and r["workload"] == wl and r["proxy"] == proxy and key in r]
+        return statistics.median(vs) if vs else None
+
+    lines = []
+    for wl, want in (("small64", 1.2), ("small256", 1.2), ("1m", 1.5)):
+        rs = med(wl, "ringside", "req_per_cpu_s")
+        peers = [v for v in (med(wl, p, "req_per_cpu_s") for p in ("nginx", "haproxy")) if v]
+        if rs and peers:
+            got = rs / max(peers)
+            lines.append(f"- {wl}: req/CPU-s {got:.2f}× the best peer (target ≥ {want}×): "
+                         f"{'met' if got >= want else 'NOT met'}")
+    for wl in ("small64", "small256", "64k", "1m", "close"):
+        rs = med(wl, "ringside", "p99_ms")
+        peers = [v for v in (med(wl, p, "p99_ms") for p in ("nginx", "haproxy")) if v]
+        if rs and peers:
+            lines.append(f"- {wl}: p99 {rs:.3f} ms vs best peer {min(peers):.3f} ms: "
+                         f"{'met' if rs <= min(peers) else 'NOT met'}")
+    b = med("idle10k", "ringside", "bytes_per_conn")
+    if b:
+        lines.append(f"- idle: {b:,.0f} bytes per idle keep-alive connection (target < 1024): "
+                     f"{'met' if b < 1024 else 'NOT met'}")
+    return "\n".join(lines)
+
+
+def problems(recs):
+    out = []
+    for r in recs:
+        if r["kind"] == "skip":
+            out.append(f"- {r['proxy']}: skipped — {r['reason']}")
+        elif not r.get("ok"):
+            out.append(f"- {r['proxy']} {r['workload']} round {r['round']}: measurement failed "
+                       "(left out of the tables)")
+        else:
+            bad = []
+            if r.get("socket_errors"):
+                bad.append(f"{r['socket_errors']} socket errors")
+            if r.get("non_2xx"):
+                bad.append(f"{r['non_2xx']} non-2xx responses")
+            if r.get("pids_changed"):
+                bad.append("proxy process set changed during the run")
+            if r.get("disturbed"):
+                bad.append(f"other processes ran during it ({r['foreign_proxy_core_s']:.2f} s on "
+                           f"the proxy core, {r['foreign_load_core_s']:.2f} s on the load core)")
+            if r.get("conns_failed"):
+                bad.append(f"{r['conns_failed']} idle connections failed")
+            if bad:
+                out.append(f"- {r['proxy']} {r['workload']} round {r['round']}: " + ", ".join(bad))
+    return "\n".join(out) or "None."
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", required=True)
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--commands", required=True)
+    ap.add_argument("--configs", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    recs = load_records(a.records)
+    with open(a.meta) as f:
+        meta = json.load(f)
+    load = [r for r in recs if r["kind"] == "load"]
+    idle = [r for r in recs if r["kind"] == "idle"]
+    wls = meta["workloads"]
+
+    md = [f"# ringside perf run {meta['date']}", ""]
+    md += [
+        f"- machine: {meta['nproc']} CPUs ({meta['cpu_model']}), {meta['mem']}, "
+        f"kernel {meta['kernel']}, {meta['os']}",
+        f"- load average (1, 5, 15 min) at start: {meta['loadavg']}; at the end: {meta['loadavg_end']}",
+        f"- mode: {meta['mode']} — {meta['rounds']} round(s), {meta['duration']} s per workload "
+        f"after a {meta['warmup']} s warm-up; proxies in each round in the order "
+        f"{', '.join(meta['proxies'])}",
+        f"- pinning: proxy (one worker) on CPU {meta['proxy_cpu']}; wrk, the backend nginx and "
+        f"the helper scripts on CPU {meta['load_cpu']}",
+        f"- versions: {meta['versions']}",
+        f"- open-file limit {meta['nofile']}; the idle workload holds {meta['idle_conns']:,} connections"
+        + (" (HAProxy needs two fds per connection, so the hard limit capped it below 10,000)"
+           if meta["idle_conns"] < 10000 else ""),
+        "",
+        "Each cell is the figure and, in parentheses, its ratio to nginx in the same round "
+        "(the median over rounds of each). For req/s and req/CPU-s above 1.00× is better; "
+        "for latency and memory below 1.00× is better. CPU s is the proxy's user+system time "
+        "during the wrk run, all its processes and threads.",
+        "",
+        "## Load (median over rounds)",
+        "",
+        summary(load, LOAD_COLUMNS, wls),
+        "",
+        "## The whole proxy core (median over rounds)",
+        "",
+        "The proxy core's busy time from /proc/stat: the proxy's own CPU plus the interrupt "
+        "and softirq work done on that core, which the kernel charges to no process (on loopback, "
+        "the TCP receive work for the packets the proxy sends). req/core-s is requests per "
+        "second of that.",
+        "",
+        summary(load, CORE_COLUMNS, wls),
+        "",
+        "## Idle keep-alive connections (median over rounds)",
+        "",
+        summary(idle, IDLE_COLUMNS, wls),
+        "",
+    ]
+    t = targets(recs)
+    if t:
+        md += ["## Issue 6 targets for ringside", "", t, ""]
+    md += ["## Problems seen", "", problems(recs), ""]
+    md += ["## Every round", "", per_round(load, LOAD_COLUMNS, wls), "",
+           per_round(idle, IDLE_COLUMNS, wls), ""]
+    md += ["## Workloads", ""] + [f"- `{w}`: {WORKLOAD_DESC.get(w, '')}" for w in wls] + [""]
+    with open(a.commands) as f:
+        cmds = f.read().strip()
+    md += ["## Exact commands", "", "```sh", cmds, "```", ""]
+    md += ["## Configs", ""]
+    for name in sorted(os.listdir(a.configs)):
+        with open(os.path.join(a.configs, name)) as f:
+            md += [f"`{name}`:", "", "```", f.read().rstrip(), "```", ""]
+    with open(a.out, "w") as f:
+        f.write("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

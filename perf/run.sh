@@ -1,0 +1,513 @@
+#!/usr/bin/env bash
+# perf/run.sh — ringside against nginx and HAProxy, per CPU-second, on one box.
+#
+# One command on a fresh Debian machine (run as root):
+#
+#   perf/run.sh                 full: 3 rounds, 10 s per workload (~12 min)
+#   perf/run.sh --quick         1 round, 5 s per workload (~3 min)
+#   perf/run.sh --only nginx,haproxy --quick
+#
+# What it does, in order:
+#   1. installs nginx, haproxy, wrk and h2load (nghttp2-client) from Debian if missing
+#   2. builds ringside (cargo build --release) if target/release/ringside is missing
+#   3. starts a backend nginx on CPU 0 serving fixed files from tmpfs
+#   4. for each round, workload and proxy (order rotated each round): starts the
+#      proxy alone on CPU 1 with one worker, checks it answers 200, warms up,
+#      measures with wrk on CPU 0, reads the proxy's CPU time and memory from
+#      /proc, stops it
+#   5. writes perf/results/YYYY-MM-DD-HHMM.md and a copy as perf/results/latest.md
+#
+# See perf/README.md for what each workload means and how to read the ratios.
+set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"
+
+usage() {
+    cat <<'EOF'
+usage: perf/run.sh [options]
+  --quick              1 round, 5 s per workload, 1 s warm-up
+  --rounds N           rounds (default 3)
+  --duration S         seconds of wrk per workload (default 10)
+  --only LIST          proxies to run, comma-separated (default ringside,nginx,haproxy)
+  --workloads LIST     default small64,small256,64k,1m,close,idle10k
+  --idle-conns N       connections held by the idle workload (default 10000)
+  --ringside PATH      ringside binary (default target/release/ringside)
+  --no-install         do not apt-get install missing tools
+  --no-build           do not build ringside when its binary is missing
+  --no-save            print the report path under the work dir; leave perf/results alone
+  -h, --help
+environment: PERF_WORK (default /dev/shm/ringside-perf), LOAD_CPU (0), PROXY_CPU (1)
+EOF
+}
+
+ROUNDS=3 DURATION=10 WARMUP=2 MODE=full QUIET_WAIT=60
+ONLY=ringside,nginx,haproxy
+WORKLOADS=small64,small256,64k,1m,close,idle10k
+IDLE_CONNS=10000
+INSTALL=1 BUILD=1 SAVE=1
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PERF=$REPO/perf
+RINGSIDE_BIN=$REPO/target/release/ringside
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) ROUNDS=1 DURATION=5 WARMUP=1 MODE=quick QUIET_WAIT=20 ;;
+        --rounds) ROUNDS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --only) ONLY=$2; shift ;;
+        --workloads) WORKLOADS=$2; shift ;;
+        --idle-conns) IDLE_CONNS=$2; shift ;;
+        --ringside) RINGSIDE_BIN=$(realpath "$2"); shift ;;
+        --no-install) INSTALL=0 ;;
+        --no-build) BUILD=0 ;;
+        --no-save) SAVE=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+WORK=${PERF_WORK:-/dev/shm/ringside-perf}
+LOAD_CPU=${LOAD_CPU:-0}
+PROXY_CPU=${PROXY_CPU:-1}
+BACKEND_PORT=18080
+declare -A PORT=([ringside]=18081 [nginx]=18082 [haproxy]=18083)
+SMALL_BYTES=128
+EXPECT=(--expect /small=$SMALL_BYTES --expect /64k=65536 --expect /1m=1048576)
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
+# Every command that shapes a measurement goes to commands.txt for the report.
+note_cmd() { local s; s=$(printf '%q ' "$@"); printf '%s\n' "${s% }" >>"$WORK/commands.txt"; }
+
+# ---------------------------------------------------------------- 1. tools
+install_tools() {
+    local missing=() tool pkg
+    for tool in nginx:nginx haproxy:haproxy wrk:wrk h2load:nghttp2-client \
+                python3:python3 ss:iproute2 taskset:util-linux; do
+        command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+    done
+    [ ${#missing[@]} -eq 0 ] && return
+    [ "$INSTALL" = 1 ] || die "missing tools (packages: ${missing[*]}) and --no-install given"
+    [ "$(id -u)" = 0 ] || die "installing ${missing[*]} needs root"
+    say "== installing from Debian: ${missing[*]}"
+    # Keep the packages' own nginx/haproxy services from starting (they would
+    # listen on :80 and take CPU): invoke-rc.d honours policy-rc.d exit 101.
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e $policy ]; then
+        printf '#!/bin/sh\nexit 101\n' >$policy && chmod +x $policy && made_policy=1
+    fi
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${missing[@]}" >/dev/null || { [ $made_policy = 1 ] && rm -f $policy; die "apt-get install failed"; }
+    [ $made_policy = 1 ] && rm -f $policy
+    return 0
+}
+
+# ---------------------------------------------------------------- 2. ringside
+ACTIVE=()
+choose_proxies() {
+    local p
+    IFS=, read -ra want <<<"$ONLY"
+    for p in "${want[@]}"; do
+        case $p in
+            ringside)
+                if [ ! -x "$RINGSIDE_BIN" ] && [ "$BUILD" = 1 ] && [ "$RINGSIDE_BIN" = "$REPO/target/release/ringside" ]; then
+                    if command -v cargo >/dev/null; then
+                        say "== building ringside: (cd $REPO && cargo build --release)"
+                        (cd "$REPO" && cargo build --release) || say "ringside: cargo build --release failed"
+                    else
+                        say "ringside: cargo not found, cannot build"
+                    fi
+                fi
+                if [ -x "$RINGSIDE_BIN" ]; then ACTIVE+=(ringside)
+                else skip ringside "no binary at $RINGSIDE_BIN"; fi ;;
+            nginx|haproxy) ACTIVE+=("$p") ;;
+            *) die "unknown proxy '$p' (ringside, nginx, haproxy)" ;;
+        esac
+    done
+    [ ${#ACTIVE[@]} -gt 0 ] || die "no proxy left to measure"
+}
+
+skip() {  # skip PROXY REASON: record it and never run it again this run
+    say "SKIP $1: $2"
+    python3 -c 'import json, sys; print(json.dumps({"kind": "skip", "proxy": sys.argv[1], "reason": sys.argv[2]}))' \
+        "$1" "$2" >>"$WORK/records.jsonl"
+    local kept=() p
+    for p in "${ACTIVE[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
+    ACTIVE=("${kept[@]}")
+}
+
+# ---------------------------------------------------------------- processes
+# Pid files hold every pid of a tree we started; a later run (or the exit
+# trap) kills them only if they still look like ours.
+ours() {  # ours PID: a process of this harness (by name, for recycled pids)
+    local comm
+    comm=$(cat "/proc/$1/comm" 2>/dev/null) || return 1
+    case $comm in nginx|haproxy|ringside|wrk|python3|taskset) return 0 ;; *) return 1 ;; esac
+}
+
+record_pids() {  # record_pids NAME PID
+    python3 "$PERF/procstat.py" --pids "$2" >"$WORK/pids/$1.pid"
+}
+
+stop_tree() {  # stop_tree NAME: SIGTERM the tree, SIGKILL what is left after 10 s
+    local f=$WORK/pids/$1.pid pids=() pid i
+    [ -f "$f" ] || return 0
+    read -ra pids <"$f"
+    [ -n "${pids[0]:-}" ] && python3 "$PERF/procstat.py" --pids "${pids[0]}" >>"$f" 2>/dev/null || true
+    read -ra pids < <(tr "\n" " " <"$f") || true
+    for pid in "${pids[@]}"; do if ours "$pid"; then kill -TERM "$pid" 2>/dev/null || true; fi; done
+    for i in $(seq 100); do
+        local left=0
+        for pid in "${pids[@]}"; do
+            if ours "$pid" && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then left=1; fi
+        done
+        [ $left = 0 ] && break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do if ours "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -f "$f"
+}
+
+free_port() {  # free_port PORT: kill a leftover of ours on it, else refuse
+    local line pid
+    line=$(ss -Hltnp "sport = :$1" 2>/dev/null || true)
+    [ -z "$line" ] && return 0
+    pid=$(grep -o 'pid=[0-9]*' <<<"$line" | head -1 | cut -d= -f2)
+    if [ -n "$pid" ] && ours "$pid" && grep -qa "$WORK" "/proc/$pid/cmdline" 2>/dev/null; then
+        say "port $1: killing leftover pid $pid"
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.2
+    else
+        die "port $1 is taken by something this script did not start: $line"
+    fi
+}
+
+cleanup() {
+    local f
+    for f in "$WORK"/pids/*.pid; do [ -e "$f" ] && stop_tree "$(basename "$f" .pid)"; done
+    return 0
+}
+
+# ---------------------------------------------------------------- configs
+write_content_and_configs() {
+    mkdir -p "$WORK"/{www,conf,logs,pids,run,tmp/backend,tmp/nginx-proxy,wrk}
+    chmod 777 "$WORK"/tmp/*
+    head -c $SMALL_BYTES /dev/zero | tr '\0' 'x' >"$WORK/www/small"
+    head -c 65536 /dev/urandom >"$WORK/www/64k"
+    head -c 1048576 /dev/urandom >"$WORK/www/1m"
+
+    cat >"$WORK/conf/backend-nginx.conf" <<EOF
+# The fixed backend: nginx serving files from tmpfs, one worker on CPU $LOAD_CPU.
+worker_processes 1;
+daemon off;
+pid $WORK/run/backend.pid;
+error_log $WORK/logs/backend.error.log warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $CONN_LIMIT; }
+http {
+    access_log off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    open_file_cache max=16 inactive=1h;
+    open_file_cache_valid 1h;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    client_body_temp_path $WORK/tmp/backend;
+    proxy_temp_path $WORK/tmp/backend;
+    server {
+        listen 127.0.0.1:$BACKEND_PORT backlog=4096;
+        root $WORK/www;
+    }
+}
+EOF
+
+    cat >"$WORK/conf/nginx-proxy.conf" <<EOF
+# nginx as the reverse proxy under test: one worker (CPU $PROXY_CPU by taskset).
+worker_processes 1;
+daemon off;
+pid $WORK/run/nginx-proxy.pid;
+error_log $WORK/logs/nginx-proxy.error.log warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $CONN_LIMIT; }
+http {
+    access_log off;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;      # no proxy here closes a client after N requests
+    client_body_temp_path $WORK/tmp/nginx-proxy;
+    proxy_temp_path $WORK/tmp/nginx-proxy;
+    upstream backend {
+        server 127.0.0.1:$BACKEND_PORT;
+        keepalive 1024;              # idle pool above the concurrency: never capped
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }
+    server {
+        listen 127.0.0.1:${PORT[nginx]} backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Forwarded-Port \$server_port;
+            proxy_max_temp_file_size 0;  # relay through memory buffers, never a temp file
+        }
+    }
+}
+EOF
+
+    cat >"$WORK/conf/haproxy.cfg" <<EOF
+# HAProxy as the reverse proxy under test: one thread (CPU $PROXY_CPU by taskset).
+global
+    nbthread 1
+    maxconn $HAPROXY_MAXCONN
+
+defaults
+    mode http
+    maxconn $HAPROXY_MAXCONN
+    backlog 4096
+    timeout connect 5s
+    timeout client 75s
+    timeout server 60s
+    timeout http-request 10s
+    timeout http-keep-alive 75s
+    option http-keep-alive
+    option forwardfor
+    http-reuse always               # idle server connections shared; no pool-max-conn cap
+
+frontend fe
+    bind 127.0.0.1:${PORT[haproxy]}
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Forwarded-Port %[dst_port]
+    default_backend be
+
+backend be
+    server s1 127.0.0.1:$BACKEND_PORT
+EOF
+
+    cat >"$WORK/conf/ringside.toml" <<EOF
+# ringside as the reverse proxy under test: one worker (CPU $PROXY_CPU by taskset).
+[runtime]
+workers = 1
+
+[log]
+access = "off"
+
+[[listen]]
+address = "127.0.0.1:${PORT[ringside]}"
+
+[[upstream]]
+name = "backend"
+keepalive = 1024
+servers = [ { address = "127.0.0.1:$BACKEND_PORT" } ]
+
+[[route]]
+path = "/"
+upstream = "backend"
+EOF
+}
+
+# ---------------------------------------------------------------- backend
+start_backend() {
+    local cmd=(taskset -c "$LOAD_CPU" nginx -p "$WORK/run" -e "$WORK/logs/backend.error.log"
+               -c "$WORK/conf/backend-nginx.conf")
+    note_cmd "${cmd[@]}"
+    "${cmd[@]}" >"$WORK/logs/backend.out" 2>&1 &
+    local pid=$!
+    python3 "$PERF/probe.py" --pid $pid --port $BACKEND_PORT "${EXPECT[@]}" ||
+        die "backend nginx did not start: $(tail -3 "$WORK/logs/backend.error.log" 2>/dev/null)"
+    record_pids backend $pid
+    BACKEND_PID=$pid
+}
+
+# ---------------------------------------------------------------- proxies
+proxy_cmd() {  # sets CMD for proxy $1
+    case $1 in
+        ringside) CMD=(taskset -c "$PROXY_CPU" "$RINGSIDE_BIN" -c "$WORK/conf/ringside.toml") ;;
+        nginx)    CMD=(taskset -c "$PROXY_CPU" nginx -p "$WORK/run" -e "$WORK/logs/nginx-proxy.error.log"
+                       -c "$WORK/conf/nginx-proxy.conf") ;;
+        haproxy)  CMD=(taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/conf/haproxy.cfg") ;;
+    esac
+}
+
+start_proxy() {  # start_proxy NAME: sets PROXY_PID, returns 1 (after a skip) on failure
+    local name=$1 ready=() err=$WORK/logs/$1.stderr
+    proxy_cmd "$name"
+    note_cmd "${CMD[@]}"
+    free_port "${PORT[$name]}"
+    "${CMD[@]}" >"$WORK/logs/$name.stdout" 2>"$err" &
+    PROXY_PID=$!
+    echo $PROXY_PID >"$WORK/pids/proxy.pid"
+    [ "$name" = ringside ] && ready=(--ready-file "$err" --ready-text "ringside ready")
+    if ! python3 "$PERF/probe.py" --pid $PROXY_PID --port "${PORT[$name]}" "${ready[@]}" "${EXPECT[@]}" \
+            2>>"$WORK/logs/$name.probe"; then
+        local why
+        why="$(tail -1 "$WORK/logs/$name.probe"); stderr: $(tail -2 "$err" | tr '\n' ' ')"
+        stop_tree proxy
+        skip "$name" "failed to start or to answer 200: $why"
+        return 1
+    fi
+    record_pids proxy $PROXY_PID
+}
+
+# ---------------------------------------------------------------- workloads
+wrk_args() {  # wrk_args WORKLOAD SECONDS PORT: sets WRK
+    local base=(taskset -c "$LOAD_CPU" wrk -t1 --timeout 5s --latency -d"${2}s")
+    local url=http://127.0.0.1:$3
+    case $1 in
+        small64)  WRK=("${base[@]}" -c64 "$url/small") ;;
+        small256) WRK=("${base[@]}" -c256 "$url/small") ;;
+        64k)      WRK=("${base[@]}" -c64 "$url/64k") ;;
+        1m)       WRK=("${base[@]}" -c256 "$url/1m") ;;
+        close)    WRK=("${base[@]}" -c64 -H "Connection: close" "$url/small") ;;
+        *) die "unknown workload $1" ;;
+    esac
+}
+
+measure() {  # measure PROXY WORKLOAD ROUND
+    local proxy=$1 wl=$2 round=$3 port=${PORT[$1]}
+    [ -d "/proc/$BACKEND_PID" ] || die "the backend nginx died (see $WORK/logs/backend.error.log)"
+    # Another job on the machine (a build, say) skews every figure: wait for
+    # it to pass; loadrun.py still flags a run it disturbed.
+    python3 "$PERF/procstat.py" --wait-quiet "$LOAD_CPU,$PROXY_CPU" "$QUIET_WAIT" ||
+        say "  (the CPUs are still busy with other jobs after $QUIET_WAIT s; measuring anyway)"
+    start_proxy "$proxy" || return 0
+    if [ "$wl" = idle10k ]; then
+        local cmd=(python3 "$PERF/idle.py" --pid "$PROXY_PID" --proxy "$proxy" --round "$round"
+                   --workload "$wl" --port "$port" --conns "$IDLE_CONNS" --out "$WORK/records.jsonl")
+        local shown=() arg
+        for arg in "${cmd[@]}"; do [ "$arg" = "$PROXY_PID" ] && shown+=(PROXY_PID) || shown+=("$arg"); done
+        note_cmd "${shown[@]}"
+        "${cmd[@]}" || true
+    else
+        wrk_args "$wl" "$WARMUP" "$port"
+        "${WRK[@]}" >"$WORK/wrk/$proxy-$wl-r$round-warmup.txt" 2>&1 || true
+        wrk_args "$wl" "$DURATION" "$port"
+        note_cmd "${WRK[@]}"
+        python3 "$PERF/loadrun.py" --pid "$PROXY_PID" --proxy "$proxy" --workload "$wl" \
+            --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --backend-pid "$BACKEND_PID" \
+            --round "$round" --out "$WORK/records.jsonl" --log "$WORK/wrk/$proxy-$wl-r$round.txt" \
+            -- "${WRK[@]}" || true
+    fi
+    stop_tree proxy
+}
+
+# HOOK — TLS and HTTP/2 (not run yet). When ringside's TLS listener and h2
+# land: make a self-signed cert (openssl req -x509 -newkey ec ...), add a TLS
+# listener to each proxy (ringside: tls = { cert, key }, http2 = true; nginx:
+# listen ... ssl http2; haproxy: bind ... ssl crt FILE alpn h2,http/1.1), and
+# measure with h2load (installed above) pinned like wrk, e.g.
+#   taskset -c $LOAD_CPU h2load -c64 -m10 -D $DURATION https://127.0.0.1:PORT/small
+#   taskset -c $LOAD_CPU h2load -c64 -m1 --h1 -D $DURATION https://127.0.0.1:PORT/small
+# through a loadrun-like wrapper that parses h2load's "finished in", "req/s"
+# and latency lines. Until then it only says so.
+tls_h2_workloads() {
+    say "(TLS and HTTP/2 workloads: not measured yet — see the HOOK in perf/run.sh)"
+}
+
+# ---------------------------------------------------------------- main
+install_tools
+mkdir -p "$WORK/pids"
+cleanup                       # leftovers of an earlier run that died
+rm -rf "$WORK"/{records.jsonl,commands.txt,wrk,logs}
+mkdir -p "$WORK"
+: >"$WORK/records.jsonl"
+: >"$WORK/commands.txt"
+choose_proxies
+trap 'cleanup' EXIT
+trap 'exit 130' INT TERM
+
+# File descriptors: each proxy holds the idle workload's connections plus its
+# upstream ones; the idle client as many. Raise the soft limit (and the hard
+# one where we may); size every proxy's connection limit to what the run needs,
+# not more (nginx preallocates its whole connection table at start).
+ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+# HAProxy refuses to start unless 2 fds per connection (client + server side)
+# fit in its limit, so it caps how many idle connections every proxy is given.
+HAPROXY_MAXCONN=$(( (NOFILE - 100) / 2 ))
+if [[ " ${ACTIVE[*]} " == *" haproxy "* ]] && [ "$IDLE_CONNS" -gt $((HAPROXY_MAXCONN - 50)) ]; then
+    say "warning: open-file limit is $NOFILE (hard $(ulimit -Hn)); HAProxy needs 2 per connection, so the"
+    say "         idle workload holds $((HAPROXY_MAXCONN - 50)) connections (not $IDLE_CONNS) for every proxy."
+    say "         Raise the hard limit (ulimit -Hn as root, LimitNOFILE) for the full count."
+    IDLE_CONNS=$((HAPROXY_MAXCONN - 50))
+fi
+CONN_LIMIT=$((IDLE_CONNS + 1000))
+[ "$HAPROXY_MAXCONN" -gt "$CONN_LIMIT" ] && HAPROXY_MAXCONN=$CONN_LIMIT
+if [ "$NOFILE" -lt $((IDLE_CONNS + 500)) ]; then
+    say "warning: open-file limit $NOFILE is too low for $IDLE_CONNS idle connections (raise ulimit -Hn)"
+fi
+ncpu=$(nproc)
+if [ "$ncpu" -lt 2 ]; then
+    say "warning: one CPU only — proxy and load generator share it"
+    PROXY_CPU=0
+fi
+write_content_and_configs
+taskset -cp "$LOAD_CPU" $$ >/dev/null     # this shell, wrk and the helpers: the load CPU
+free_port $BACKEND_PORT
+start_backend
+
+IFS=, read -ra WLS <<<"$WORKLOADS"
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+say "== ringside perf ($MODE): ${ACTIVE[*]} × ${WLS[*]}, $ROUNDS round(s), ${DURATION}s each"
+say "   proxy on CPU $PROXY_CPU; wrk, backend and helpers on CPU $LOAD_CPU; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+for round in $(seq "$ROUNDS"); do
+    # rotate the order each round so no proxy always runs first after a pause
+    order=()
+    for i in "${!ACTIVE[@]}"; do order+=("${ACTIVE[$(( (i + round - 1) % ${#ACTIVE[@]} ))]}"); done
+    say "-- round $round/$ROUNDS (${order[*]})"
+    for wl in "${WLS[@]}"; do
+        for proxy in "${order[@]}"; do
+            # a proxy skipped earlier in this run stays skipped
+            [[ " ${ACTIVE[*]} " == *" $proxy "* ]] && measure "$proxy" "$wl" "$round"
+        done
+    done
+done
+tls_h2_workloads
+
+# ---------------------------------------------------------------- report
+stamp=$(date +%Y-%m-%d-%H%M)
+export META_DATE=$stamp META_MODE=$MODE META_ROUNDS=$ROUNDS META_DURATION=$DURATION \
+    META_WARMUP=$WARMUP META_PROXIES="${ACTIVE[*]}" META_WORKLOADS="${WLS[*]}" \
+    META_LOAD_CPU=$LOAD_CPU META_PROXY_CPU=$PROXY_CPU META_IDLE_CONNS=$IDLE_CONNS META_NOFILE=$NOFILE \
+    META_LOADAVG="$LOADAVG_START" META_LOADAVG_END="$(cut -d' ' -f1-3 /proc/loadavg)" \
+    META_CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
+    META_KERNEL="$(uname -r)" META_NPROC="$ncpu" \
+    META_OS="$(. /etc/os-release && echo "$PRETTY_NAME")" \
+    META_MEM="$(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo)" \
+    META_VERSIONS="$(nginx -v 2>&1 | sed 's/.*version: //'); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)$( [ -x "$RINGSIDE_BIN" ] && printf '; ringside %s' "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '(uncommitted)')")"
+python3 - "$WORK/meta.json" <<'EOF'
+import json, os, sys
+e = os.environ
+json.dump({
+    "date": e["META_DATE"], "mode": e["META_MODE"], "rounds": int(e["META_ROUNDS"]),
+    "duration": int(e["META_DURATION"]), "warmup": int(e["META_WARMUP"]),
+    "proxies": e["META_PROXIES"].split(), "workloads": e["META_WORKLOADS"].split(),
+    "load_cpu": e["META_LOAD_CPU"], "proxy_cpu": e["META_PROXY_CPU"],
+    "loadavg": e["META_LOADAVG"], "loadavg_end": e["META_LOADAVG_END"], "cpu_model": e["META_CPU"], "kernel": e["META_KERNEL"],
+    "nproc": e["META_NPROC"], "os": e["META_OS"], "mem": e["META_MEM"],
+    "versions": e["META_VERSIONS"], "idle_conns": int(e["META_IDLE_CONNS"]),
+    "nofile": int(e["META_NOFILE"]),
+}, open(sys.argv[1], "w"))
+EOF
+awk '!seen[$0]++' "$WORK/commands.txt" >"$WORK/commands.unique.txt"
+if [ "$SAVE" = 1 ]; then
+    mkdir -p "$PERF/results"
+    out=$PERF/results/$stamp.md
+else
+    out=$WORK/$stamp.md
+fi
+python3 "$PERF/report.py" --records "$WORK/records.jsonl" --meta "$WORK/meta.json" \
+    --commands "$WORK/commands.unique.txt" --configs "$WORK/conf" --out "$out"
+if [ "$SAVE" = 1 ]; then cp "$out" "$PERF/results/latest.md"; fi
+say "== results: $out"
+if [ "$SAVE" = 1 ]; then say "   (copied to perf/results/latest.md)"; fi
+say "   raw wrk output and logs: $WORK/wrk, $WORK/logs"

@@ -1,0 +1,76 @@
+//! Stage 1: the listeners. Every worker has its own SO_REUSEPORT socket per
+//! `[[listen]]`, so the kernel spreads new connections across workers and no
+//! accept is ever shared between cores.
+
+use std::{io, net::SocketAddr, rc::Rc, time::Duration};
+
+use monoio::net::TcpListener;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::{conn, worker::Shard};
+
+/// Listen backlog. The kernel caps it at `net.core.somaxconn` (4096 by
+/// default since Linux 5.4); see tuning.md for raising both.
+const BACKLOG: i32 = 65535;
+
+/// What a connection needs to know about the listener that accepted it.
+#[derive(Clone, Copy)]
+pub struct Listen {
+    pub port: u16,
+    /// "http" or "https", for X-Forwarded-Proto.
+    pub proto: &'static str,
+}
+
+/// Binds one SO_REUSEPORT listener. Port 0 is resolved by the first bind;
+/// the caller passes the bound address for the sockets of other workers.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    // Accepted sockets inherit TCP_NODELAY: responses go out as soon as
+    // they are written.
+    socket.set_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Accepts until the stop channel closes, then drops the listener so new
+/// connections are refused.
+pub async fn run(
+    listener: TcpListener,
+    listen: Listen,
+    shard: Rc<Shard>,
+    stop: async_channel::Receiver<()>,
+) {
+    let listen = Rc::new(listen);
+    let max = shard.config.limits.max_connections;
+    loop {
+        // Over `max_connections`, leave new connections in the backlog.
+        while max > 0 && shard.connections.get() >= max {
+            monoio::select! {
+                _ = monoio::time::sleep(Duration::from_millis(5)) => {}
+                _ = stop.recv() => return,
+            }
+        }
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = stop.recv() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                monoio::spawn(conn::serve(stream, peer, listen.clone(), shard.clone()));
+            }
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the
+                // connection stays in the backlog.
+                crate::error!("worker {}: accept failed: {e}", shard.id);
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

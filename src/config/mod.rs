@@ -1,0 +1,293 @@
+//! Configuration, stage 0: the resolved, typed `Config` every other stage reads.
+//!
+//! Reading happens in two steps (as sozu does): `file.rs` walks the TOML
+//! document with its spans and collects *every* problem with its line and
+//! dotted key; only a document without problems becomes a `Config`, with
+//! durations and sizes typed and upstream names resolved to indexes.
+//! `check.rs` adds the checks that look outside the file (files that must
+//! exist, log files that must open, port clashes).
+#![forbid(unsafe_code)]
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+mod check;
+mod file;
+#[cfg(test)]
+mod tests;
+pub mod units;
+mod walk;
+
+/// One problem found in a config file, printed as `FILE:LINE: key: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line; 0 when the problem has no place in the file.
+    pub line: usize,
+    /// Dotted TOML path, array indexes left out: `upstream.servers.weight`.
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem of one file (never empty).
+#[derive(Debug, Clone)]
+pub struct Problems {
+    pub file: PathBuf,
+    pub list: Vec<Problem>,
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.list.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file.display(),
+                p.line,
+                p.key,
+                p.message
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Reads, validates and resolves FILE: everything `--check` checks.
+pub fn load(path: &std::path::Path) -> Result<Config, Problems> {
+    let fail = |list| Problems {
+        file: path.to_path_buf(),
+        list,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(vec![Problem {
+            line: 0,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    let (config, places) = file::read(&text, path).map_err(fail)?;
+    let problems = check::outside(&config, &places);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(fail(problems))
+    }
+}
+
+/// Parses and resolves TOML text without looking at the file system.
+pub fn parse_str(text: &str) -> Result<Config, Vec<Problem>> {
+    file::parse(text, std::path::Path::new("ringside.toml"))
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub runtime: Runtime,
+    pub log: Log,
+    pub limits: Limits,
+    pub admin: Option<Admin>,
+    pub cache: Cache,
+    pub listeners: Vec<Listener>,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// 0 = one per CPU in the process's affinity mask.
+    pub workers: usize,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    Off,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFormat {
+    Combined,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    /// Stdout, Off or File.
+    pub access: LogTarget,
+    pub access_format: AccessFormat,
+    /// Stderr or File.
+    pub error: LogTarget,
+    pub level: Level,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub client_header_timeout: Duration,
+    pub client_body_timeout: Duration,
+    pub client_send_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    /// Bytes of request line + headers.
+    pub max_request_head: usize,
+    /// Bytes; 0 = unlimited.
+    pub max_request_body: u64,
+    /// Per worker; 0 = unlimited.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    /// Total bytes across workers.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub http2: bool,
+    pub hsts: Option<String>,
+    pub redirect_https: bool,
+    pub tls: Option<Tls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The first is the default certificate.
+    pub certs: Vec<CertPair>,
+    pub protocols: Vec<TlsVersion>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    IpHash,
+    UriHash,
+    RandomTwo,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub balance: Balance,
+    /// Most idle connections kept per server, per worker.
+    pub keepalive: usize,
+    pub keepalive_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub send_timeout: Duration,
+    pub read_timeout: Duration,
+    pub servers: Vec<Server>,
+    pub health: Option<Health>,
+    /// 0 = passive health off.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    /// 0 = off.
+    pub retries: u32,
+    pub sticky: Option<Sticky>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub address: SocketAddr,
+    /// The address as written in the file (metrics label).
+    pub label: String,
+    pub weight: u32,
+    pub backup: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fails: u32,
+    pub passes: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sticky {
+    pub cookie: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lowercase exact name.
+    Exact(String),
+    /// `*.example.com` stored as the lowercase suffix `.example.com`.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Index into `Config::upstreams`.
+    Upstream(usize),
+    /// (upstream index, weight)
+    Split(Vec<(usize, u32)>),
+    Static(PathBuf),
+    Redirect {
+        to: String,
+        status: u16,
+    },
+    Respond {
+        status: u16,
+        body: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Gzip {
+    /// Lowercase media types.
+    pub types: Vec<String>,
+    pub min_length: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `host` and `path` as written (metrics label).
+    pub label: String,
+    pub host: Option<HostMatch>,
+    pub path: String,
+    /// (lowercase header name, value)
+    pub match_header: Vec<(String, String)>,
+    pub match_cookie: Vec<(String, String)>,
+    pub action: Action,
+    pub expires: Option<Duration>,
+    pub strip_prefix: bool,
+    pub websocket: bool,
+    /// (status, validity)
+    pub cache: Vec<(u16, Duration)>,
+    pub gzip: Option<Gzip>,
+    pub proxy_redirect: bool,
+    pub set_request_headers: Vec<(String, String)>,
+    pub add_response_headers: Vec<(String, String)>,
+    pub error_pages: Vec<(u16, PathBuf)>,
+}

@@ -1,0 +1,438 @@
+//! Stages 1-7 for one client connection.
+//!
+//! `serve` is the connection's long-lived task: it waits for readability
+//! holding no buffer (an idle keep-alive connection costs a few hundred
+//! bytes), then runs `exchange` — boxed, so the idle task stays small — for
+//! each request. `exchange` is the whole request path in order:
+//!
+//! ```text
+//! read_head → plan (parse, route) → proxy::forward (balance, connect, send,
+//! response head, relay) or an answer of our own → access log
+//! ```
+
+use std::{
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    ops::Range,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll},
+};
+
+use httparse::EMPTY_HEADER;
+use monoio::{net::TcpStream, time::Instant};
+
+use crate::{
+    accept::Listen,
+    config::{Action, Config, Level},
+    error::{Error, Fault},
+    http::{
+        headers::{upstream_request, Forwarding},
+        parse::{self, Framing, Scan, MAX_HEADERS},
+        respond,
+    },
+    log::Record,
+    proxy, relay, route,
+    worker::Shard,
+};
+
+/// The client side of a connection.
+pub struct Client {
+    pub stream: TcpStream,
+    pub peer: IpAddr,
+    /// The read buffer: empty, without capacity, while the connection idles.
+    /// During an exchange it starts with the request head, which stays in
+    /// place until the request is logged.
+    pub buf: Vec<u8>,
+}
+
+pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shard: Rc<Shard>) {
+    shard.connections.set(shard.connections.get() + 1);
+    let limits = &shard.config.limits;
+    let mut c = Client {
+        stream,
+        peer: peer.ip().to_canonical(),
+        buf: Vec::new(),
+    };
+    // The first head must be complete within client_header_timeout of the accept.
+    let mut deadline = Instant::now() + limits.client_header_timeout;
+    let mut first = true;
+    loop {
+        if c.buf.is_empty() {
+            shard.heads.give(std::mem::take(&mut c.buf));
+            let wait = if first {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                limits.keepalive_timeout
+            };
+            match monoio::time::timeout(wait, c.stream.readable(false)).await {
+                Ok(Ok(())) => {}
+                // Idle too long, or the socket failed: close without a word.
+                _ => break,
+            }
+        }
+        if !first {
+            deadline = Instant::now() + limits.client_header_timeout;
+        }
+        first = false;
+        let exchange = Box::pin(exchange(&mut c, &listen, &shard, deadline));
+        match CatchUnwind(exchange).await {
+            Ok(true) if !shard.draining.get() => {}
+            Ok(_) => break,
+            Err(()) => {
+                crate::error!(
+                    "worker {}: request from {} panicked; connection closed",
+                    shard.id,
+                    c.peer
+                );
+                break;
+            }
+        }
+    }
+    shard.heads.give(std::mem::take(&mut c.buf));
+    shard.connections.set(shard.connections.get() - 1);
+}
+
+/// One request and its response. Returns whether the connection stays open.
+async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Instant) -> bool {
+    let start = Instant::now();
+    let config: &Config = &shard.config;
+
+    // 1. The head, within client_header_timeout.
+    let len = match read_head(c, shard, deadline).await {
+        Ok(Some(len)) => len,
+        Ok(None) => return false,
+        Err(e) => {
+            answer_error(c, shard, e, false).await;
+            return false;
+        }
+    };
+    let _busy = shard.busy();
+
+    // 2-3. Parse and route. Everything later stages need is copied out of
+    // the borrowed head here, so no borrow lives across an await.
+    let plan = match plan(&c.buf, len, config, c.peer, listen) {
+        Ok(p) => p,
+        Err(e) => {
+            answer_error(c, shard, e, false).await;
+            return false;
+        }
+    };
+
+    // 4-6. Answer.
+    let done = match plan.act {
+        Act::Proxy {
+            upstream,
+            ref head,
+            upgrade,
+        } => proxy::forward(c, shard, &plan, upstream, head, upgrade).await,
+        Act::Respond { route } => answer_own(c, shard, &plan, Some(route)).await,
+        Act::NotFound => answer_own(c, shard, &plan, None).await,
+    };
+
+    // 7. Log, then drop the head (and the body bytes read with it).
+    let seconds = start.elapsed().as_secs_f64();
+    log_access(c, shard, &plan, &done, seconds);
+    if let Some(e) = done.error {
+        log_error(shard, c.peer, &plan, &e, &done);
+    }
+    let consumed = done.consumed.min(c.buf.len());
+    c.buf.drain(..consumed);
+    done.keep
+}
+
+/// What `exchange` learned from the head.
+pub struct Plan {
+    pub len: usize,
+    pub minor: u8,
+    pub keep_alive: bool,
+    pub head_only: bool,
+    pub idempotent: bool,
+    pub framing: Framing,
+    pub expect_continue: bool,
+    pub route: Option<usize>,
+    spans: Spans,
+    pub act: Act,
+}
+
+pub enum Act {
+    /// Proxy to this upstream; `head` is the request head to send.
+    Proxy {
+        upstream: usize,
+        head: Vec<u8>,
+        upgrade: bool,
+    },
+    /// A `respond` route.
+    Respond {
+        route: usize,
+    },
+    NotFound,
+}
+
+/// Where the access log's fields sit in the client buffer.
+struct Spans {
+    method: Range<usize>,
+    target: Range<usize>,
+    referer: Option<Range<usize>>,
+    user_agent: Option<Range<usize>>,
+}
+
+/// How an exchange ended.
+pub struct Done {
+    /// Status sent to the client (499: the client went away first).
+    pub status: u16,
+    pub body_bytes: u64,
+    /// (upstream, server) that answered or was tried last.
+    pub server: Option<(usize, usize)>,
+    pub keep: bool,
+    /// Bytes at the start of the client buffer that belonged to this request.
+    pub consumed: usize,
+    pub error: Option<Error>,
+}
+
+/// Reads until the buffer holds a complete head. `Ok(None)`: the client
+/// closed before sending anything.
+async fn read_head(
+    c: &mut Client,
+    shard: &Shard,
+    deadline: Instant,
+) -> Result<Option<usize>, Error> {
+    let max = shard.config.limits.max_request_head;
+    let mut scan = Scan::default();
+    if c.buf.capacity() == 0 {
+        c.buf = shard.heads.take();
+    }
+    loop {
+        if !c.buf.is_empty() {
+            let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+            if let Some(head) = parse::request(&c.buf, &mut headers, &mut scan, max)? {
+                return Ok(Some(head.len));
+            }
+            if c.buf.len() >= max {
+                return Err(parse::too_large(&c.buf[..max]));
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (r, buf) = relay::read_more(&mut c.stream, std::mem::take(&mut c.buf), left).await;
+        c.buf = buf;
+        match r {
+            Ok(0) if c.buf.is_empty() => return Ok(None),
+            Ok(0) => return Err(Error::bad_request("connection closed inside the head")),
+            Ok(_) => {}
+            Err(relay::Fail::Timeout) => return Err(Error::head_timeout()),
+            Err(_) if c.buf.is_empty() => return Ok(None),
+            Err(_) => return Err(Error::bad_request("connection failed inside the head")),
+        }
+    }
+}
+
+fn plan(
+    buf: &[u8],
+    len: usize,
+    config: &Config,
+    peer: IpAddr,
+    listen: &Listen,
+) -> Result<Plan, Error> {
+    let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+    let mut scan = Scan::default();
+    let max = config.limits.max_request_head;
+    let Some(req) = parse::request(&buf[..len], &mut headers, &mut scan, max)? else {
+        return Err(Error::bad_request("incomplete head"));
+    };
+    let limit = config.limits.max_request_body;
+    if let Framing::Length(n) = req.framing {
+        if limit > 0 && n > limit {
+            return Err(Error::body_too_large());
+        }
+    }
+    let at = |s: &[u8]| {
+        let from = s.as_ptr() as usize - buf.as_ptr() as usize;
+        from..from + s.len()
+    };
+    let spans = Spans {
+        method: at(req.method.as_bytes()),
+        target: at(req.target.as_bytes()),
+        referer: req.header("referer").map(at),
+        user_agent: req.header("user-agent").map(at),
+    };
+    let route = route::select(&config.routes, &req);
+    let act = match route.map(|i| (i, &config.routes[i])) {
+        None => Act::NotFound,
+        Some((i, r)) => match &r.action {
+            Action::Upstream(u) => {
+                let upgrade = req.upgrade.filter(|_| r.websocket);
+                let fwd = Forwarding {
+                    client_ip: peer,
+                    proto: listen.proto,
+                    port: listen.port,
+                    fallback_host: &config.upstreams[*u].name,
+                    set: &r.set_request_headers,
+                    upgrade,
+                };
+                let mut head = Vec::with_capacity(len + 256);
+                upstream_request(&mut head, &req, req.target.as_bytes(), &fwd, req.framing);
+                Act::Proxy {
+                    upstream: *u,
+                    head,
+                    upgrade: upgrade.is_some(),
+                }
+            }
+            Action::Respond { .. } => Act::Respond { route: i },
+            // The other actions arrive with their own issues; --check
+            // refuses them until then, so this is not reached.
+            _ => return Err(Error::not_implemented("route action not available")),
+        },
+    };
+    Ok(Plan {
+        len,
+        minor: req.minor,
+        keep_alive: req.keep_alive,
+        head_only: req.method == "HEAD",
+        idempotent: req.idempotent(),
+        framing: req.framing,
+        expect_continue: req.expect_continue,
+        route,
+        spans,
+        act,
+    })
+}
+
+/// A `respond` route (Some) or 404 (None). The connection stays open when
+/// the request's body, if any, was already read with the head.
+async fn answer_own(c: &mut Client, shard: &Shard, plan: &Plan, route: Option<usize>) -> Done {
+    let in_buf = (c.buf.len() - plan.len) as u64;
+    let body = match plan.framing {
+        Framing::Empty => Some(0),
+        Framing::Length(n) if n <= in_buf => Some(n as usize),
+        _ => None,
+    };
+    let keep = plan.keep_alive && body.is_some() && !shard.draining.get();
+    let mut out = shard.heads.take();
+    let before = out.len();
+    let (status, body_bytes) = match route.map(|i| &shard.config.routes[i].action) {
+        Some(Action::Respond { status, body }) => {
+            let ct = respond::content_type_of(body);
+            respond::simple(
+                &mut out,
+                *status,
+                ct,
+                body.as_bytes(),
+                !keep,
+                plan.head_only,
+            );
+            (*status, body.len())
+        }
+        _ => {
+            respond::error(&mut out, 404, !keep, plan.head_only);
+            (404, out.len() - before)
+        }
+    };
+    let limit = shard.config.limits.client_send_timeout;
+    let (w, out) = relay::write_all(&mut c.stream, out, limit).await;
+    shard.heads.give(out);
+    Done {
+        status,
+        body_bytes: if plan.head_only { 0 } else { body_bytes as u64 },
+        server: None,
+        keep: keep && w.is_ok(),
+        consumed: plan.len + body.unwrap_or(0),
+        error: None,
+    }
+}
+
+/// Answers an error before any response head went out, then the caller closes.
+pub async fn answer_error(c: &mut Client, shard: &Shard, e: Error, head_only: bool) {
+    log_error_plain(shard, c.peer, &e);
+    if e.status == 0 {
+        return;
+    }
+    let mut out = shard.heads.take();
+    respond::error(&mut out, e.status, true, head_only);
+    let limit = shard.config.limits.client_send_timeout;
+    // The connection closes next whatever happens to this write.
+    let (_, out) = relay::write_all(&mut c.stream, out, limit).await;
+    shard.heads.give(out);
+}
+
+fn log_access(c: &Client, shard: &Shard, plan: &Plan, done: &Done, seconds: f64) {
+    if !shard.access.is_on() {
+        return;
+    }
+    let b = &c.buf;
+    let span = |r: &Option<Range<usize>>| r.as_ref().and_then(|r| b.get(r.clone()));
+    let server = done
+        .server
+        .map(|(u, s)| shard.config.upstreams[u].servers[s].label.as_str());
+    shard.access.write(&Record {
+        remote: c.peer,
+        method: b.get(plan.spans.method.clone()).unwrap_or(b"-"),
+        target: b.get(plan.spans.target.clone()).unwrap_or(b"-"),
+        minor: plan.minor,
+        status: done.status,
+        body_bytes: done.body_bytes,
+        referer: span(&plan.spans.referer),
+        user_agent: span(&plan.spans.user_agent),
+        upstream: server,
+        seconds,
+    });
+}
+
+fn level_of(e: &Error) -> Level {
+    match e.fault {
+        Fault::Client => Level::Info,
+        Fault::Upstream | Fault::Internal => Level::Error,
+    }
+}
+
+fn log_error(shard: &Shard, peer: IpAddr, plan: &Plan, e: &Error, done: &Done) {
+    let level = level_of(e);
+    if !crate::log::enabled(level) {
+        return;
+    }
+    let server = done
+        .server
+        .map(|(u, s)| shard.config.upstreams[u].servers[s].label.as_str())
+        .unwrap_or("-");
+    crate::log::error_line(
+        level,
+        format_args!(
+            "worker {}: {e}, client {peer}, route {}, upstream {server}, status {}",
+            shard.id,
+            plan.route
+                .map(|r| shard.config.routes[r].label.as_str())
+                .unwrap_or("-"),
+            done.status
+        ),
+    );
+}
+
+fn log_error_plain(shard: &Shard, peer: IpAddr, e: &Error) {
+    let level = level_of(e);
+    if crate::log::enabled(level) {
+        crate::log::error_line(
+            level,
+            format_args!(
+                "worker {}: {e}, client {peer}, status {}",
+                shard.id, e.status
+            ),
+        );
+    }
+}
+
+/// Runs a future, turning a panic inside it into `Err(())` so one bad
+/// request cannot take the worker down.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}

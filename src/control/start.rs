@@ -1,0 +1,149 @@
+//! Process start and stop.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{mpsc, Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use signal_hook::{
+    consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1},
+    iterator::Signals,
+};
+
+use crate::{
+    accept,
+    config::{self, Config},
+    log::{self, Sink},
+    worker,
+};
+
+/// `--check`: prints `FILE: ok` and returns 0, or every problem and 1.
+pub fn check(path: &Path) -> i32 {
+    match config::load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            0
+        }
+        Err(problems) => {
+            eprintln!("{problems}");
+            1
+        }
+    }
+}
+
+/// Runs the proxy until SIGTERM/SIGINT; returns the exit code.
+pub fn run(path: &Path) -> i32 {
+    let config = match config::load(path) {
+        Ok(c) => Arc::new(c),
+        Err(problems) => {
+            eprintln!("{problems}");
+            return 1;
+        }
+    };
+    match start(config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringside: {e}");
+            1
+        }
+    }
+}
+
+fn start(config: Arc<Config>) -> Result<i32, String> {
+    log::init_error_log(&config.log.error, config.log.level)
+        .map_err(|e| format!("cannot open the error log: {e}"))?;
+    // Registered before any worker exists, so no signal finds the default
+    // disposition (which would kill the process on SIGHUP).
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+
+    // The CPUs of the affinity mask we were started with (taskset, cpuset).
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let workers = match config.runtime.workers {
+        0 => cores.len().max(1),
+        n => n,
+    };
+
+    // Bind every worker's listeners here, so a clash fails the start with
+    // a clear line before any thread runs. Port 0 is resolved by the first
+    // bind and reused for the other workers' sockets.
+    let mut bound: Vec<SocketAddr> = Vec::new();
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for l in &config.listeners {
+        let mut addr = l.address;
+        for (w, listeners) in per_worker.iter_mut().enumerate() {
+            let sock = accept::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            if w == 0 {
+                addr = sock.local_addr().map_err(|e| e.to_string())?;
+                bound.push(addr);
+            }
+            listeners.push(sock);
+        }
+    }
+
+    let access = Sink::open(&config.log.access)
+        .map_err(|e| format!("cannot open the access log: {e}"))?
+        .map(|s| Arc::new(Mutex::new(s)));
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut threads = Vec::with_capacity(workers);
+    for (id, listeners) in per_worker.into_iter().enumerate() {
+        let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+        let start = worker::Start {
+            id,
+            core,
+            config: config.clone(),
+            listeners,
+            access: access.clone(),
+            stop: stop_rx.clone(),
+        };
+        let ready = ready_tx.clone();
+        let t = thread::Builder::new()
+            .name(format!("ringside-w{id}"))
+            .spawn(move || worker::run(start, ready))
+            .map_err(|e| format!("cannot start worker {id}: {e}"))?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    for id in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(driver)) => {
+                if driver.starts_with("io_uring (") {
+                    crate::info!("worker {id}: event loop on {driver}");
+                } else {
+                    crate::warn!("worker {id}: event loop on {driver}");
+                }
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a worker stopped during start".into()),
+        }
+    }
+    let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
+    // The contract's readiness line: always stderr, whatever [log] says.
+    eprintln!("ringside ready: listening on {}", list.join(", "));
+
+    for sig in signals.forever() {
+        match sig {
+            SIGTERM | SIGINT => break,
+            SIGHUP => {
+                crate::warn!("SIGHUP: live reload is not built yet; the running config stays")
+            }
+            SIGUSR1 => crate::warn!("SIGUSR1: log reopening is not built yet"),
+            _ => {}
+        }
+    }
+    crate::info!(
+        "stop signal: draining (up to {:?})",
+        config.runtime.shutdown_timeout
+    );
+    stop_tx.close();
+    let deadline = Instant::now() + config.runtime.shutdown_timeout + Duration::from_secs(1);
+    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(0)
+}

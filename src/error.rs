@@ -1,0 +1,136 @@
+//! The one data-path error: it knows the status the client gets and who was
+//! at fault. `conn.rs` turns it into a response in one place.
+
+use std::{fmt, io};
+
+/// Who caused the failure: decides the log level and the passive-health
+/// bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Bad bytes, a limit or a timeout on the client side.
+    Client,
+    /// The upstream refused, hung, or answered something that is not HTTP.
+    Upstream,
+    /// Our own resources (buffers, sockets) failed.
+    Internal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Error {
+    /// The status the client is answered with; 0 when the connection can only
+    /// be closed (the client went away, or a response was already under way).
+    pub status: u16,
+    pub fault: Fault,
+    /// A short fixed reason for the error log.
+    pub reason: &'static str,
+    pub io: Option<io::ErrorKind>,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    const fn new(status: u16, fault: Fault, reason: &'static str) -> Self {
+        Error {
+            status,
+            fault,
+            reason,
+            io: None,
+        }
+    }
+
+    /// 400: not valid HTTP/1.1; the connection closes after the answer.
+    pub const fn bad_request(reason: &'static str) -> Self {
+        Self::new(400, Fault::Client, reason)
+    }
+    pub const fn not_found() -> Self {
+        Self::new(404, Fault::Client, "no route matches")
+    }
+    pub const fn head_timeout() -> Self {
+        Self::new(408, Fault::Client, "request head timed out")
+    }
+    pub const fn body_timeout() -> Self {
+        Self::new(408, Fault::Client, "request body timed out")
+    }
+    pub const fn body_too_large() -> Self {
+        Self::new(413, Fault::Client, "request body over max_request_body")
+    }
+    pub const fn uri_too_long() -> Self {
+        Self::new(414, Fault::Client, "request line over max_request_head")
+    }
+    pub const fn head_too_large() -> Self {
+        Self::new(431, Fault::Client, "request head over max_request_head")
+    }
+    pub const fn not_implemented(reason: &'static str) -> Self {
+        Self::new(501, Fault::Client, reason)
+    }
+    /// The client closed or reset its side: nobody to answer.
+    pub fn client_gone(e: io::Error) -> Self {
+        Error {
+            io: Some(e.kind()),
+            ..Self::new(0, Fault::Client, "client connection lost")
+        }
+    }
+    /// The client stopped accepting bytes for `client_send_timeout`.
+    pub const fn client_send_timeout() -> Self {
+        Self::new(
+            0,
+            Fault::Client,
+            "client did not read in client_send_timeout",
+        )
+    }
+    pub fn connect(e: io::Error) -> Self {
+        Error {
+            io: Some(e.kind()),
+            ..Self::new(502, Fault::Upstream, "upstream connect failed")
+        }
+    }
+    pub const fn connect_timeout() -> Self {
+        Self::new(502, Fault::Upstream, "upstream connect timed out")
+    }
+    pub const fn bad_response(reason: &'static str) -> Self {
+        Self::new(502, Fault::Upstream, reason)
+    }
+    pub fn upstream_io(e: io::Error) -> Self {
+        Error {
+            io: Some(e.kind()),
+            ..Self::new(502, Fault::Upstream, "upstream connection failed")
+        }
+    }
+    pub const fn upstream_closed() -> Self {
+        Self::new(
+            502,
+            Fault::Upstream,
+            "upstream closed before a complete response",
+        )
+    }
+    pub const fn read_timeout() -> Self {
+        Self::new(504, Fault::Upstream, "upstream read timed out")
+    }
+    pub const fn send_timeout() -> Self {
+        Self::new(504, Fault::Upstream, "upstream send timed out")
+    }
+    pub const fn no_server() -> Self {
+        Self::new(503, Fault::Upstream, "no upstream server available")
+    }
+    pub fn internal(e: io::Error) -> Self {
+        Error {
+            io: Some(e.kind()),
+            ..Self::new(500, Fault::Internal, "internal I/O error")
+        }
+    }
+
+    /// Once a response head went out, no status can be sent any more.
+    pub fn after_head(self) -> Self {
+        Error { status: 0, ..self }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason)?;
+        if let Some(k) = self.io {
+            write!(f, " ({k})")?;
+        }
+        Ok(())
+    }
+}

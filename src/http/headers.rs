@@ -1,0 +1,270 @@
+//! Stage 4 and 6: the heads ringside writes — the request it forwards
+//! upstream and the response head it sends back — with hop-by-hop fields
+//! removed both ways (RFC 9110 section 7.6.1) and the forwarding fields of
+//! the contract set.
+
+use std::net::IpAddr;
+
+use httparse::Header;
+
+use super::parse::{list, Framing, RequestHead, ResponseHead};
+
+/// Most field names one `Connection` header set may list for removal; a
+/// longer list is cut (the rest are then forwarded, which is harmless).
+const MAX_CONNECTION_TOKENS: usize = 16;
+
+/// Fields never forwarded as the client sent them: hop-by-hop ones, the
+/// framing (re-derived), and the ones ringside sets itself.
+fn dropped_upstream(name: &str) -> bool {
+    const NAMES: [&str; 14] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+        "expect",
+        "x-real-ip",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+    ];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// Hop-by-hop response fields. `Content-Length` passes (it was validated,
+/// and a HEAD or 304 answer keeps the one it came with).
+fn dropped_downstream(name: &str) -> bool {
+    const NAMES: [&str; 7] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// The field names listed by every `Connection` field (RFC 9110 section 7.6.1).
+struct Listed<'b> {
+    names: [&'b [u8]; MAX_CONNECTION_TOKENS],
+    len: usize,
+}
+
+impl<'b> Listed<'b> {
+    fn new(headers: &[Header<'b>]) -> Self {
+        let mut l = Listed {
+            names: [&[][..]; MAX_CONNECTION_TOKENS],
+            len: 0,
+        };
+        for h in headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        {
+            for token in list(h.value) {
+                if l.len < MAX_CONNECTION_TOKENS {
+                    l.names[l.len] = token;
+                    l.len += 1;
+                }
+            }
+        }
+        l
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.names[..self.len]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+/// What the listener and the connection add to a forwarded request.
+pub struct Forwarding<'a> {
+    pub client_ip: IpAddr,
+    /// "http" or "https".
+    pub proto: &'static str,
+    pub port: u16,
+    /// Sent as Host when an HTTP/1.0 client sent none: the server address.
+    pub fallback_host: &'a str,
+    /// `set_request_headers` of the route.
+    pub set: &'a [(String, String)],
+    /// Tunnel the `Upgrade` (WebSocket) instead of dropping it.
+    pub upgrade: Option<&'a [u8]>,
+}
+
+/// Writes the request head sent upstream. `target` may differ from the
+/// client's (strip_prefix); `body` is the framing of what follows.
+pub fn upstream_request(
+    out: &mut Vec<u8>,
+    req: &RequestHead<'_, '_>,
+    target: &[u8],
+    fwd: &Forwarding<'_>,
+    body: Framing,
+) {
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    let host = req.host.unwrap_or(fwd.fallback_host.as_bytes());
+    out.extend_from_slice(host);
+    out.extend_from_slice(b"\r\n");
+
+    let listed = Listed::new(req.headers);
+    let mut xff_open = false;
+    for h in req.headers {
+        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            // Repeated X-Forwarded-For fields are one list: join them.
+            if !xff_open {
+                out.extend_from_slice(b"X-Forwarded-For: ");
+                xff_open = true;
+            } else {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(h.value);
+            continue;
+        }
+        if dropped_upstream(h.name) || listed.contains(h.name) || overridden(fwd.set, h.name) {
+            continue;
+        }
+        field(out, h.name.as_bytes(), h.value);
+    }
+    // The XFF list, if any, is still open: append the client's address.
+    let mut ip = [0u8; 64];
+    let ip = fmt_ip(fwd.client_ip, &mut ip);
+    if xff_open {
+        out.extend_from_slice(b", ");
+    } else {
+        out.extend_from_slice(b"X-Forwarded-For: ");
+    }
+    out.extend_from_slice(ip);
+    out.extend_from_slice(b"\r\n");
+    field(out, b"X-Real-IP", ip);
+    field(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
+    field(out, b"X-Forwarded-Host", req.host.unwrap_or(b""));
+    let mut port = itoa::Buffer::new();
+    field(out, b"X-Forwarded-Port", port.format(fwd.port).as_bytes());
+    for (k, v) in fwd.set {
+        field(out, k.as_bytes(), v.as_bytes());
+    }
+    match body {
+        Framing::Length(n) => {
+            let mut b = itoa::Buffer::new();
+            field(out, b"Content-Length", b.format(n).as_bytes());
+        }
+        Framing::Chunked => field(out, b"Transfer-Encoding", b"chunked"),
+        Framing::Empty | Framing::UntilClose => {}
+    }
+    if let Some(proto) = fwd.upgrade {
+        field(out, b"Upgrade", proto);
+        field(out, b"Connection", b"upgrade");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn overridden(set: &[(String, String)], name: &str) -> bool {
+    set.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+}
+
+/// How the body of the response ringside writes is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutFraming {
+    /// Whatever the upstream's own fields say (Content-Length, or no body).
+    AsIs,
+    /// Re-chunked by ringside.
+    Chunked,
+    /// Ends when ringside closes the connection.
+    Close,
+}
+
+/// What the `Connection` field of the client response says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    /// HTTP/1.1 default: nothing to say.
+    Default,
+    /// An HTTP/1.0 client that asked for keep-alive.
+    KeepAlive,
+    Close,
+    /// A 101 that opens a tunnel.
+    Upgrade,
+}
+
+/// Writes the response head sent to the client.
+pub fn client_response(
+    out: &mut Vec<u8>,
+    res: &ResponseHead<'_, '_>,
+    framing: OutFraming,
+    persist: Persist,
+    add: &[(String, String)],
+) {
+    status_line(out, res.status, res.reason.as_bytes());
+    let listed = Listed::new(res.headers);
+    for h in res.headers {
+        let upgrade = persist == Persist::Upgrade && h.name.eq_ignore_ascii_case("upgrade");
+        if !upgrade && (dropped_downstream(h.name) || listed.contains(h.name)) {
+            continue;
+        }
+        field(out, h.name.as_bytes(), h.value);
+    }
+    for (k, v) in add {
+        field(out, k.as_bytes(), v.as_bytes());
+    }
+    end_head(out, framing, persist);
+}
+
+/// Writes a 1xx interim response (other than 100 and 101) for an HTTP/1.1
+/// client, hop-by-hop fields removed.
+pub fn interim(out: &mut Vec<u8>, res: &ResponseHead<'_, '_>) {
+    status_line(out, res.status, res.reason.as_bytes());
+    let listed = Listed::new(res.headers);
+    for h in res.headers {
+        if !dropped_downstream(h.name) && !listed.contains(h.name) {
+            field(out, h.name.as_bytes(), h.value);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b.format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The framing and connection fields, then the blank line.
+pub fn end_head(out: &mut Vec<u8>, framing: OutFraming, persist: Persist) {
+    if framing == OutFraming::Chunked {
+        field(out, b"Transfer-Encoding", b"chunked");
+    }
+    match persist {
+        Persist::Default => {}
+        Persist::KeepAlive => field(out, b"Connection", b"keep-alive"),
+        Persist::Close => field(out, b"Connection", b"close"),
+        Persist::Upgrade => field(out, b"Connection", b"upgrade"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Formats an address without allocating.
+pub fn fmt_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+    use std::io::Write;
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    // 64 bytes hold the longest IPv6 text form (45 bytes): this cannot fail.
+    let _ = write!(cur, "{ip}");
+    let n = cur.position() as usize;
+    &buf[..n]
+}

@@ -1,0 +1,116 @@
+//! Responses ringside writes itself: errors, `respond` routes, `100 Continue`.
+
+use std::{cell::RefCell, time::SystemTime};
+
+use super::headers::{end_head, field, status_line, OutFraming, Persist};
+
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The reason phrase ringside uses for its own answers.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+/// Writes a complete response with a small body.
+pub fn simple(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &[u8],
+    body: &[u8],
+    close: bool,
+    head_only: bool,
+) {
+    status_line(out, status, reason(status).as_bytes());
+    field(out, b"Server", b"ringside");
+    with_date(|d| field(out, b"Date", d));
+    field(out, b"Content-Type", content_type);
+    let mut n = itoa::Buffer::new();
+    field(out, b"Content-Length", n.format(body.len()).as_bytes());
+    let persist = if close {
+        Persist::Close
+    } else {
+        Persist::Default
+    };
+    end_head(out, OutFraming::AsIs, persist);
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+/// An error answer: a one-line HTML page naming the status.
+pub fn error(out: &mut Vec<u8>, status: u16, close: bool, head_only: bool) {
+    let mut body = Vec::with_capacity(160);
+    let title = format!("{status} {}", reason(status));
+    body.extend_from_slice(b"<html><head><title>");
+    body.extend_from_slice(title.as_bytes());
+    body.extend_from_slice(b"</title></head><body><h1>");
+    body.extend_from_slice(title.as_bytes());
+    body.extend_from_slice(b"</h1><hr><p>ringside</p></body></html>\n");
+    simple(
+        out,
+        status,
+        b"text/html; charset=utf-8",
+        &body,
+        close,
+        head_only,
+    );
+}
+
+/// A `respond` route body is HTML when it looks like HTML, else plain text.
+pub fn content_type_of(body: &str) -> &'static [u8] {
+    let start = body.trim_start().as_bytes();
+    let html = start.first() == Some(&b'<');
+    if html {
+        b"text/html; charset=utf-8"
+    } else {
+        b"text/plain; charset=utf-8"
+    }
+}
+
+thread_local! {
+    /// The Date value, formatted once per second per worker.
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
+}
+
+pub fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            let n = text.len().min(29);
+            cached.1[..n].copy_from_slice(&text.as_bytes()[..n]);
+            cached.0 = secs;
+        }
+        f(&cached.1)
+    })
+}

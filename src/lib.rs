@@ -1,0 +1,38 @@
+//! ringside: an HTTP reverse proxy for bare-metal Linux edge machines, with
+//! one pinned io_uring event loop per core.
+//!
+//! # The request path
+//!
+//! ```text
+//!  client ──► accept ──► conn ──► http::parse ──► route ──► balance
+//!  (SO_REUSEPORT      (one task    (in place,      (host,     (per-worker
+//!   socket per         per client   httparse +      prefix)    state)
+//!   worker)            connection)  RFC 9112 rules)                │
+//!                                                                  ▼
+//!  client ◄── relay ◄── http::headers ◄── proxy ◄── upstream::pool/connect
+//!          (bounded     (hop-by-hop out,  (send, response
+//!           buffers)     forwarding in)    head, retries)      ──► log
+//! ```
+//!
+//! # Layout
+//!
+//! Modules are listed in the order a request meets them. `worker` owns a
+//! `Shard` per core: nothing on the request path is shared between cores.
+//! `control` is the control plane (signals), apart from the data path.
+
+pub mod config;
+#[macro_use]
+pub mod log;
+pub mod accept;
+pub mod balance;
+pub mod conn;
+pub mod control;
+pub mod error;
+pub mod http;
+pub mod proxy;
+pub mod relay;
+pub mod route;
+pub mod upstream;
+pub mod worker;
+
+pub use control::run;

@@ -1,0 +1,315 @@
+//! Stage 5 and 6: moving bytes. Every read and write here is bounded by a
+//! timeout and works on owned buffers (io_uring owns a buffer while an op is
+//! in flight), taken from and given back to the worker's buffer pools.
+
+use std::{io, time::Duration};
+
+use monoio::{
+    buf::{IoBuf, IoBufMut},
+    io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt},
+    net::TcpStream,
+    time::timeout,
+};
+
+use crate::http::body::{chunk_head, Chunked, LAST_CHUNK};
+
+/// Why an I/O step failed.
+#[derive(Debug)]
+pub enum Fail {
+    Timeout,
+    Io(io::Error),
+    /// The peer closed before the bytes we needed arrived.
+    Eof,
+    /// A chunked body broke its framing.
+    Framing(&'static str),
+}
+
+pub type Step<T> = Result<T, Fail>;
+
+/// Appends what one read brings to `buf` (up to its capacity). A timeout
+/// loses the buffer (the cancelled op still owns it): the caller gets an
+/// empty `Vec` back and must not rely on its capacity.
+pub async fn read_more(s: &mut TcpStream, buf: Vec<u8>, limit: Duration) -> (Step<usize>, Vec<u8>) {
+    let len = buf.len();
+    match timeout(limit, s.read(buf.slice_mut(len..))).await {
+        Ok((Ok(n), slice)) => (Ok(n), slice.into_inner()),
+        Ok((Err(e), slice)) => (Err(Fail::Io(e)), slice.into_inner()),
+        Err(_) => (Err(Fail::Timeout), Vec::new()),
+    }
+}
+
+/// Reads at most `max` bytes into the start of `buf` (its contents are
+/// replaced). Returns 0 at end of stream.
+pub async fn read_fresh(
+    s: &mut TcpStream,
+    mut buf: Vec<u8>,
+    max: usize,
+    limit: Duration,
+) -> (Step<usize>, Vec<u8>) {
+    buf.clear();
+    let max = max.min(buf.capacity());
+    match timeout(limit, s.read(buf.slice_mut(0..max))).await {
+        Ok((Ok(n), slice)) => (Ok(n), slice.into_inner()),
+        Ok((Err(e), slice)) => (Err(Fail::Io(e)), slice.into_inner()),
+        Err(_) => (Err(Fail::Timeout), Vec::new()),
+    }
+}
+
+/// Writes `buf[from..]` completely.
+pub async fn write_from(
+    s: &mut TcpStream,
+    buf: Vec<u8>,
+    from: usize,
+    limit: Duration,
+) -> (Step<()>, Vec<u8>) {
+    if from >= buf.len() {
+        return (Ok(()), buf);
+    }
+    let end = buf.len();
+    match timeout(limit, s.write_all(buf.slice(from..end))).await {
+        Ok((Ok(_), slice)) => (Ok(()), slice.into_inner()),
+        Ok((Err(e), slice)) => (Err(Fail::Io(e)), slice.into_inner()),
+        Err(_) => (Err(Fail::Timeout), Vec::new()),
+    }
+}
+
+pub async fn write_all(s: &mut TcpStream, buf: Vec<u8>, limit: Duration) -> (Step<()>, Vec<u8>) {
+    write_from(s, buf, 0, limit).await
+}
+
+/// The two timeouts of a one-way copy.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    /// Longest gap between two reads from the source.
+    pub read: Duration,
+    /// Longest wait for the destination to accept a write.
+    pub write: Duration,
+}
+
+/// Where a copy failed: the side decides who is blamed and what is closed.
+#[derive(Debug)]
+pub enum CopyFail {
+    Read(Fail),
+    Write(Fail),
+}
+
+/// Copies exactly `n` bytes from `from` to `to` through `buf`, never reading
+/// past them (the source connection stays clean for reuse).
+pub async fn copy_length(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    mut n: u64,
+    mut buf: Vec<u8>,
+    lim: Limits,
+) -> (Result<(), CopyFail>, Vec<u8>) {
+    while n > 0 {
+        let want = usize::try_from(n).unwrap_or(usize::MAX);
+        let (r, b) = read_fresh(from, buf, want, lim.read).await;
+        buf = b;
+        match r {
+            Ok(0) => return (Err(CopyFail::Read(Fail::Eof)), buf),
+            Ok(got) => n -= got as u64,
+            Err(e) => return (Err(CopyFail::Read(e)), buf),
+        }
+        let (w, b) = write_all(to, buf, lim.write).await;
+        buf = b;
+        if let Err(e) = w {
+            return (Err(CopyFail::Write(e)), buf);
+        }
+    }
+    (Ok(()), buf)
+}
+
+/// Decodes a chunked body arriving on `from` (starting with `pending`, bytes
+/// already read) and writes it to `to`, re-chunked (`rechunk`) or raw.
+/// Returns the bytes read past the end of the body, which belong to the next
+/// message. `max` bounds the decoded size (0 = no bound) → `Framing`.
+#[allow(clippy::too_many_arguments)]
+pub async fn copy_chunked(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    pending: &[u8],
+    mut inbuf: Vec<u8>,
+    mut out: Vec<u8>,
+    rechunk: bool,
+    max: u64,
+    lim: Limits,
+) -> (Result<(u64, Vec<u8>), CopyFail>, Vec<u8>, Vec<u8>) {
+    let mut dec = Chunked::new();
+    let mut total = 0u64;
+    let mut leftover = Vec::new();
+    // First the bytes that came with the head, then fresh reads.
+    let mut first = Some(pending);
+    loop {
+        out.clear();
+        let input: &[u8] = match first.take() {
+            Some(p) => p,
+            None => {
+                let (r, b) = read_fresh(from, inbuf, usize::MAX, lim.read).await;
+                inbuf = b;
+                match r {
+                    Ok(0) => return (Err(CopyFail::Read(Fail::Eof)), inbuf, out),
+                    Ok(_) => &inbuf,
+                    Err(e) => return (Err(CopyFail::Read(e)), inbuf, out),
+                }
+            }
+        };
+        let used = match dec.decode(input, |data| {
+            total += data.len() as u64;
+            if rechunk {
+                chunk_head(&mut out, data.len());
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(data);
+            }
+        }) {
+            Ok(n) => n,
+            Err(why) => return (Err(CopyFail::Read(Fail::Framing(why))), inbuf, out),
+        };
+        if max > 0 && total > max {
+            return (
+                Err(CopyFail::Read(Fail::Framing("body over the limit"))),
+                inbuf,
+                out,
+            );
+        }
+        if dec.is_done() {
+            leftover.extend_from_slice(&input[used..]);
+            if rechunk {
+                out.extend_from_slice(LAST_CHUNK);
+            }
+        }
+        let (w, b) = write_all(to, out, lim.write).await;
+        out = b;
+        if let Err(e) = w {
+            return (Err(CopyFail::Write(e)), inbuf, out);
+        }
+        if dec.is_done() {
+            return (Ok((total, leftover)), inbuf, out);
+        }
+    }
+}
+
+/// Copies until `from` closes, chunk-encoding each read when `rechunk`.
+/// Returns the number of body bytes.
+pub async fn copy_until_close(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    pending: &[u8],
+    mut inbuf: Vec<u8>,
+    mut out: Vec<u8>,
+    rechunk: bool,
+    lim: Limits,
+) -> (Result<u64, CopyFail>, Vec<u8>, Vec<u8>) {
+    let mut total = pending.len() as u64;
+    if !pending.is_empty() {
+        out.clear();
+        if rechunk {
+            chunk_head(&mut out, pending.len());
+        }
+        out.extend_from_slice(pending);
+        if rechunk {
+            out.extend_from_slice(b"\r\n");
+        }
+        let (w, b) = write_all(to, out, lim.write).await;
+        out = b;
+        if let Err(e) = w {
+            return (Err(CopyFail::Write(e)), inbuf, out);
+        }
+    }
+    loop {
+        let (r, b) = read_fresh(from, inbuf, usize::MAX, lim.read).await;
+        inbuf = b;
+        let n = match r {
+            Ok(n) => n,
+            Err(e) => return (Err(CopyFail::Read(e)), inbuf, out),
+        };
+        out.clear();
+        if n == 0 {
+            if !rechunk {
+                return (Ok(total), inbuf, out);
+            }
+            out.extend_from_slice(LAST_CHUNK);
+        } else if rechunk {
+            chunk_head(&mut out, n);
+            out.extend_from_slice(&inbuf[..n]);
+            out.extend_from_slice(b"\r\n");
+        }
+        total += n as u64;
+        let (w, b) = if rechunk {
+            write_all(to, out, lim.write).await
+        } else {
+            // Raw: write the read buffer itself, no copy.
+            let (w, b) = write_all(to, inbuf, lim.write).await;
+            inbuf = b;
+            (w, out)
+        };
+        out = b;
+        if let Err(e) = w {
+            return (Err(CopyFail::Write(e)), inbuf, out);
+        }
+        if n == 0 {
+            return (Ok(total), inbuf, out);
+        }
+    }
+}
+
+/// A two-way byte tunnel (WebSocket after `101`) until both sides closed or
+/// neither sent anything for `idle`. Half-closes are passed on: when one
+/// side stops sending, the other side's write half is shut down. Waits for
+/// readability before borrowing a buffer, so an idle tunnel holds none.
+pub async fn tunnel(
+    a: &mut TcpStream,
+    b: &mut TcpStream,
+    bufs: &crate::worker::Buffers,
+    idle: Duration,
+) -> io::Result<()> {
+    let (mut a_open, mut b_open) = (true, true);
+    while a_open || b_open {
+        let ready = timeout(idle, async {
+            monoio::select! {
+                r = a.readable(false), if a_open => (true, r),
+                r = b.readable(false), if b_open => (false, r),
+            }
+        })
+        .await;
+        let (from_a, r) = match ready {
+            Ok(x) => x,
+            Err(_) => return Ok(()),
+        };
+        r?;
+        let (src, dst) = if from_a {
+            (&mut *a, &mut *b)
+        } else {
+            (&mut *b, &mut *a)
+        };
+        let buf = bufs.take();
+        let (r, buf) = read_fresh(src, buf, usize::MAX, idle).await;
+        let n = match r {
+            Ok(n) => n,
+            Err(Fail::Io(e)) => {
+                bufs.give(buf);
+                return Err(e);
+            }
+            Err(_) => 0,
+        };
+        if n == 0 {
+            bufs.give(buf);
+            // This side is done sending: pass the half-close on.
+            let _ = dst.shutdown().await; // a peer already gone is fine
+            if from_a {
+                a_open = false;
+            } else {
+                b_open = false;
+            }
+            continue;
+        }
+        let (w, buf) = write_all(dst, buf, idle).await;
+        bufs.give(buf);
+        if w.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
