@@ -61,15 +61,18 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
     loop {
         if c.buf.is_empty() {
             shard.heads.give(std::mem::take(&mut c.buf));
-            let wait = if first {
-                deadline.saturating_duration_since(Instant::now())
+            let until = if first {
+                deadline
             } else {
-                limits.keepalive_timeout
+                Instant::now() + limits.keepalive_timeout
             };
-            match monoio::time::timeout(wait, c.stream.readable(false)).await {
-                Ok(Ok(())) => {}
+            let ready = monoio::select! {
+                r = c.stream.readable(false) => r.is_ok(),
+                _ = shard.deadlines.until(until) => false,
+            };
+            if !ready {
                 // Idle too long, or the socket failed: close without a word.
-                _ => break,
+                break;
             }
         }
         if !first {
@@ -203,6 +206,16 @@ async fn read_head(
     if c.buf.capacity() == 0 {
         c.buf = shard.heads.take();
     }
+    if c.buf.is_empty() {
+        // Readiness was just reported: take the bytes without a ring op.
+        match relay::recv_now(&c.stream, &mut c.buf) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            // A spurious wakeup: the ring read below waits for the bytes.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Ok(None),
+        }
+    }
     loop {
         if !c.buf.is_empty() {
             let mut headers = [EMPTY_HEADER; MAX_HEADERS];
@@ -270,8 +283,9 @@ fn plan(
                     set: &r.set_request_headers,
                     upgrade,
                 };
+                let target = upstream_target(req.target, r);
                 let mut head = Vec::with_capacity(len + 256);
-                upstream_request(&mut head, &req, req.target.as_bytes(), &fwd, req.framing);
+                upstream_request(&mut head, &req, &target, &fwd, req.framing);
                 Act::Proxy {
                     upstream: *u,
                     head,
@@ -296,6 +310,25 @@ fn plan(
         spans,
         act,
     })
+}
+
+/// The target sent upstream: with `strip_prefix`, the route's path (less a
+/// trailing slash) is cut off, so `/api/users` on route `/api/` becomes
+/// `/users` (nginx `proxy_pass http://app/;`).
+fn upstream_target<'t>(target: &'t str, r: &crate::config::Route) -> std::borrow::Cow<'t, [u8]> {
+    if !r.strip_prefix {
+        return target.as_bytes().into();
+    }
+    let prefix = r.path.trim_end_matches('/');
+    let rest = target.get(prefix.len()..).unwrap_or("");
+    if rest.starts_with('/') {
+        rest.as_bytes().into()
+    } else {
+        let mut t = Vec::with_capacity(rest.len() + 1);
+        t.push(b'/');
+        t.extend_from_slice(rest.as_bytes());
+        t.into()
+    }
 }
 
 /// A `respond` route (Some) or 404 (None). The connection stays open when

@@ -32,6 +32,7 @@ pub mod http;
 pub mod proxy;
 pub mod relay;
 pub mod route;
+pub mod timer;
 pub mod upstream;
 pub mod worker;
 

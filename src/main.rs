@@ -2,6 +2,10 @@
 
 use std::path::PathBuf;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: ringside [-c FILE | --config FILE] [--check]
 
   -c, --config FILE   the config file (default ./ringside.toml)

@@ -313,3 +313,37 @@ pub async fn tunnel(
     }
     Ok(())
 }
+
+/// One non-blocking `recv` into the spare capacity of `buf`, right now.
+///
+/// Used for the first read after a readiness wait: the bytes are known to be
+/// there, and reading them synchronously means the buffer is never held by
+/// a pending op. When thousands of idle connections close at once, ring
+/// reads would hold a head buffer each until their completions were reaped
+/// (57 MiB of RSS for 9,000 connections closing together, measured with
+/// perf/idle.py); this way each buffer goes back to the pool at once.
+pub fn recv_now(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.capacity() - buf.len();
+    if spare == 0 {
+        return Ok(0);
+    }
+    // SAFETY: the pointer and length describe the uninitialised spare
+    // capacity of `buf`, which recv may write up to `spare` bytes into; the
+    // fd is owned by `s` and open for the whole call.
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            buf.as_mut_ptr().add(buf.len()).cast(),
+            spare,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: recv initialised exactly `n` more bytes, and n <= spare.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}

@@ -20,6 +20,7 @@ use crate::{
     balance::RoundRobin,
     config::Config,
     log::{AccessLog, Sink},
+    timer::{Deadlines, TICK},
     upstream::pool::Pool,
 };
 
@@ -90,6 +91,8 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// Set by the stop signal: finish what runs, then close.
     pub draining: Cell<bool>,
+    /// Idle-wait deadlines, fired by the housekeeping task.
+    pub deadlines: Deadlines,
 }
 
 impl Shard {
@@ -116,6 +119,7 @@ impl Shard {
             in_flight: Cell::new(0),
             connections: Cell::new(0),
             draining: Cell::new(false),
+            deadlines: Deadlines::default(),
             config,
         }
     }
@@ -236,13 +240,18 @@ async fn serve(
         let shard = shard.clone();
         let stop = start.stop.clone();
         monoio::spawn(async move {
+            let mut ticks = 0u32;
             loop {
                 monoio::select! {
-                    _ = monoio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = monoio::time::sleep(TICK) => {}
                     _ = stop.recv() => break,
                 }
-                shard.access.flush();
-                shard.expire_idle();
+                shard.deadlines.fire(Instant::now());
+                ticks += 1;
+                if ticks % 10 == 0 {
+                    shard.access.flush();
+                    shard.expire_idle();
+                }
             }
         })
     };

@@ -50,6 +50,10 @@ fn app(c: &mut UpConn) {
                 return;
             }
             "ws" => return tunnel(c, &req),
+            // A second, unasked-for response right behind the first one.
+            "leftover" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\
+                HTTP/1.1 200 OK\r\nX-Echo-Target: stale\r\nContent-Length: 5\r\n\r\nstale"
+                .to_vec(),
             _ => echo_response(&req),
         };
         if !c.write(&resp) || req.has_token("connection", "close") {
@@ -407,6 +411,45 @@ fn upstream_connections_are_reused_across_client_connections() {
     );
 }
 
+#[test]
+fn upstream_connection_with_leftover_bytes_is_not_reused() {
+    let (proxy, _up) = start();
+    let mut c = Client::connect(proxy.addr());
+    let r = c.get("/leftover/1");
+    assert_eq!(r.body, b"ok");
+    // Reusing that connection would hand this request the stale second response.
+    for i in 0..3 {
+        get_ok(&mut c, &format!("/echo/after-leftover-{i}"));
+    }
+}
+
+#[test]
+fn idle_client_connection_closes_after_keepalive_timeout() {
+    let up = Upstream::start(app);
+    let toml = config(
+        "keepalive_timeout = \"500ms\"",
+        &(upstream("app", up.addr(), "") + &route("/", "app")),
+    );
+    let proxy = Proxy::start(&toml);
+    let mut c = Client::connect(proxy.addr());
+    get_ok(&mut c, "/echo/then-idle");
+    let idle = std::time::Instant::now();
+    assert!(
+        c.wait_closed(Duration::from_secs(3)),
+        "idle connection still open after 3 s"
+    );
+    let took = idle.elapsed();
+    assert!(
+        took >= Duration::from_millis(350),
+        "closed after {took:?}, before keepalive_timeout (500ms)"
+    );
+    assert!(
+        c.wire.buf.is_empty(),
+        "sent on an idle connection: {}",
+        show(&c.wire.buf)
+    );
+}
+
 // ------------------------------------------------------------------ WebSocket
 
 fn handshake(proxy: &Proxy, target: &str) -> Client {
@@ -471,6 +514,25 @@ fn websocket_tunnel_carries_bytes_both_ways_and_client_close() {
         closed,
         "client close did not reach the upstream within 2.5 s"
     );
+}
+
+#[test]
+fn refused_upgrade_leaves_plain_http() {
+    let (proxy, up) = start();
+    let t = token();
+    let mut c = Client::connect(proxy.addr());
+    c.send(
+        format!(
+            "GET /echo/{t} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let r = c.read_response();
+    assert_eq!(r.status, 200, "the upstream said 200 to the Upgrade");
+    // No 101, no tunnel: the connection goes on as HTTP on both sides.
+    get_ok(&mut c, &format!("/echo/after-{t}"));
+    assert!(up.requests_with(&format!("after-{t}")).len() == 1);
 }
 
 #[test]

@@ -5,19 +5,16 @@ mod common;
 
 use common::*;
 use std::net::TcpStream;
-use std::process::Command;
 use std::sync::mpsc;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 fn check(path: &std::path::Path) -> std::process::Output {
-    Command::new(bin())
-        .arg("-c")
-        .arg(path)
-        .arg("--check")
-        .output()
-        .expect("run --check")
+    run_bounded(
+        &["-c".as_ref(), path.as_os_str(), "--check".as_ref()],
+        Duration::from_secs(10),
+    )
 }
 
 #[test]

@@ -22,7 +22,7 @@ use crate::{
 
 /// `--check`: prints `FILE: ok` and returns 0, or every problem and 1.
 pub fn check(path: &Path) -> i32 {
-    match config::load(path) {
+    match load(path) {
         Ok(_) => {
             println!("{}: ok", path.display());
             0
@@ -36,7 +36,7 @@ pub fn check(path: &Path) -> i32 {
 
 /// Runs the proxy until SIGTERM/SIGINT; returns the exit code.
 pub fn run(path: &Path) -> i32 {
-    let config = match config::load(path) {
+    let config = match load(path) {
         Ok(c) => Arc::new(c),
         Err(problems) => {
             eprintln!("{problems}");
@@ -50,6 +50,85 @@ pub fn run(path: &Path) -> i32 {
             1
         }
     }
+}
+
+/// The contract's file, minus what this version cannot do yet: a config
+/// that asks for it is refused rather than half obeyed (a `tls` listener
+/// must never serve plain text).
+fn load(path: &Path) -> Result<Config, config::Problems> {
+    let config = config::load(path)?;
+    let missing = not_built(&config);
+    if missing.is_empty() {
+        return Ok(config);
+    }
+    Err(config::Problems {
+        file: path.to_path_buf(),
+        list: missing
+            .into_iter()
+            .map(|(key, what)| config::Problem {
+                line: 0,
+                key: key.to_string(),
+                message: format!("{what} is not available in this version of ringside"),
+            })
+            .collect(),
+    })
+}
+
+fn not_built(c: &Config) -> Vec<(&'static str, &'static str)> {
+    use crate::config::{Action, Balance};
+    let mut out = Vec::new();
+    let mut need = |cond: bool, key, what| {
+        if cond && !out.contains(&(key, what)) {
+            out.push((key, what));
+        }
+    };
+    need(c.admin.is_some(), "admin.address", "the admin listener");
+    for l in &c.listeners {
+        need(l.tls.is_some(), "listen.tls", "TLS");
+        need(l.http2, "listen.http2", "HTTP/2");
+        need(l.hsts.is_some(), "listen.hsts", "HSTS");
+        need(l.redirect_https, "listen.redirect_https", "redirect_https");
+    }
+    for u in &c.upstreams {
+        need(
+            u.balance != Balance::RoundRobin,
+            "upstream.balance",
+            "a balance method other than round_robin",
+        );
+        need(
+            u.health.is_some(),
+            "upstream.health",
+            "active health checking",
+        );
+        need(u.sticky.is_some(), "upstream.sticky", "sticky sessions");
+    }
+    for r in &c.routes {
+        need(
+            matches!(r.action, Action::Static(_)),
+            "route.static",
+            "the static action",
+        );
+        need(
+            matches!(r.action, Action::Redirect { .. }),
+            "route.redirect",
+            "the redirect action",
+        );
+        need(
+            matches!(r.action, Action::Split(_)),
+            "route.split",
+            "the split action",
+        );
+        need(!r.cache.is_empty(), "route.cache", "the response cache");
+        need(r.gzip.is_some(), "route.gzip", "gzip");
+        need(r.expires.is_some(), "route.expires", "expires");
+        need(r.proxy_redirect, "route.proxy_redirect", "proxy_redirect");
+        need(
+            !r.error_pages.is_empty(),
+            "route.error_pages",
+            "error_pages",
+        );
+    }
+    out
 }
 
 fn start(config: Arc<Config>) -> Result<i32, String> {

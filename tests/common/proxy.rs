@@ -201,3 +201,42 @@ impl Drop for Proxy {
         }
     }
 }
+
+/// Runs `ringside ARGS…` to completion (for `--check`); panics if it takes over `timeout`.
+pub fn run_bounded(args: &[&std::ffi::OsStr], timeout: Duration) -> std::process::Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()));
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        thread::spawn(move || {
+            let mut v = Vec::new();
+            // A read error only shortens the captured output, which the test then reports.
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for ringside") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            // Best effort: it is being killed because it overran.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringside {args:?} still running after {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}

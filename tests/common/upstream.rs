@@ -88,6 +88,13 @@ impl UpConn {
         if !line_ok {
             return self.problem(format!("bad request line {:?}", head.first));
         }
+        let hosts = head
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("host"));
+        if parts[2] == "HTTP/1.1" && hosts.count() != 1 {
+            return self.problem(format!("not exactly one Host: {}", show(&raw)));
+        }
         let framing = match framing_of(&head.headers) {
             Ok(f) => f.unwrap_or(Framing::None),
             Err(e) => return self.problem(format!("{e}: {}", show(&raw))),

@@ -210,7 +210,7 @@ pub fn parse_head(raw: &[u8]) -> Result<Head, String> {
             .iter()
             .position(|&c| c == b':')
             .ok_or_else(|| format!("no colon: {}", show(line)))?;
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
         if name.is_empty() || !name.iter().all(|&c| is_tchar(c)) {
             return Err(format!("bad field name: {}", show(line)));
         }
@@ -223,6 +223,17 @@ pub fn parse_head(raw: &[u8]) -> Result<Head, String> {
         ));
     }
     Ok(Head { first, headers })
+}
+
+/// Strips optional whitespace (SP and HTAB only, RFC 9110 §5.6.3) from both ends.
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
 }
 
 /// Header look-ups shared by requests and responses (names case-insensitive).
