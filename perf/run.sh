@@ -30,6 +30,7 @@ usage: perf/run.sh [options]
   --only LIST          proxies to run, comma-separated (default ringside,nginx,haproxy)
   --workloads LIST     default small64,small256,64k,1m,close,idle10k
   --idle-conns N       connections held by the idle workload (default 10000)
+  --quiet-wait S       before each measurement wait up to S s for idle CPUs (default 60, quick 20; 0 = never)
   --ringside PATH      ringside binary (default target/release/ringside)
   --no-install         do not apt-get install missing tools
   --no-build           do not build ringside when its binary is missing
@@ -56,6 +57,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY=$2; shift ;;
         --workloads) WORKLOADS=$2; shift ;;
         --idle-conns) IDLE_CONNS=$2; shift ;;
+        --quiet-wait) QUIET_WAIT_SET=$2; shift ;;
         --ringside) RINGSIDE_BIN=$(realpath "$2"); shift ;;
         --no-install) INSTALL=0 ;;
         --no-build) BUILD=0 ;;
@@ -66,11 +68,15 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+QUIET_WAIT=${QUIET_WAIT_SET:-$QUIET_WAIT}
 WORK=${PERF_WORK:-/dev/shm/ringside-perf}
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
-BACKEND_PORT=18080
-declare -A PORT=([ringside]=18081 [nginx]=18082 [haproxy]=18083)
+# Four consecutive loopback ports: backend, ringside, nginx, haproxy. The
+# first base whose four ports are all free is used (other work on the machine
+# may hold some); all below the ephemeral range.
+BACKEND_PORT=0
+declare -A PORT
 SMALL_BYTES=128
 EXPECT=(--expect /small=$SMALL_BYTES --expect /64k=65536 --expect /1m=1048576)
 
@@ -170,6 +176,23 @@ stop_tree() {  # stop_tree NAME: SIGTERM the tree, SIGKILL what is left after 10
     rm -f "$f"
 }
 
+pick_ports() {
+    local base p busy
+    for base in 18080 19080 21080 23080 25080 27080 29080; do
+        busy=0
+        for p in $base $((base + 1)) $((base + 2)) $((base + 3)); do
+            free_port "$p" 2>/dev/null || { busy=1; break; }
+        done
+        if [ $busy = 0 ]; then
+            BACKEND_PORT=$base
+            PORT=([ringside]=$((base + 1)) [nginx]=$((base + 2)) [haproxy]=$((base + 3)))
+            return 0
+        fi
+        say "ports $base-$((base + 3)): in use by other programs, trying the next four"
+    done
+    die "no four free ports found"
+}
+
 free_port() {  # free_port PORT: kill a leftover of ours on it, else refuse
     local line pid
     line=$(ss -Hltnp "sport = :$1" 2>/dev/null || true)
@@ -180,7 +203,8 @@ free_port() {  # free_port PORT: kill a leftover of ours on it, else refuse
         kill -KILL "$pid" 2>/dev/null || true
         sleep 0.2
     else
-        die "port $1 is taken by something this script did not start: $line"
+        printf 'run.sh: port %s is taken by something this script did not start: %s\n' "$1" "$line" >&2
+        return 1
     fi
 }
 
@@ -342,7 +366,7 @@ start_proxy() {  # start_proxy NAME: sets PROXY_PID, returns 1 (after a skip) on
     local name=$1 ready=() err=$WORK/logs/$1.stderr
     proxy_cmd "$name"
     note_cmd "${CMD[@]}"
-    free_port "${PORT[$name]}"
+    free_port "${PORT[$name]}" || die "port ${PORT[$name]} was taken during the run"
     "${CMD[@]}" >"$WORK/logs/$name.stdout" 2>"$err" &
     PROXY_PID=$!
     echo $PROXY_PID >"$WORK/pids/proxy.pid"
@@ -377,8 +401,10 @@ measure() {  # measure PROXY WORKLOAD ROUND
     [ -d "/proc/$BACKEND_PID" ] || die "the backend nginx died (see $WORK/logs/backend.error.log)"
     # Another job on the machine (a build, say) skews every figure: wait for
     # it to pass; loadrun.py still flags a run it disturbed.
-    python3 "$PERF/procstat.py" --wait-quiet "$LOAD_CPU,$PROXY_CPU" "$QUIET_WAIT" ||
-        say "  (the CPUs are still busy with other jobs after $QUIET_WAIT s; measuring anyway)"
+    if [ "$QUIET_WAIT" != 0 ]; then
+        python3 "$PERF/procstat.py" --wait-quiet "$LOAD_CPU,$PROXY_CPU" "$QUIET_WAIT" ||
+            say "  (the CPUs are still busy with other jobs after $QUIET_WAIT s; measuring anyway)"
+    fi
     start_proxy "$proxy" || return 0
     if [ "$wl" = idle10k ]; then
         local cmd=(python3 "$PERF/idle.py" --pid "$PROXY_PID" --proxy "$proxy" --round "$round"
@@ -450,9 +476,9 @@ if [ "$ncpu" -lt 2 ]; then
     say "warning: one CPU only — proxy and load generator share it"
     PROXY_CPU=0
 fi
+pick_ports
 write_content_and_configs
 taskset -cp "$LOAD_CPU" $$ >/dev/null     # this shell, wrk and the helpers: the load CPU
-free_port $BACKEND_PORT
 start_backend
 
 IFS=, read -ra WLS <<<"$WORKLOADS"

@@ -48,9 +48,9 @@ pub async fn run(
     stop: async_channel::Receiver<()>,
 ) {
     let listen = Rc::new(listen);
-    let max = shard.config.limits.max_connections;
     loop {
         // Over `max_connections`, leave new connections in the backlog.
+        let max = shard.gen().config.limits.max_connections;
         while max > 0 && shard.connections.get() >= max {
             monoio::select! {
                 _ = monoio::time::sleep(Duration::from_millis(5)) => {}

@@ -49,22 +49,27 @@ pub struct Client {
 
 pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shard: Rc<Shard>) {
     shard.connections.set(shard.connections.get() + 1);
-    let limits = &shard.config.limits;
     let mut c = Client {
         stream,
         peer: peer.ip().to_canonical(),
         buf: Vec::new(),
     };
     // The first head must be complete within client_header_timeout of the accept.
-    let mut deadline = Instant::now() + limits.client_header_timeout;
+    let mut deadline = Instant::now() + shard.gen().config.limits.client_header_timeout;
     let mut first = true;
     loop {
+        // Each wait uses the config current when it starts (reload).
+        let (header_timeout, keepalive_timeout) = {
+            let gen = shard.gen();
+            let l = &gen.config.limits;
+            (l.client_header_timeout, l.keepalive_timeout)
+        };
         if c.buf.is_empty() {
             shard.heads.give(std::mem::take(&mut c.buf));
             let until = if first {
                 deadline
             } else {
-                Instant::now() + limits.keepalive_timeout
+                Instant::now() + keepalive_timeout
             };
             let ready = monoio::select! {
                 r = c.stream.readable(false) => r.is_ok(),
@@ -76,7 +81,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
             }
         }
         if !first {
-            deadline = Instant::now() + limits.client_header_timeout;
+            deadline = Instant::now() + header_timeout;
         }
         first = false;
         let exchange = Box::pin(exchange(&mut c, &listen, &shard, deadline));
@@ -100,14 +105,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
 /// One request and its response. Returns whether the connection stays open.
 async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Instant) -> bool {
     let start = Instant::now();
-    let config: &Config = &shard.config;
+    let gen = shard.gen();
+    let config: &Config = &gen.config;
 
     // 1. The head, within client_header_timeout.
-    let len = match read_head(c, shard, deadline).await {
+    let len = match read_head(c, shard, config, deadline).await {
         Ok(Some(len)) => len,
         Ok(None) => return false,
         Err(e) => {
-            answer_error(c, shard, e, false).await;
+            answer_error(c, shard, config, e, false).await;
             return false;
         }
     };
@@ -118,7 +124,7 @@ async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Inst
     let plan = match plan(&c.buf, len, config, c.peer, listen) {
         Ok(p) => p,
         Err(e) => {
-            answer_error(c, shard, e, false).await;
+            answer_error(c, shard, config, e, false).await;
             return false;
         }
     };
@@ -129,16 +135,16 @@ async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Inst
             upstream,
             ref head,
             upgrade,
-        } => proxy::forward(c, shard, &plan, upstream, head, upgrade).await,
-        Act::Respond { route } => answer_own(c, shard, &plan, Some(route)).await,
-        Act::NotFound => answer_own(c, shard, &plan, None).await,
+        } => proxy::forward(c, shard, &gen, &plan, upstream, head, upgrade).await,
+        Act::Respond { route } => answer_own(c, shard, config, &plan, Some(route)).await,
+        Act::NotFound => answer_own(c, shard, config, &plan, None).await,
     };
 
     // 7. Log, then drop the head (and the body bytes read with it).
     let seconds = start.elapsed().as_secs_f64();
-    log_access(c, shard, &plan, &done, seconds);
+    log_access(c, shard, config, &plan, &done, seconds);
     if let Some(e) = done.error {
-        log_error(shard, c.peer, &plan, &e, &done);
+        log_error(shard, config, c.peer, &plan, &e, &done);
     }
     let consumed = done.consumed.min(c.buf.len());
     c.buf.drain(..consumed);
@@ -199,9 +205,10 @@ pub struct Done {
 async fn read_head(
     c: &mut Client,
     shard: &Shard,
+    config: &Config,
     deadline: Instant,
 ) -> Result<Option<usize>, Error> {
-    let max = shard.config.limits.max_request_head;
+    let max = config.limits.max_request_head;
     let mut scan = Scan::default();
     if c.buf.capacity() == 0 {
         c.buf = shard.heads.take();
@@ -333,7 +340,13 @@ fn upstream_target<'t>(target: &'t str, r: &crate::config::Route) -> std::borrow
 
 /// A `respond` route (Some) or 404 (None). The connection stays open when
 /// the request's body, if any, was already read with the head.
-async fn answer_own(c: &mut Client, shard: &Shard, plan: &Plan, route: Option<usize>) -> Done {
+async fn answer_own(
+    c: &mut Client,
+    shard: &Shard,
+    config: &Config,
+    plan: &Plan,
+    route: Option<usize>,
+) -> Done {
     let in_buf = (c.buf.len() - plan.len) as u64;
     let body = match plan.framing {
         Framing::Empty => Some(0),
@@ -343,7 +356,7 @@ async fn answer_own(c: &mut Client, shard: &Shard, plan: &Plan, route: Option<us
     let keep = plan.keep_alive && body.is_some() && !shard.draining.get();
     let mut out = shard.heads.take();
     let before = out.len();
-    let (status, body_bytes) = match route.map(|i| &shard.config.routes[i].action) {
+    let (status, body_bytes) = match route.map(|i| &config.routes[i].action) {
         Some(Action::Respond { status, body }) => {
             let ct = respond::content_type_of(body);
             respond::simple(
@@ -361,7 +374,7 @@ async fn answer_own(c: &mut Client, shard: &Shard, plan: &Plan, route: Option<us
             (404, out.len() - before)
         }
     };
-    let limit = shard.config.limits.client_send_timeout;
+    let limit = config.limits.client_send_timeout;
     let (w, out) = relay::write_all(&mut c.stream, out, limit).await;
     shard.heads.give(out);
     Done {
@@ -375,20 +388,26 @@ async fn answer_own(c: &mut Client, shard: &Shard, plan: &Plan, route: Option<us
 }
 
 /// Answers an error before any response head went out, then the caller closes.
-pub async fn answer_error(c: &mut Client, shard: &Shard, e: Error, head_only: bool) {
+pub async fn answer_error(
+    c: &mut Client,
+    shard: &Shard,
+    config: &Config,
+    e: Error,
+    head_only: bool,
+) {
     log_error_plain(shard, c.peer, &e);
     if e.status == 0 {
         return;
     }
     let mut out = shard.heads.take();
     respond::error(&mut out, e.status, true, head_only);
-    let limit = shard.config.limits.client_send_timeout;
+    let limit = config.limits.client_send_timeout;
     // The connection closes next whatever happens to this write.
     let (_, out) = relay::write_all(&mut c.stream, out, limit).await;
     shard.heads.give(out);
 }
 
-fn log_access(c: &Client, shard: &Shard, plan: &Plan, done: &Done, seconds: f64) {
+fn log_access(c: &Client, shard: &Shard, config: &Config, plan: &Plan, done: &Done, seconds: f64) {
     if !shard.access.is_on() {
         return;
     }
@@ -396,7 +415,7 @@ fn log_access(c: &Client, shard: &Shard, plan: &Plan, done: &Done, seconds: f64)
     let span = |r: &Option<Range<usize>>| r.as_ref().and_then(|r| b.get(r.clone()));
     let server = done
         .server
-        .map(|(u, s)| shard.config.upstreams[u].servers[s].label.as_str());
+        .map(|(u, s)| config.upstreams[u].servers[s].label.as_str());
     shard.access.write(&Record {
         remote: c.peer,
         method: b.get(plan.spans.method.clone()).unwrap_or(b"-"),
@@ -418,14 +437,14 @@ fn level_of(e: &Error) -> Level {
     }
 }
 
-fn log_error(shard: &Shard, peer: IpAddr, plan: &Plan, e: &Error, done: &Done) {
+fn log_error(shard: &Shard, config: &Config, peer: IpAddr, plan: &Plan, e: &Error, done: &Done) {
     let level = level_of(e);
     if !crate::log::enabled(level) {
         return;
     }
     let server = done
         .server
-        .map(|(u, s)| shard.config.upstreams[u].servers[s].label.as_str())
+        .map(|(u, s)| config.upstreams[u].servers[s].label.as_str())
         .unwrap_or("-");
     crate::log::error_line(
         level,
@@ -433,7 +452,7 @@ fn log_error(shard: &Shard, peer: IpAddr, plan: &Plan, e: &Error, done: &Done) {
             "worker {}: {e}, client {peer}, route {}, upstream {server}, status {}",
             shard.id,
             plan.route
-                .map(|r| shard.config.routes[r].label.as_str())
+                .map(|r| config.routes[r].label.as_str())
                 .unwrap_or("-"),
             done.status
         ),

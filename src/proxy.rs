@@ -7,7 +7,7 @@ use httparse::EMPTY_HEADER;
 use monoio::net::TcpStream;
 
 use crate::{
-    config::{Route, Upstream},
+    config::{Config, Route, Upstream},
     conn::{Client, Done, Plan},
     error::Error,
     http::{
@@ -17,7 +17,7 @@ use crate::{
     },
     relay::{self, CopyFail, Fail, Limits},
     upstream::connect::connect,
-    worker::Shard,
+    worker::{Generation, Shard},
 };
 
 /// Most header fields in an upstream response head.
@@ -26,12 +26,13 @@ const MAX_RESPONSE_HEADERS: usize = 128;
 pub async fn forward(
     c: &mut Client,
     shard: &Shard,
+    gen: &Generation,
     plan: &Plan,
     upstream: usize,
     head: &[u8],
     upgrade: bool,
 ) -> Done {
-    let cfg = &shard.config;
+    let cfg = &*gen.config;
     let up = &cfg.upstreams[upstream];
     let route = &cfg.routes[plan.route.unwrap_or(0)];
     let in_buf = c.buf.len() - plan.len;
@@ -55,7 +56,7 @@ pub async fn forward(
     // checked as they stream, and a bad one aborts the upstream connection).
     if plan.framing == Framing::Chunked {
         if let Err(e) = precheck_chunked(&c.buf[plan.len..], cfg.limits.max_request_body) {
-            return fail(c, shard, plan, done, e).await;
+            return fail(c, shard, cfg, plan, done, e).await;
         }
     }
     // The head and the body bytes that came with it go out in one write.
@@ -70,12 +71,12 @@ pub async fn forward(
     let mut last_error = None;
     let (mut s, gid, resp) = loop {
         let usable = |i: usize| i >= 128 || excluded & (1 << i) == 0;
-        let Some(server) = shard.balancers[upstream].pick(&up.servers, usable) else {
+        let Some(server) = gen.balancers[upstream].pick(&up.servers, usable) else {
             let e = last_error.unwrap_or_else(Error::no_server);
-            return fail(c, shard, plan, done, e).await;
+            return fail(c, shard, cfg, plan, done, e).await;
         };
         done.server = Some((upstream, server));
-        let gid = shard.server_base[upstream] + server;
+        let gid = up.servers[server].address;
         let (mut s, reused) = match shard.pool.take(gid, up.keepalive_timeout) {
             Some(s) => (s, true),
             None => match connect(up.servers[server].address, up.connect_timeout).await {
@@ -88,18 +89,18 @@ pub async fn forward(
                     last_error = Some(e);
                     continue;
                 }
-                Err(e) => return fail(c, shard, plan, done, e).await,
+                Err(e) => return fail(c, shard, cfg, plan, done, e).await,
             },
         };
         match attempt(
-            c, shard, plan, up, route, &mut s, &mut first, remaining, reused, upgrade,
+            c, shard, cfg, plan, up, route, &mut s, &mut first, remaining, reused, upgrade,
         )
         .await
         {
             Ok(resp) => break (s, gid, resp),
             // The server closed an idle pooled connection: try again.
             Err(Attempt::Stale) => continue,
-            Err(Attempt::Fail(e)) => return fail(c, shard, plan, done, e).await,
+            Err(Attempt::Fail(e)) => return fail(c, shard, cfg, plan, done, e).await,
         }
     };
     if plan.framing == Framing::Chunked {
@@ -246,15 +247,21 @@ async fn write_head(c: &mut Client, head: Vec<u8>, down: Limits) -> Result<(), C
 }
 
 /// Answers an error that happened before the response head went out.
-async fn fail(c: &mut Client, shard: &Shard, plan: &Plan, mut done: Done, e: Error) -> Done {
+async fn fail(
+    c: &mut Client,
+    shard: &Shard,
+    cfg: &Config,
+    plan: &Plan,
+    mut done: Done,
+    e: Error,
+) -> Done {
     done.status = if e.status == 0 { 499 } else { e.status };
     done.keep = false;
     done.error = Some(e);
     if e.status != 0 {
         let mut out = shard.heads.take();
         crate::http::respond::error(&mut out, e.status, true, plan.head_only);
-        let (_, out) =
-            relay::write_all(&mut c.stream, out, shard.config.limits.client_send_timeout).await;
+        let (_, out) = relay::write_all(&mut c.stream, out, cfg.limits.client_send_timeout).await;
         shard.heads.give(out);
         done.body_bytes = 0;
     }
@@ -285,6 +292,7 @@ struct Response {
 async fn attempt(
     c: &mut Client,
     shard: &Shard,
+    cfg: &Config,
     plan: &Plan,
     up: &Upstream,
     route: &Route,
@@ -294,7 +302,7 @@ async fn attempt(
     reused: bool,
     upgrade: bool,
 ) -> Result<Response, Attempt> {
-    let limits = &shard.config.limits;
+    let limits = &cfg.limits;
     let (w, b) = relay::write_all(s, take(first), up.send_timeout).await;
     *first = b;
     match w {
@@ -344,7 +352,18 @@ async fn attempt(
         _ => {}
     }
 
-    read_response(c, shard, plan, up, route, s, reused && !streamed, upgrade).await
+    read_response(
+        c,
+        shard,
+        cfg,
+        plan,
+        up,
+        route,
+        s,
+        reused && !streamed,
+        upgrade,
+    )
+    .await
 }
 
 fn client_fail(e: Fail) -> Error {
@@ -372,6 +391,7 @@ fn upward_error(e: CopyFail) -> Error {
 async fn read_response(
     c: &mut Client,
     shard: &Shard,
+    cfg: &Config,
     plan: &Plan,
     up: &Upstream,
     route: &Route,
@@ -398,7 +418,7 @@ async fn read_response(
                 Ok(Parsed::Interim { len, forward }) => {
                     buf.drain(..len);
                     if let Some(bytes) = forward {
-                        let lim = shard.config.limits.client_send_timeout;
+                        let lim = cfg.limits.client_send_timeout;
                         let (w, _) = relay::write_all(&mut c.stream, bytes, lim).await;
                         if let Err(e) = w {
                             shard.heads.give(buf);

@@ -72,15 +72,45 @@ impl Buffers {
     }
 }
 
+/// One config version as a worker sees it. A request holds the generation
+/// it started with, so a reload never changes a request in flight.
+pub struct Generation {
+    pub config: Arc<Config>,
+    /// Per upstream: balancer state (starts afresh with each config).
+    pub balancers: Vec<RoundRobin>,
+}
+
+impl Generation {
+    pub fn new(config: Arc<Config>) -> Self {
+        Generation {
+            balancers: config
+                .upstreams
+                .iter()
+                .map(|u| RoundRobin::new(u.servers.len()))
+                .collect(),
+            config,
+        }
+    }
+
+    /// The keep-alive ttl for idle connections to `addr`; `None` once no
+    /// upstream of this config has that server (its pool drains).
+    fn idle_ttl(&self, addr: SocketAddr) -> Option<Duration> {
+        self.config
+            .upstreams
+            .iter()
+            .filter(|u| u.servers.iter().any(|s| s.address == addr))
+            .map(|u| u.keepalive_timeout)
+            .max()
+    }
+}
+
 /// One worker's state.
 pub struct Shard {
     pub id: usize,
-    pub config: Arc<Config>,
-    /// Per upstream: the index of its first server in the flat server list
-    /// the pool uses.
-    pub server_base: Vec<usize>,
+    generation: RefCell<Rc<Generation>>,
+    /// Idle upstream connections by server address, so that they carry over
+    /// a reload that keeps the server.
     pub pool: Pool,
-    pub balancers: Vec<RoundRobin>,
     /// Head buffers (request heads, upstream response heads).
     pub heads: Buffers,
     /// Body relay buffers.
@@ -97,22 +127,13 @@ pub struct Shard {
 
 impl Shard {
     fn new(id: usize, config: Arc<Config>, access: Option<Arc<Mutex<Sink>>>) -> Self {
-        let mut server_base = Vec::with_capacity(config.upstreams.len());
-        let mut servers = 0;
-        for u in &config.upstreams {
-            server_base.push(servers);
-            servers += u.servers.len();
-        }
+        // Head buffers are sized by the first config's max_request_head; a
+        // reload that raises it grows buffers on demand (they then leave
+        // the pool).
         let head_size = config.limits.max_request_head.max(4096);
         Shard {
             id,
-            server_base,
-            pool: Pool::new(servers),
-            balancers: config
-                .upstreams
-                .iter()
-                .map(|u| RoundRobin::new(u.servers.len()))
-                .collect(),
+            pool: Pool::default(),
             heads: Buffers::new(head_size),
             relay: Buffers::new(RELAY_BUF),
             access: AccessLog::new(config.log.access_format, access),
@@ -120,8 +141,18 @@ impl Shard {
             connections: Cell::new(0),
             draining: Cell::new(false),
             deadlines: Deadlines::default(),
-            config,
+            generation: RefCell::new(Rc::new(Generation::new(config))),
         }
+    }
+
+    /// The current config generation.
+    pub fn gen(&self) -> Rc<Generation> {
+        self.generation.borrow().clone()
+    }
+
+    /// Makes `config` current for every request that starts from now on.
+    pub fn install(&self, config: Arc<Config>) {
+        *self.generation.borrow_mut() = Rc::new(Generation::new(config));
     }
 
     /// Counts a request in flight until the guard drops.
@@ -130,13 +161,11 @@ impl Shard {
         Busy(self)
     }
 
-    /// Closes idle upstream connections past their upstream's keepalive_timeout.
+    /// Closes idle upstream connections past their keepalive_timeout, and
+    /// those to servers the current config no longer has.
     fn expire_idle(&self) {
-        let ups = &self.config.upstreams;
-        self.pool.expire(|server| {
-            let u = self.server_base.partition_point(|&base| base <= server) - 1;
-            ups[u].keepalive_timeout
-        });
+        let gen = self.gen();
+        self.pool.expire(|addr| gen.idle_ttl(addr));
     }
 }
 

@@ -6,7 +6,12 @@
 //! concurrency closes and reopens connections under load (-30 to -45% measured
 //! here), which is why the default cap is high and expiry is by time.
 
-use std::{cell::RefCell, collections::VecDeque, time::Duration};
+use std::{
+    cell::RefCell,
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    time::Duration,
+};
 
 use monoio::{net::TcpStream, time::Instant};
 
@@ -16,22 +21,17 @@ struct Idle {
     since: Instant,
 }
 
-/// Per server: idle connections, oldest first.
+/// Per server address: idle connections, oldest first.
+#[derive(Default)]
 pub struct Pool {
-    servers: RefCell<Vec<VecDeque<Idle>>>,
+    servers: RefCell<HashMap<SocketAddr, VecDeque<Idle>>>,
 }
 
 impl Pool {
-    pub fn new(servers: usize) -> Self {
-        Pool {
-            servers: RefCell::new((0..servers).map(|_| VecDeque::new()).collect()),
-        }
-    }
-
     /// The freshest idle connection to `server` that has not outlived `ttl`.
-    pub fn take(&self, server: usize, ttl: Duration) -> Option<TcpStream> {
+    pub fn take(&self, server: SocketAddr, ttl: Duration) -> Option<TcpStream> {
         let mut servers = self.servers.borrow_mut();
-        let idle = servers.get_mut(server)?;
+        let idle = servers.get_mut(&server)?;
         let now = Instant::now();
         while let Some(c) = idle.pop_back() {
             if now.saturating_duration_since(c.since) < ttl {
@@ -44,34 +44,37 @@ impl Pool {
     }
 
     /// Keeps `stream` for reuse unless `server` already has `cap` idle ones.
-    pub fn put(&self, server: usize, stream: TcpStream, cap: usize) {
+    pub fn put(&self, server: SocketAddr, stream: TcpStream, cap: usize) {
         let mut servers = self.servers.borrow_mut();
-        if let Some(idle) = servers.get_mut(server) {
-            if idle.len() < cap {
-                idle.push_back(Idle {
-                    stream,
-                    since: Instant::now(),
-                });
-            }
+        let idle = servers.entry(server).or_default();
+        if idle.len() < cap {
+            idle.push_back(Idle {
+                stream,
+                since: Instant::now(),
+            });
         }
     }
 
-    /// Closes the connections of each server idle longer than its ttl.
-    pub fn expire(&self, ttl_of: impl Fn(usize) -> Duration) {
+    /// Closes the connections idle longer than their server's ttl; `None`
+    /// (a server no longer configured) closes them all.
+    pub fn expire(&self, ttl_of: impl Fn(SocketAddr) -> Option<Duration>) {
         let now = Instant::now();
         let mut servers = self.servers.borrow_mut();
-        for (server, idle) in servers.iter_mut().enumerate() {
-            let ttl = ttl_of(server);
+        servers.retain(|&server, idle| {
+            let Some(ttl) = ttl_of(server) else {
+                return false;
+            };
             while idle
                 .front()
                 .is_some_and(|c| now.saturating_duration_since(c.since) >= ttl)
             {
                 idle.pop_front();
             }
-        }
+            !idle.is_empty()
+        });
     }
 
     pub fn idle(&self) -> usize {
-        self.servers.borrow().iter().map(VecDeque::len).sum()
+        self.servers.borrow().values().map(VecDeque::len).sum()
     }
 }
