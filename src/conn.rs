@@ -114,6 +114,11 @@ async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Inst
         Ok(None) => return false,
         Err(e) => {
             answer_error(c, shard, config, e, false).await;
+            if e.status != 0 {
+                shard
+                    .stats
+                    .request(gen.ids.no_route, e.status, start.elapsed());
+            }
             return false;
         }
     };
@@ -125,6 +130,9 @@ async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Inst
         Ok(p) => p,
         Err(e) => {
             answer_error(c, shard, config, e, false).await;
+            shard
+                .stats
+                .request(gen.ids.no_route, e.status, start.elapsed());
             return false;
         }
     };
@@ -140,8 +148,15 @@ async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Inst
         Act::NotFound => answer_own(c, shard, config, &plan, None).await,
     };
 
-    // 7. Log, then drop the head (and the body bytes read with it).
-    let seconds = start.elapsed().as_secs_f64();
+    // 7. Count and log, then drop the head (and the body bytes read with it).
+    let took = start.elapsed();
+    let route_id = plan.route.map_or(gen.ids.no_route, |r| gen.ids.routes[r]);
+    shard.stats.request(route_id, done.status, took);
+    if let Some((u, s)) = done.server {
+        let (name, servers) = &gen.ids.upstreams[u];
+        shard.stats.upstream(*name, servers[s], done.status);
+    }
+    let seconds = took.as_secs_f64();
     log_access(c, shard, config, &plan, &done, seconds);
     if let Some(e) = done.error {
         log_error(shard, config, c.peer, &plan, &e, &done);

@@ -13,7 +13,7 @@ use std::{
     path::Path,
     sync::{
         atomic::{AtomicU8, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
     },
 };
 
@@ -55,14 +55,15 @@ pub fn open_append(path: &Path) -> io::Result<File> {
 // ---------------------------------------------------------------- error log
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
-static ERROR_SINK: OnceLock<Mutex<Sink>> = OnceLock::new();
+/// `None` until set: messages go to stderr.
+static ERROR_SINK: Mutex<Option<Sink>> = Mutex::new(None);
 
-/// Sets the error log; before this, messages go to stderr.
+/// Sets (or, on reload and SIGUSR1, re-opens) the error log.
 pub fn init_error_log(target: &LogTarget, level: Level) -> io::Result<()> {
-    LEVEL.store(level as u8, Ordering::Relaxed);
     let sink = Sink::open(target)?.unwrap_or(Sink::Stderr);
-    if ERROR_SINK.set(Mutex::new(sink)).is_err() {
-        // Already set (a second init in tests): keep the first sink.
+    LEVEL.store(level as u8, Ordering::Relaxed);
+    if let Ok(mut s) = ERROR_SINK.lock() {
+        *s = Some(sink);
     }
     Ok(())
 }
@@ -84,14 +85,12 @@ pub fn error_line(level: Level, args: std::fmt::Arguments<'_>) {
     let mut line = Vec::with_capacity(128);
     with_time(|t| line.extend_from_slice(t.error.as_bytes()));
     let _ = writeln!(line, " [{name}] {args}");
-    match ERROR_SINK.get() {
-        Some(sink) => {
-            if let Ok(mut s) = sink.lock() {
-                // Nowhere left to report a failing error log.
-                let _ = s.write_all(&line);
-            }
+    // Nowhere is left to report a failing error log: its errors are dropped.
+    match ERROR_SINK.lock().as_deref_mut() {
+        Ok(Some(sink)) => {
+            let _ = sink.write_all(&line);
         }
-        None => {
+        _ => {
             let _ = io::stderr().write_all(&line);
         }
     }
@@ -132,31 +131,38 @@ pub struct Record<'a> {
 
 /// A worker's access log.
 pub struct AccessLog {
-    format: AccessFormat,
+    format: std::cell::Cell<AccessFormat>,
     buf: RefCell<Vec<u8>>,
-    sink: Option<Arc<Mutex<Sink>>>,
+    sink: RefCell<Option<Arc<Mutex<Sink>>>>,
 }
 
 impl AccessLog {
     pub fn new(format: AccessFormat, sink: Option<Arc<Mutex<Sink>>>) -> Self {
         AccessLog {
-            format,
+            format: std::cell::Cell::new(format),
             buf: RefCell::new(Vec::new()),
-            sink,
+            sink: RefCell::new(sink),
         }
     }
 
+    /// After a reload: lines from now on go to `sink` in `format` (the
+    /// caller flushed what was buffered for the old one).
+    pub fn retarget(&self, format: AccessFormat, sink: Option<Arc<Mutex<Sink>>>) {
+        self.format.set(format);
+        *self.sink.borrow_mut() = sink;
+    }
+
     pub fn is_on(&self) -> bool {
-        self.sink.is_some()
+        self.sink.borrow().is_some()
     }
 
     pub fn write(&self, r: &Record<'_>) {
-        if self.sink.is_none() {
+        if !self.is_on() {
             return;
         }
         let full = {
             let mut buf = self.buf.borrow_mut();
-            match self.format {
+            match self.format.get() {
                 AccessFormat::Combined => combined(&mut buf, r),
                 AccessFormat::Json => json(&mut buf, r),
             }
@@ -168,7 +174,8 @@ impl AccessLog {
     }
 
     pub fn flush(&self) {
-        let Some(sink) = &self.sink else { return };
+        let sink = self.sink.borrow();
+        let Some(sink) = &*sink else { return };
         let mut buf = self.buf.borrow_mut();
         if buf.is_empty() {
             return;

@@ -20,6 +20,8 @@ use crate::{
     balance::RoundRobin,
     config::Config,
     log::{AccessLog, Sink},
+    mailbox::{Control, Reload},
+    stats::{LabelIds, Stats},
     timer::{Deadlines, TICK},
     upstream::pool::Pool,
 };
@@ -76,6 +78,8 @@ impl Buffers {
 /// it started with, so a reload never changes a request in flight.
 pub struct Generation {
     pub config: Arc<Config>,
+    /// Metric label ids of this config's routes and servers.
+    pub ids: LabelIds,
     /// Per upstream: balancer state (starts afresh with each config).
     pub balancers: Vec<RoundRobin>,
 }
@@ -83,6 +87,7 @@ pub struct Generation {
 impl Generation {
     pub fn new(config: Arc<Config>) -> Self {
         Generation {
+            ids: LabelIds::default(),
             balancers: config
                 .upstreams
                 .iter()
@@ -123,6 +128,7 @@ pub struct Shard {
     pub draining: Cell<bool>,
     /// Idle-wait deadlines, fired by the housekeeping task.
     pub deadlines: Deadlines,
+    pub stats: Stats,
 }
 
 impl Shard {
@@ -131,7 +137,7 @@ impl Shard {
         // reload that raises it grows buffers on demand (they then leave
         // the pool).
         let head_size = config.limits.max_request_head.max(4096);
-        Shard {
+        let shard = Shard {
             id,
             pool: Pool::default(),
             heads: Buffers::new(head_size),
@@ -141,8 +147,11 @@ impl Shard {
             connections: Cell::new(0),
             draining: Cell::new(false),
             deadlines: Deadlines::default(),
-            generation: RefCell::new(Rc::new(Generation::new(config))),
-        }
+            stats: Stats::default(),
+            generation: RefCell::new(Rc::new(Generation::new(config.clone()))),
+        };
+        shard.install(config);
+        shard
     }
 
     /// The current config generation.
@@ -152,7 +161,11 @@ impl Shard {
 
     /// Makes `config` current for every request that starts from now on.
     pub fn install(&self, config: Arc<Config>) {
-        *self.generation.borrow_mut() = Rc::new(Generation::new(config));
+        let ids = self.stats.label_ids(&config);
+        *self.generation.borrow_mut() = Rc::new(Generation {
+            ids,
+            ..Generation::new(config)
+        });
     }
 
     /// Counts a request in flight until the guard drops.
@@ -187,6 +200,8 @@ pub struct Start {
     pub access: Option<Arc<Mutex<Sink>>>,
     /// Closed by the control plane on SIGTERM/SIGINT.
     pub stop: async_channel::Receiver<()>,
+    /// Reloads and scrapes.
+    pub control: async_channel::Receiver<Control>,
 }
 
 /// Runs a worker on the current thread until it has drained after a stop.
@@ -239,24 +254,13 @@ async fn serve(
     driver: String,
 ) {
     let shard = Rc::new(Shard::new(start.id, start.config.clone(), start.access));
-    let mut accepting = Vec::new();
-    for (i, std_listener) in start.listeners.into_iter().enumerate() {
-        // The bound port, which differs from the config's for port 0.
-        let port = std_listener
-            .local_addr()
-            .map_or(start.config.listeners[i].address.port(), |a| a.port());
-        match monoio::net::TcpListener::from_std(std_listener) {
-            Ok(l) => accepting.push(monoio::spawn(accept::run(
-                l,
-                accept::Listen {
-                    port,
-                    proto: "http",
-                },
-                shard.clone(),
-                start.stop.clone(),
-            ))),
+    let mut listeners = Vec::new();
+    let configured = start.config.listeners.iter().map(|l| l.address);
+    for (addr, socket) in configured.zip(start.listeners) {
+        match Accepting::start(&shard, addr, socket) {
+            Ok(a) => listeners.push(a),
             Err(e) => {
-                let _ = ready.send(Err(format!("listener {i}: {e}")));
+                let _ = ready.send(Err(format!("listener {addr}: {e}")));
                 return;
             }
         }
@@ -285,18 +289,99 @@ async fn serve(
         })
     };
 
-    // Closed channel = stop.
-    let _ = start.stop.recv().await;
+    // Messages until the stop channel closes.
+    loop {
+        monoio::select! {
+            msg = start.control.recv() => match msg {
+                Ok(Control::Reload(r)) => apply(&shard, &mut listeners, r),
+                Ok(Control::Scrape(reply)) => {
+                    // The admin thread may have given up waiting.
+                    let _ = reply.send(shard.stats.snapshot(shard.connections.get()));
+                }
+                Err(_) => break,
+            },
+            _ = start.stop.recv() => break,
+        }
+    }
+
     shard.draining.set(true);
-    for a in accepting {
-        a.await;
+    for l in listeners {
+        l.stop().await;
     }
     housekeeping.await;
-    let deadline = Instant::now() + start.config.runtime.shutdown_timeout;
+    // In-flight requests finish (scrapes are still answered meanwhile).
+    let deadline = Instant::now() + shard.gen().config.runtime.shutdown_timeout;
     while shard.in_flight.get() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(10)).await;
+        monoio::select! {
+            _ = monoio::time::sleep(Duration::from_millis(10)) => {}
+            msg = start.control.recv() => {
+                if let Ok(Control::Scrape(reply)) = msg {
+                    let _ = reply.send(shard.stats.snapshot(shard.connections.get()));
+                }
+            }
+        }
     }
     shard.access.flush();
+}
+
+/// A listener and its accept task.
+struct Accepting {
+    configured: SocketAddr,
+    stop: async_channel::Sender<()>,
+    task: monoio::task::JoinHandle<()>,
+}
+
+impl Accepting {
+    fn start(
+        shard: &Rc<Shard>,
+        configured: SocketAddr,
+        socket: std::net::TcpListener,
+    ) -> std::io::Result<Self> {
+        // The bound port, which differs from the configured one for port 0.
+        let port = socket.local_addr().map_or(configured.port(), |a| a.port());
+        let listener = monoio::net::TcpListener::from_std(socket)?;
+        let (stop, stopped) = async_channel::bounded(1);
+        let listen = accept::Listen {
+            port,
+            proto: "http",
+        };
+        let task = monoio::spawn(accept::run(listener, listen, shard.clone(), stopped));
+        Ok(Accepting {
+            configured,
+            stop,
+            task,
+        })
+    }
+
+    /// Closes the listener: new connections to it are refused from now on.
+    async fn stop(self) {
+        self.stop.close();
+        self.task.await;
+    }
+}
+
+/// Applies a reload: new config for requests that start from now on,
+/// listeners opened and closed, the access log retargeted. Connections and
+/// requests under way are left alone.
+fn apply(shard: &Rc<Shard>, listeners: &mut Vec<Accepting>, r: Reload) {
+    shard.access.flush();
+    shard.access.retarget(r.config.log.access_format, r.access);
+    shard.install(r.config);
+    let mut kept = Vec::with_capacity(listeners.len());
+    for l in listeners.drain(..) {
+        if r.close.contains(&l.configured) {
+            monoio::spawn(l.stop());
+        } else {
+            kept.push(l);
+        }
+    }
+    *listeners = kept;
+    for (addr, socket) in r.open {
+        match Accepting::start(shard, addr, socket) {
+            Ok(a) => listeners.push(a),
+            Err(e) => crate::error!("worker {}: cannot listen on {addr}: {e}", shard.id),
+        }
+    }
 }
 
 /// The address each listener of a worker is bound to.

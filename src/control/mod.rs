@@ -1,7 +1,9 @@
-//! The control plane: starting the workers, the readiness line, signals and
-//! graceful stop. Nothing here runs on the request path.
+//! The control plane: starting the workers, the readiness line, signals,
+//! reload, the admin listener and graceful stop. Nothing here runs on the request path.
 #![forbid(unsafe_code)]
 
+mod admin;
+mod reload;
 mod start;
 
 pub use start::{check, run};

@@ -3,7 +3,10 @@
 use std::{
     net::SocketAddr,
     path::Path,
-    sync::{mpsc, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -13,6 +16,7 @@ use signal_hook::{
     iterator::Signals,
 };
 
+use super::{admin, reload::Running};
 use crate::{
     accept,
     config::{self, Config},
@@ -43,7 +47,7 @@ pub fn run(path: &Path) -> i32 {
             return 1;
         }
     };
-    match start(config) {
+    match start(path, config) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ringside: {e}");
@@ -55,7 +59,7 @@ pub fn run(path: &Path) -> i32 {
 /// The contract's file, minus what this version cannot do yet: a config
 /// that asks for it is refused rather than half obeyed (a `tls` listener
 /// must never serve plain text).
-fn load(path: &Path) -> Result<Config, config::Problems> {
+pub(super) fn load(path: &Path) -> Result<Config, config::Problems> {
     let config = config::load(path)?;
     let missing = not_built(&config);
     if missing.is_empty() {
@@ -82,7 +86,6 @@ fn not_built(c: &Config) -> Vec<(&'static str, &'static str)> {
             out.push((key, what));
         }
     };
-    need(c.admin.is_some(), "admin.address", "the admin listener");
     for l in &c.listeners {
         need(l.tls.is_some(), "listen.tls", "TLS");
         need(l.http2, "listen.http2", "HTTP/2");
@@ -131,7 +134,7 @@ fn not_built(c: &Config) -> Vec<(&'static str, &'static str)> {
     out
 }
 
-fn start(config: Arc<Config>) -> Result<i32, String> {
+fn start(path: &Path, config: Arc<Config>) -> Result<i32, String> {
     log::init_error_log(&config.log.error, config.log.level)
         .map_err(|e| format!("cannot open the error log: {e}"))?;
     // Registered before any worker exists, so no signal finds the default
@@ -163,6 +166,15 @@ fn start(config: Arc<Config>) -> Result<i32, String> {
             listeners.push(sock);
         }
     }
+    let admin = match &config.admin {
+        Some(a) => {
+            let l = std::net::TcpListener::bind(a.address)
+                .map_err(|e| format!("cannot listen on {} (admin): {e}", a.address))?;
+            bound.push(l.local_addr().map_err(|e| e.to_string())?);
+            Some(l)
+        }
+        None => None,
+    };
 
     let access = Sink::open(&config.log.access)
         .map_err(|e| format!("cannot open the access log: {e}"))?
@@ -170,8 +182,11 @@ fn start(config: Arc<Config>) -> Result<i32, String> {
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(workers);
+    let mut senders = Vec::with_capacity(workers);
     for (id, listeners) in per_worker.into_iter().enumerate() {
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+        let (control_tx, control_rx) = async_channel::unbounded();
+        senders.push(control_tx);
         let start = worker::Start {
             id,
             core,
@@ -179,6 +194,7 @@ fn start(config: Arc<Config>) -> Result<i32, String> {
             listeners,
             access: access.clone(),
             stop: stop_rx.clone(),
+            control: control_rx,
         };
         let ready = ready_tx.clone();
         let t = thread::Builder::new()
@@ -201,6 +217,21 @@ fn start(config: Arc<Config>) -> Result<i32, String> {
             Err(_) => return Err("a worker stopped during start".into()),
         }
     }
+    let mut running = Running {
+        path: path.to_path_buf(),
+        config: Arc::new(Mutex::new(config.clone())),
+        workers: senders,
+        access,
+    };
+    let draining = Arc::new(AtomicBool::new(false));
+    if let Some(l) = admin {
+        let shared = admin::Shared {
+            workers: running.workers.clone(),
+            config: running.config.clone(),
+            draining: draining.clone(),
+        };
+        admin::spawn(l, shared).map_err(|e| format!("cannot start the admin listener: {e}"))?;
+    }
     let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
     // The contract's readiness line: always stderr, whatever [log] says.
     eprintln!("ringside ready: listening on {}", list.join(", "));
@@ -208,19 +239,16 @@ fn start(config: Arc<Config>) -> Result<i32, String> {
     for sig in signals.forever() {
         match sig {
             SIGTERM | SIGINT => break,
-            SIGHUP => {
-                crate::warn!("SIGHUP: live reload is not built yet; the running config stays")
-            }
-            SIGUSR1 => crate::warn!("SIGUSR1: log reopening is not built yet"),
+            SIGHUP => running.reload(),
+            SIGUSR1 => running.reopen_logs(),
             _ => {}
         }
     }
-    crate::info!(
-        "stop signal: draining (up to {:?})",
-        config.runtime.shutdown_timeout
-    );
+    draining.store(true, Ordering::Relaxed);
+    let timeout = running.current().runtime.shutdown_timeout;
+    crate::info!("stop signal: draining (up to {timeout:?})");
     stop_tx.close();
-    let deadline = Instant::now() + config.runtime.shutdown_timeout + Duration::from_secs(1);
+    let deadline = Instant::now() + timeout + Duration::from_secs(1);
     while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
     }

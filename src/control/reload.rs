@@ -1,0 +1,123 @@
+//! SIGHUP (reload) and SIGUSR1 (reopen logs) on the control plane.
+//!
+//! A reload parses and checks the new file here; an invalid file changes
+//! nothing and is logged with every problem. A valid one is handed to each
+//! worker as a read-only snapshot (`mailbox::Reload`), with sockets already
+//! bound for new listeners, so a worker never does blocking work for it.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use crate::{
+    accept,
+    config::{Config, LogTarget},
+    log::{self, Sink},
+    mailbox::{Control, Reload},
+};
+
+/// What the control plane knows about the running proxy.
+pub struct Running {
+    pub path: PathBuf,
+    /// The config in force, shared with the admin listener.
+    pub config: Arc<Mutex<Arc<Config>>>,
+    pub workers: Vec<async_channel::Sender<Control>>,
+    pub access: Option<Arc<Mutex<Sink>>>,
+}
+
+impl Running {
+    pub fn current(&self) -> Arc<Config> {
+        match self.config.lock() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn reload(&mut self) {
+        let new = match super::start::load(&self.path) {
+            Ok(c) => Arc::new(c),
+            Err(problems) => {
+                crate::error!("reload failed, the running config stays:\n{problems}");
+                return;
+            }
+        };
+        let old = self.current();
+        match self.hand_over(&old, new.clone()) {
+            Ok(()) => {
+                if let Ok(mut c) = self.config.lock() {
+                    *c = new;
+                }
+                crate::info!("reloaded {}", self.path.display());
+            }
+            Err(e) => crate::error!("reload failed, the running config stays: {e}"),
+        }
+    }
+
+    /// Prepares what the workers need (sockets, log sinks), then sends it.
+    /// Nothing is sent unless everything could be prepared.
+    fn hand_over(&mut self, old: &Config, new: Arc<Config>) -> Result<(), String> {
+        let old_addrs: Vec<SocketAddr> = old.listeners.iter().map(|l| l.address).collect();
+        let new_addrs: Vec<SocketAddr> = new.listeners.iter().map(|l| l.address).collect();
+        let close: Vec<SocketAddr> = old_addrs
+            .iter()
+            .filter(|a| !new_addrs.contains(a))
+            .copied()
+            .collect();
+        let mut open: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
+            self.workers.iter().map(|_| Vec::new()).collect();
+        for &addr in new_addrs.iter().filter(|a| !old_addrs.contains(a)) {
+            let mut bind_to = addr;
+            for (w, sockets) in open.iter_mut().enumerate() {
+                let s =
+                    accept::bind(bind_to).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                if w == 0 {
+                    bind_to = s.local_addr().map_err(|e| e.to_string())?;
+                }
+                sockets.push((addr, s));
+            }
+        }
+        let access = if new.log.access == old.log.access {
+            self.access.clone()
+        } else {
+            Sink::open(&new.log.access)
+                .map_err(|e| format!("cannot open the access log: {e}"))?
+                .map(|s| Arc::new(Mutex::new(s)))
+        };
+        log::init_error_log(&new.log.error, new.log.level)
+            .map_err(|e| format!("cannot open the error log: {e}"))?;
+        for (tx, open) in self.workers.iter().zip(open) {
+            let msg = Control::Reload(Reload {
+                config: new.clone(),
+                open,
+                close: close.clone(),
+                access: access.clone(),
+            });
+            if tx.try_send(msg).is_err() {
+                crate::error!("reload: a worker is gone");
+            }
+        }
+        self.access = access;
+        Ok(())
+    }
+
+    /// Re-opens log files after logrotate moved them (nginx's USR1).
+    pub fn reopen_logs(&self) {
+        let config = self.current();
+        if let (LogTarget::File(path), Some(sink)) = (&config.log.access, &self.access) {
+            match log::open_append(path) {
+                Ok(f) => {
+                    if let Ok(mut s) = sink.lock() {
+                        *s = Sink::File(f);
+                    }
+                }
+                Err(e) => crate::error!("cannot reopen the access log {}: {e}", path.display()),
+            }
+        }
+        if let Err(e) = log::init_error_log(&config.log.error, config.log.level) {
+            crate::error!("cannot reopen the error log: {e}");
+        }
+        crate::info!("log files reopened");
+    }
+}

@@ -1,0 +1,225 @@
+//! Stage 7': per-worker counters for `/metrics`.
+//!
+//! Each worker counts into its own plain (non-atomic) maps; the admin
+//! listener asks every worker for a snapshot and sums them at scrape time,
+//! so the request path never writes a shared counter. Labels are interned
+//! per worker: the request path hashes two small integers, not strings.
+
+use std::{cell::RefCell, collections::HashMap, fmt::Write, time::Duration};
+
+/// Upper bounds of the request-duration histogram, in seconds (Prometheus'
+/// default buckets).
+pub const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Label strings, interned so counters are keyed by small integers.
+#[derive(Default)]
+struct Labels {
+    names: Vec<String>,
+    ids: HashMap<String, u32>,
+}
+
+impl Labels {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(s.to_string());
+        self.ids.insert(s.to_string(), id);
+        id
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    labels: Labels,
+    /// (route label, status) → requests
+    requests: HashMap<(u32, u16), u64>,
+    /// (upstream name, server label, status) → requests
+    upstream: HashMap<(u32, u32, u16), u64>,
+    /// Per bucket, then +Inf.
+    duration: [u64; BUCKETS.len() + 1],
+    duration_sum: f64,
+}
+
+/// One worker's counters.
+#[derive(Default)]
+pub struct Stats {
+    counts: RefCell<Counts>,
+}
+
+/// Label ids for one config generation, computed when it is installed.
+#[derive(Default, Clone)]
+pub struct LabelIds {
+    /// Per route (id of "" = no route).
+    pub routes: Vec<u32>,
+    pub no_route: u32,
+    /// Per upstream: (name id, per server: label id).
+    pub upstreams: Vec<(u32, Vec<u32>)>,
+}
+
+impl Stats {
+    pub fn label_ids(&self, config: &crate::config::Config) -> LabelIds {
+        let mut c = self.counts.borrow_mut();
+        LabelIds {
+            routes: config
+                .routes
+                .iter()
+                .map(|r| c.labels.id(&r.label))
+                .collect(),
+            no_route: c.labels.id(""),
+            upstreams: config
+                .upstreams
+                .iter()
+                .map(|u| {
+                    let name = c.labels.id(&u.name);
+                    (
+                        name,
+                        u.servers.iter().map(|s| c.labels.id(&s.label)).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn request(&self, route: u32, status: u16, took: Duration) {
+        let mut c = self.counts.borrow_mut();
+        *c.requests.entry((route, status)).or_insert(0) += 1;
+        let secs = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        c.duration[bucket] += 1;
+        c.duration_sum += secs;
+    }
+
+    pub fn upstream(&self, upstream: u32, server: u32, status: u16) {
+        let mut c = self.counts.borrow_mut();
+        *c.upstream.entry((upstream, server, status)).or_insert(0) += 1;
+    }
+
+    /// The counters with their label strings, to send to the admin thread.
+    pub fn snapshot(&self, connections: usize) -> Snapshot {
+        let c = self.counts.borrow();
+        let name = |id: u32| c.labels.names[id as usize].clone();
+        Snapshot {
+            requests: c
+                .requests
+                .iter()
+                .map(|(&(r, s), &n)| ((name(r), s), n))
+                .collect(),
+            upstream: c
+                .upstream
+                .iter()
+                .map(|(&(u, sv, st), &n)| ((name(u), name(sv), st), n))
+                .collect(),
+            duration: c.duration,
+            duration_sum: c.duration_sum,
+            connections,
+            up: Vec::new(),
+        }
+    }
+}
+
+/// Counters of one worker, or the sum over all of them.
+#[derive(Default, Debug, Clone)]
+pub struct Snapshot {
+    pub requests: HashMap<(String, u16), u64>,
+    pub upstream: HashMap<(String, String, u16), u64>,
+    pub duration: [u64; BUCKETS.len() + 1],
+    pub duration_sum: f64,
+    pub connections: usize,
+    /// (upstream, server, up) — filled in by the control plane.
+    pub up: Vec<(String, String, bool)>,
+}
+
+impl Snapshot {
+    pub fn add(&mut self, o: &Snapshot) {
+        for (k, n) in &o.requests {
+            *self.requests.entry(k.clone()).or_insert(0) += n;
+        }
+        for (k, n) in &o.upstream {
+            *self.upstream.entry(k.clone()).or_insert(0) += n;
+        }
+        for (a, b) in self.duration.iter_mut().zip(o.duration) {
+            *a += b;
+        }
+        self.duration_sum += o.duration_sum;
+        self.connections += o.connections;
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP ringside_requests_total Requests answered, by route and status.\n");
+        out.push_str("# TYPE ringside_requests_total counter\n");
+        let mut reqs: Vec<_> = self.requests.iter().collect();
+        reqs.sort();
+        for ((route, status), n) in reqs {
+            let _ = writeln!(
+                out,
+                "ringside_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                esc(route)
+            );
+        }
+        out.push_str("# HELP ringside_upstream_requests_total Proxied requests, by upstream, server and status.\n");
+        out.push_str("# TYPE ringside_upstream_requests_total counter\n");
+        let mut ups: Vec<_> = self.upstream.iter().collect();
+        ups.sort();
+        for ((u, s, status), n) in ups {
+            let _ = writeln!(
+                out,
+                "ringside_upstream_requests_total{{upstream=\"{}\",server=\"{}\",status=\"{status}\"}} {n}",
+                esc(u),
+                esc(s)
+            );
+        }
+        out.push_str("# HELP ringside_upstream_up Whether a server is in use (1) or out (0).\n");
+        out.push_str("# TYPE ringside_upstream_up gauge\n");
+        for (u, s, up) in &self.up {
+            let _ = writeln!(
+                out,
+                "ringside_upstream_up{{upstream=\"{}\",server=\"{}\"}} {}",
+                esc(u),
+                esc(s),
+                u8::from(*up)
+            );
+        }
+        out.push_str("# HELP ringside_connections_active Open client connections.\n");
+        out.push_str("# TYPE ringside_connections_active gauge\n");
+        let _ = writeln!(out, "ringside_connections_active {}", self.connections);
+        out.push_str("# HELP ringside_cache_requests_total Cache lookups by result.\n");
+        out.push_str("# TYPE ringside_cache_requests_total counter\n");
+        for s in ["HIT", "MISS", "EXPIRED", "BYPASS"] {
+            let _ = writeln!(out, "ringside_cache_requests_total{{status=\"{s}\"}} 0");
+        }
+        out.push_str("# HELP ringside_request_duration_seconds Time from a complete head to the last byte.\n");
+        out.push_str("# TYPE ringside_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, n) in self.duration.iter().enumerate() {
+            cumulative += n;
+            let le = BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(
+                out,
+                "ringside_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "ringside_request_duration_seconds_sum {}",
+            self.duration_sum
+        );
+        let _ = writeln!(out, "ringside_request_duration_seconds_count {cumulative}");
+        out
+    }
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
