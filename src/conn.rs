@@ -34,7 +34,7 @@ use crate::{
     },
     log::Record,
     proxy, relay, route,
-    worker::Shard,
+    worker::{Generation, Shard},
 };
 
 /// The client side of a connection.
@@ -126,7 +126,7 @@ async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Inst
 
     // 2-3. Parse and route. Everything later stages need is copied out of
     // the borrowed head here, so no borrow lives across an await.
-    let plan = match plan(&c.buf, len, config, c.peer, listen) {
+    let plan = match plan(&c.buf, len, &gen, c.peer, listen) {
         Ok(p) => p,
         Err(e) => {
             answer_error(c, shard, config, e, false).await;
@@ -176,6 +176,8 @@ pub struct Plan {
     pub framing: Framing,
     pub expect_continue: bool,
     pub route: Option<usize>,
+    /// What the balancer hashes and the sticky cookie (proxied requests only).
+    pub key: crate::balance::Key,
     spans: Spans,
     pub act: Act,
 }
@@ -265,10 +267,11 @@ async fn read_head(
 fn plan(
     buf: &[u8],
     len: usize,
-    config: &Config,
+    gen: &Generation,
     peer: IpAddr,
     listen: &Listen,
 ) -> Result<Plan, Error> {
+    let config = &*gen.config;
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
     let mut scan = Scan::default();
     let max = config.limits.max_request_head;
@@ -292,16 +295,22 @@ fn plan(
         user_agent: req.header("user-agent").map(at),
     };
     let route = route::select(&config.routes, &req);
+    let mut key = crate::balance::Key::default();
     let act = match route.map(|i| (i, &config.routes[i])) {
         None => Act::NotFound,
-        Some((i, r)) => match &r.action {
-            Action::Upstream(u) => {
+        Some((i, r)) => match (&r.action, gen.upstream_for(i)) {
+            // A split route picks its upstream here, once per request.
+            (Action::Upstream(_) | Action::Split(_), Some(u)) => {
+                let up = &config.upstreams[u];
+                key = crate::balance::Key::new(up, peer, req.target.as_bytes(), |name| {
+                    route::cookie(&req, name)
+                });
                 let upgrade = req.upgrade.filter(|_| r.websocket);
                 let fwd = Forwarding {
                     client_ip: peer,
                     proto: listen.proto,
                     port: listen.port,
-                    fallback_host: &config.upstreams[*u].name,
+                    fallback_host: &up.name,
                     set: &r.set_request_headers,
                     upgrade,
                 };
@@ -309,12 +318,12 @@ fn plan(
                 let mut head = Vec::with_capacity(len + 256);
                 upstream_request(&mut head, &req, &target, &fwd, req.framing);
                 Act::Proxy {
-                    upstream: *u,
+                    upstream: u,
                     head,
                     upgrade: upgrade.is_some(),
                 }
             }
-            Action::Respond { .. } => Act::Respond { route: i },
+            (Action::Respond { .. }, _) => Act::Respond { route: i },
             // The other actions arrive with their own issues; --check
             // refuses them until then, so this is not reached.
             _ => return Err(Error::not_implemented("route action not available")),
@@ -329,6 +338,7 @@ fn plan(
         framing: req.framing,
         expect_continue: req.expect_continue,
         route,
+        key,
         spans,
         act,
     })

@@ -7,11 +7,12 @@ use httparse::EMPTY_HEADER;
 use monoio::net::TcpStream;
 
 use crate::{
+    balance::Balancer,
     config::{Config, Route, Upstream},
     conn::{Client, Done, Plan},
-    error::Error,
+    error::{Error, Fault},
     http::{
-        headers::{client_response, interim, OutFraming, Persist},
+        headers::{add_field, client_response, interim, OutFraming, Persist},
         parse::{self, Framing},
         respond::CONTINUE,
     },
@@ -64,32 +65,35 @@ pub async fn forward(
     first.extend_from_slice(head);
     first.extend_from_slice(&c.buf[plan.len..plan.len + body_now]);
 
-    // 3b-4. Pick a server, reach it, send; on a failed connect try the next
-    // (`retries`), on a pooled connection the server had closed try again.
-    let mut excluded = 0u128;
-    let mut tries = up.retries;
-    let mut last_error = None;
-    let (mut s, gid, resp) = loop {
-        let usable = |i: usize| i >= 128 || excluded & (1 << i) == 0;
-        let Some(server) = gen.balancers[upstream].pick(&up.servers, usable) else {
-            let e = last_error.unwrap_or_else(Error::no_server);
+    // 3b-4. Pick a server, reach it (a pooled connection or a new one),
+    // send, read the response head. A failure goes to the retry rules
+    // (`Tries`); a pooled connection the server had closed is not a
+    // failure: the request goes out again on another connection.
+    let bal = &gen.balancers[upstream];
+    let mut tries = Tries {
+        left: up.retries,
+        failed: Vec::new(),
+        last: None,
+    };
+    let (mut s, server, mut resp, _active) = loop {
+        let usable = |i: usize| gen.health.is_up(upstream, i) && !tries.failed.contains(&i);
+        let Some(server) = bal.pick(&plan.key, usable) else {
+            // 503 when every server is out; else the last failure.
+            let e = tries.last.unwrap_or_else(Error::no_server);
             return fail(c, shard, cfg, plan, done, e).await;
         };
         done.server = Some((upstream, server));
+        let active = bal.begin(server);
         let gid = up.servers[server].address;
         let (mut s, reused) = match shard.pool.take(gid, up.keepalive_timeout) {
             Some(s) => (s, true),
-            None => match connect(up.servers[server].address, up.connect_timeout).await {
+            None => match connect(gid, up.connect_timeout).await {
                 Ok(s) => (s, false),
-                Err(e) if tries > 0 && up.servers.len() > 1 => {
-                    tries -= 1;
-                    if server < 128 {
-                        excluded |= 1 << server;
-                    }
-                    last_error = Some(e);
-                    continue;
-                }
-                Err(e) => return fail(c, shard, cfg, plan, done, e).await,
+                // Nothing was sent: any method may go to the next server.
+                Err(e) => match tries.failed(shard, up, bal, server, e, true) {
+                    Ok(()) => continue,
+                    Err(e) => return fail(c, shard, cfg, plan, done, e).await,
+                },
             },
         };
         match attempt(
@@ -97,12 +101,23 @@ pub async fn forward(
         )
         .await
         {
-            Ok(resp) => break (s, gid, resp),
-            // The server closed an idle pooled connection: try again.
+            Ok(resp) => break (s, server, resp, active),
             Err(Attempt::Stale) => continue,
-            Err(Attempt::Fail(e)) => return fail(c, shard, cfg, plan, done, e).await,
+            // The server may have acted on what it got: only an idempotent
+            // request that can go out again as it was goes to another.
+            Err(Attempt::Fail { error, replay }) => {
+                let again = replay && plan.idempotent;
+                if let Err(e) = tries.failed(shard, up, bal, server, error, again) {
+                    return fail(c, shard, cfg, plan, done, e).await;
+                }
+            }
         }
     };
+    let gid = up.servers[server].address;
+    // Sticky: the cookie names the server that answered.
+    if let Some(cookie) = bal.set_cookie(server, &plan.key) {
+        add_field(&mut resp.client_head, b"Set-Cookie", cookie.as_bytes());
+    }
     if plan.framing == Framing::Chunked {
         // copy_chunked left the client buffer as head + next request.
         done.consumed = plan.len;
@@ -268,11 +283,79 @@ async fn fail(
     done
 }
 
+/// The retry rules of one request: `retries` more tries after the first,
+/// never twice on the same server.
+struct Tries {
+    left: u32,
+    /// Servers that failed this request.
+    failed: Vec<usize>,
+    last: Option<Error>,
+}
+
+impl Tries {
+    /// Records that `server` failed with `e` (passive health counts it when
+    /// the upstream is at fault); `Ok` when the request goes to another
+    /// server: `again` says the rules allow it for this failure.
+    fn failed(
+        &mut self,
+        shard: &Shard,
+        up: &Upstream,
+        bal: &Balancer,
+        server: usize,
+        e: Error,
+        again: bool,
+    ) -> Result<(), Error> {
+        if e.fault != Fault::Upstream {
+            return Err(e);
+        }
+        if bal.passive.failed(server, std::time::Instant::now()) {
+            crate::warn!(
+                "worker {}: upstream {} server {}: {} failures in {:?} ({e}): skipped for {:?}",
+                shard.id,
+                up.name,
+                up.servers[server].label,
+                up.max_fails,
+                up.fail_timeout,
+                up.fail_timeout
+            );
+        }
+        self.failed.push(server);
+        if !again || self.left == 0 {
+            return Err(e);
+        }
+        self.left -= 1;
+        self.last = Some(e);
+        Ok(())
+    }
+}
+
 enum Attempt {
     /// A pooled connection turned out closed before any response byte, and
     /// nothing was consumed from the client: safe to send again elsewhere.
     Stale,
-    Fail(Error),
+    /// `replay`: the request could go out again as it was (nothing was read
+    /// from the client beyond what `first` holds, nothing written to it).
+    Fail { error: Error, replay: bool },
+}
+
+impl Attempt {
+    fn fail(error: Error) -> Self {
+        Attempt::Fail {
+            error,
+            replay: true,
+        }
+    }
+
+    /// This attempt consumed or sent something on the client side.
+    fn not_replayable(self) -> Self {
+        match self {
+            Attempt::Fail { error, .. } => Attempt::Fail {
+                error,
+                replay: false,
+            },
+            stale => stale,
+        }
+    }
 }
 
 /// The final response head, parsed, with the client head already written.
@@ -307,18 +390,20 @@ async fn attempt(
     *first = b;
     match w {
         Ok(()) => {}
-        Err(Fail::Timeout) => return Err(Attempt::Fail(Error::send_timeout())),
+        // The timed-out write kept `first`: it cannot go out again.
+        Err(Fail::Timeout) => return Err(Attempt::fail(Error::send_timeout()).not_replayable()),
         Err(_) if reused => return Err(Attempt::Stale),
-        Err(Fail::Io(e)) => return Err(Attempt::Fail(Error::upstream_io(e))),
-        Err(_) => return Err(Attempt::Fail(Error::upstream_closed())),
+        Err(Fail::Io(e)) => return Err(Attempt::fail(Error::upstream_io(e))),
+        Err(_) => return Err(Attempt::fail(Error::upstream_closed())),
     }
 
     // 5. The rest of the request body, streamed.
-    if plan.expect_continue && c.buf.len() == plan.len {
+    let told_continue = plan.expect_continue && c.buf.len() == plan.len;
+    if told_continue {
         let (w, _) =
             relay::write_all(&mut c.stream, CONTINUE.to_vec(), limits.client_send_timeout).await;
         if let Err(e) = w {
-            return Err(Attempt::Fail(client_fail(e)));
+            return Err(Attempt::fail(client_fail(e)));
         }
     }
     let upward = Limits {
@@ -332,7 +417,7 @@ async fn attempt(
             let buf = shard.relay.take();
             let (r, buf) = relay::copy_length(&mut c.stream, s, remaining, buf, upward).await;
             shard.relay.give(buf);
-            r.map_err(|e| Attempt::Fail(upward_error(e)))?;
+            r.map_err(|e| Attempt::fail(upward_error(e)).not_replayable())?;
         }
         Framing::Chunked => {
             streamed = true;
@@ -344,7 +429,7 @@ async fn attempt(
                     .await;
             shard.relay.give(inbuf);
             shard.relay.give(outbuf);
-            let (_, leftover) = r.map_err(|e| Attempt::Fail(upward_error(e)))?;
+            let (_, leftover) = r.map_err(|e| Attempt::fail(upward_error(e)).not_replayable())?;
             // What followed the body is the next request.
             c.buf.truncate(plan.len);
             c.buf.extend_from_slice(&leftover);
@@ -364,6 +449,13 @@ async fn attempt(
         upgrade,
     )
     .await
+    .map_err(|a| {
+        if streamed || told_continue {
+            a.not_replayable()
+        } else {
+            a
+        }
+    })
 }
 
 fn client_fail(e: Fail) -> Error {
@@ -401,18 +493,20 @@ async fn read_response(
 ) -> Result<Response, Attempt> {
     let mut buf = shard.heads.take();
     let mut got_any = false;
+    // Cleared once an interim response went to the client.
+    let mut replay = true;
     loop {
         if !buf.is_empty() {
             let draining = shard.draining.get();
             match interpret(&buf, plan, route, draining, upgrade) {
                 Err(e) => {
                     shard.heads.give(buf);
-                    return Err(Attempt::Fail(e));
+                    return Err(Attempt::Fail { error: e, replay });
                 }
                 Ok(Parsed::Partial) if buf.len() == buf.capacity() => {
                     shard.heads.give(buf);
                     let e = Error::bad_response("upstream response head too large");
-                    return Err(Attempt::Fail(e));
+                    return Err(Attempt::Fail { error: e, replay });
                 }
                 Ok(Parsed::Partial) => {}
                 Ok(Parsed::Interim { len, forward }) => {
@@ -422,8 +516,12 @@ async fn read_response(
                         let (w, _) = relay::write_all(&mut c.stream, bytes, lim).await;
                         if let Err(e) = w {
                             shard.heads.give(buf);
-                            return Err(Attempt::Fail(client_fail(e)));
+                            return Err(Attempt::Fail {
+                                error: client_fail(e),
+                                replay,
+                            });
                         }
+                        replay = false;
                     }
                     continue;
                 }
@@ -437,18 +535,31 @@ async fn read_response(
         buf = b;
         let e = match r {
             Ok(0) if !got_any && stale_ok => Attempt::Stale,
-            Ok(0) if buf.is_empty() => Attempt::Fail(Error::upstream_closed()),
-            Ok(0) => Attempt::Fail(Error::bad_response(
-                "upstream closed inside the response head",
-            )),
+            Ok(0) if buf.is_empty() => Attempt::Fail {
+                error: Error::upstream_closed(),
+                replay,
+            },
+            Ok(0) => Attempt::Fail {
+                error: Error::bad_response("upstream closed inside the response head"),
+                replay,
+            },
             Ok(_) => {
                 got_any = true;
                 continue;
             }
-            Err(Fail::Timeout) => Attempt::Fail(Error::read_timeout()),
+            Err(Fail::Timeout) => Attempt::Fail {
+                error: Error::read_timeout(),
+                replay,
+            },
             Err(_) if !got_any && stale_ok => Attempt::Stale,
-            Err(Fail::Io(e)) => Attempt::Fail(Error::upstream_io(e)),
-            Err(_) => Attempt::Fail(Error::upstream_closed()),
+            Err(Fail::Io(e)) => Attempt::Fail {
+                error: Error::upstream_io(e),
+                replay,
+            },
+            Err(_) => Attempt::Fail {
+                error: Error::upstream_closed(),
+                replay,
+            },
         };
         shard.heads.give(buf);
         return Err(e);

@@ -17,8 +17,9 @@ use monoio::{time::Instant, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use crate::{
     accept,
-    balance::RoundRobin,
-    config::Config,
+    balance::{Balancer, RoundRobin},
+    config::{Action, Config},
+    control::health,
     log::{AccessLog, Sink},
     mailbox::{Control, Reload},
     stats::{LabelIds, Stats},
@@ -80,20 +81,50 @@ pub struct Generation {
     pub config: Arc<Config>,
     /// Metric label ids of this config's routes and servers.
     pub ids: LabelIds,
-    /// Per upstream: balancer state (starts afresh with each config).
-    pub balancers: Vec<RoundRobin>,
+    /// Active health verdicts of this config's servers, shared with the
+    /// control plane's probe thread (read without a lock).
+    pub health: Arc<health::Table>,
+    /// Per upstream: this worker's balancer, in-flight and passive-health
+    /// state (starts afresh with each config).
+    pub balancers: Vec<Balancer>,
+    /// Per route: the smooth WRR over a `split` route's upstreams.
+    splits: Vec<Option<RoundRobin>>,
 }
 
 impl Generation {
-    pub fn new(config: Arc<Config>) -> Self {
+    /// `health` must be the table of this `config` (the control plane's
+    /// `health::Checks::table`).
+    pub fn new(config: Arc<Config>, health: Arc<health::Table>) -> Self {
+        // Varies random_two's draws between workers and runs.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         Generation {
             ids: LabelIds::default(),
-            balancers: config
-                .upstreams
-                .iter()
-                .map(|u| RoundRobin::new(u.servers.len()))
+            health,
+            balancers: (config.upstreams.iter().enumerate())
+                .map(|(i, u)| Balancer::new(u, seed ^ i as u64))
+                .collect(),
+            splits: (config.routes.iter())
+                .map(|r| match &r.action {
+                    Action::Split(parts) => Some(RoundRobin::new(parts.iter().map(|p| p.1))),
+                    _ => None,
+                })
                 .collect(),
             config,
+        }
+    }
+
+    /// The upstream of an `upstream` or `split` route: a split picks one
+    /// per request, by weight.
+    pub fn upstream_for(&self, route: usize) -> Option<usize> {
+        match &self.config.routes[route].action {
+            Action::Upstream(u) => Some(*u),
+            Action::Split(parts) => {
+                let rr = self.splits[route].as_ref()?;
+                rr.pick(|_| true).map(|i| parts[i].0)
+            }
+            _ => None,
         }
     }
 
@@ -132,7 +163,12 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn new(id: usize, config: Arc<Config>, access: Option<Arc<Mutex<Sink>>>) -> Self {
+    fn new(
+        id: usize,
+        config: Arc<Config>,
+        health: Arc<health::Table>,
+        access: Option<Arc<Mutex<Sink>>>,
+    ) -> Self {
         // Head buffers are sized by the first config's max_request_head; a
         // reload that raises it grows buffers on demand (they then leave
         // the pool).
@@ -148,9 +184,9 @@ impl Shard {
             draining: Cell::new(false),
             deadlines: Deadlines::default(),
             stats: Stats::default(),
-            generation: RefCell::new(Rc::new(Generation::new(config.clone()))),
+            generation: RefCell::new(Rc::new(Generation::new(config.clone(), health.clone()))),
         };
-        shard.install(config);
+        shard.install(config, health);
         shard
     }
 
@@ -160,11 +196,12 @@ impl Shard {
     }
 
     /// Makes `config` current for every request that starts from now on.
-    pub fn install(&self, config: Arc<Config>) {
+    /// `health` is the active-health table of `config`.
+    pub fn install(&self, config: Arc<Config>, health: Arc<health::Table>) {
         let ids = self.stats.label_ids(&config);
         *self.generation.borrow_mut() = Rc::new(Generation {
             ids,
-            ..Generation::new(config)
+            ..Generation::new(config, health)
         });
     }
 
@@ -198,6 +235,8 @@ pub struct Start {
     /// One bound listener per `[[listen]]`, in config order.
     pub listeners: Vec<std::net::TcpListener>,
     pub access: Option<Arc<Mutex<Sink>>>,
+    /// Active health verdicts of `config`.
+    pub health: Arc<health::Table>,
     /// Closed by the control plane on SIGTERM/SIGINT.
     pub stop: async_channel::Receiver<()>,
     /// Reloads and scrapes.
@@ -253,7 +292,12 @@ async fn serve(
     ready: std::sync::mpsc::Sender<Result<String, String>>,
     driver: String,
 ) {
-    let shard = Rc::new(Shard::new(start.id, start.config.clone(), start.access));
+    let shard = Rc::new(Shard::new(
+        start.id,
+        start.config.clone(),
+        start.health.clone(),
+        start.access,
+    ));
     let mut listeners = Vec::new();
     let configured = start.config.listeners.iter().map(|l| l.address);
     for (addr, socket) in configured.zip(start.listeners) {
@@ -366,7 +410,10 @@ impl Accepting {
 fn apply(shard: &Rc<Shard>, listeners: &mut Vec<Accepting>, r: Reload) {
     shard.access.flush();
     shard.access.retarget(r.config.log.access_format, r.access);
-    shard.install(r.config);
+    // Until the reload hands over the new config's health table, its
+    // servers count as up.
+    let health = Arc::new(health::Table::new(&r.config));
+    shard.install(r.config, health);
     let mut kept = Vec::with_capacity(listeners.len());
     for l in listeners.drain(..) {
         if r.close.contains(&l.configured) {

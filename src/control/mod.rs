@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+pub mod health;
 mod reload;
 mod start;
 

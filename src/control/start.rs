@@ -79,7 +79,7 @@ pub(super) fn load(path: &Path) -> Result<Config, config::Problems> {
 }
 
 fn not_built(c: &Config) -> Vec<(&'static str, &'static str)> {
-    use crate::config::{Action, Balance};
+    use crate::config::Action;
     let mut out = Vec::new();
     let mut need = |cond: bool, key, what| {
         if cond && !out.contains(&(key, what)) {
@@ -92,19 +92,6 @@ fn not_built(c: &Config) -> Vec<(&'static str, &'static str)> {
         need(l.hsts.is_some(), "listen.hsts", "HSTS");
         need(l.redirect_https, "listen.redirect_https", "redirect_https");
     }
-    for u in &c.upstreams {
-        need(
-            u.balance != Balance::RoundRobin,
-            "upstream.balance",
-            "a balance method other than round_robin",
-        );
-        need(
-            u.health.is_some(),
-            "upstream.health",
-            "active health checking",
-        );
-        need(u.sticky.is_some(), "upstream.sticky", "sticky sessions");
-    }
     for r in &c.routes {
         need(
             matches!(r.action, Action::Static(_)),
@@ -115,11 +102,6 @@ fn not_built(c: &Config) -> Vec<(&'static str, &'static str)> {
             matches!(r.action, Action::Redirect { .. }),
             "route.redirect",
             "the redirect action",
-        );
-        need(
-            matches!(r.action, Action::Split(_)),
-            "route.split",
-            "the split action",
         );
         need(!r.cache.is_empty(), "route.cache", "the response cache");
         need(r.gzip.is_some(), "route.gzip", "gzip");
@@ -179,6 +161,9 @@ fn start(path: &Path, config: Arc<Config>) -> Result<i32, String> {
     let access = Sink::open(&config.log.access)
         .map_err(|e| format!("cannot open the access log: {e}"))?
         .map(|s| Arc::new(Mutex::new(s)));
+    // Active health checks run once per process until `checks` drops.
+    let checks = super::health::Checks::start(&config)
+        .map_err(|e| format!("cannot start the health checks: {e}"))?;
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(workers);
@@ -193,6 +178,7 @@ fn start(path: &Path, config: Arc<Config>) -> Result<i32, String> {
             config: config.clone(),
             listeners,
             access: access.clone(),
+            health: checks.table(),
             stop: stop_rx.clone(),
             control: control_rx,
         };

@@ -252,6 +252,15 @@ pub fn end_head(out: &mut Vec<u8>, framing: OutFraming, persist: Persist) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Adds a field to a head that `end_head` already finished (it goes in
+/// before the blank line).
+pub fn add_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    debug_assert!(out.ends_with(b"\r\n\r\n"));
+    out.truncate(out.len() - 2);
+    field(out, name, value);
+    out.extend_from_slice(b"\r\n");
+}
+
 pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");

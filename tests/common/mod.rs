@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 mod client;
+pub mod farm;
 pub mod fixture;
 mod proxy;
 mod upstream;

@@ -178,6 +178,15 @@ impl Upstream {
         F: Fn(&mut UpConn) + Send + Sync + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Upstream::start_on(listener, handler)
+    }
+
+    /// As [`Upstream::start`], on a listener the test bound (to bring a
+    /// stopped server back on its address).
+    pub fn start_on<F>(listener: TcpListener, handler: F) -> Upstream
+    where
+        F: Fn(&mut UpConn) + Send + Sync + 'static,
+    {
         let addr = listener.local_addr().unwrap();
         let rec = Arc::new(Record::default());
         let stop = Arc::new(AtomicBool::new(false));
