@@ -33,7 +33,7 @@ use crate::{
         respond,
     },
     log::Record,
-    proxy, relay, route,
+    proxy, relay, route, serve,
     worker::{Generation, Shard},
 };
 
@@ -143,7 +143,16 @@ async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Inst
             upstream,
             ref head,
             upgrade,
+        } if plan.cache.is_some() => {
+            serve::cached::serve(c, shard, &gen, &plan, upstream, head, upgrade).await
+        }
+        Act::Proxy {
+            upstream,
+            ref head,
+            upgrade,
         } => proxy::forward(c, shard, &gen, &plan, upstream, head, upgrade).await,
+        Act::Static { route } => serve::static_files::serve(c, shard, &gen, &plan, route).await,
+        Act::Redirect { route } => serve::redirect::answer(c, shard, &gen, &plan, route).await,
         Act::Respond { route } => answer_own(c, shard, config, &plan, Some(route)).await,
         Act::NotFound => answer_own(c, shard, config, &plan, None).await,
     };
@@ -179,7 +188,33 @@ pub struct Plan {
     /// What the balancer hashes and the sticky cookie (proxied requests only).
     pub key: crate::balance::Key,
     spans: Spans,
+    /// Where the Host value sits in the client buffer.
+    host: Option<Range<usize>>,
+    /// "http" or "https", as the client connected.
+    pub scheme: &'static str,
+    /// The client's Accept-Encoding allows gzip (only looked at on routes
+    /// with `gzip`).
+    pub accepts_gzip: bool,
+    /// A GET or HEAD on a cached route.
+    pub cache: Option<crate::cache::CacheReq>,
     pub act: Act,
+}
+
+impl Plan {
+    /// The method in the client buffer.
+    pub fn method_span(&self) -> Range<usize> {
+        self.spans.method.clone()
+    }
+
+    /// The target (path and query, as sent) in the client buffer.
+    pub fn target_span(&self) -> Range<usize> {
+        self.spans.target.clone()
+    }
+
+    /// The Host value in the client buffer.
+    pub fn host_span(&self) -> Option<Range<usize>> {
+        self.host.clone()
+    }
 }
 
 pub enum Act {
@@ -188,6 +223,14 @@ pub enum Act {
         upstream: usize,
         head: Vec<u8>,
         upgrade: bool,
+    },
+    /// A `static` route.
+    Static {
+        route: usize,
+    },
+    /// A `redirect` route.
+    Redirect {
+        route: usize,
     },
     /// A `respond` route.
     Respond {
@@ -324,6 +367,8 @@ fn plan(
                 }
             }
             (Action::Respond { .. }, _) => Act::Respond { route: i },
+            (Action::Static(_), _) => Act::Static { route: i },
+            (Action::Redirect { .. }, _) => Act::Redirect { route: i },
             // The other actions arrive with their own issues; --check
             // refuses them until then, so this is not reached.
             _ => return Err(Error::not_implemented("route action not available")),
@@ -340,6 +385,19 @@ fn plan(
         route,
         key,
         spans,
+        host: req.host.map(at),
+        scheme: listen.proto,
+        accepts_gzip: route.is_some_and(|i| config.routes[i].gzip.is_some())
+            && crate::serve::gzip::accepts(
+                req.headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("accept-encoding"))
+                    .map(|h| h.value),
+            ),
+        cache: match &act {
+            Act::Proxy { .. } => route.and_then(|i| crate::cache::request(&config.routes[i], &req)),
+            _ => None,
+        },
         act,
     })
 }
@@ -383,15 +441,17 @@ async fn answer_own(
     let before = out.len();
     let (status, body_bytes) = match route.map(|i| &config.routes[i].action) {
         Some(Action::Respond { status, body }) => {
+            // With the route's add_response_headers, like every answer it makes.
+            let r = route.map(|i| &config.routes[i]);
+            serve::start_head(&mut out, *status);
             let ct = respond::content_type_of(body);
-            respond::simple(
-                &mut out,
-                *status,
-                ct,
-                body.as_bytes(),
-                !keep,
-                plan.head_only,
-            );
+            crate::http::headers::field(&mut out, b"Content-Type", ct);
+            serve::content_length(&mut out, body.len() as u64);
+            let framing = crate::http::headers::OutFraming::AsIs;
+            serve::end_own_head(&mut out, r, framing, keep, plan.minor);
+            if !plan.head_only {
+                out.extend_from_slice(body.as_bytes());
+            }
             (*status, body.len())
         }
         _ => {

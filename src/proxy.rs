@@ -17,6 +17,7 @@ use crate::{
         respond::CONTINUE,
     },
     relay::{self, CopyFail, Fail, Limits},
+    serve::{body::BodyOut, cached, pages, response},
     upstream::connect::connect,
     worker::{Generation, Shard},
 };
@@ -125,6 +126,7 @@ pub async fn forward(
 
     // 6. The response head, then its body.
     done.status = resp.status;
+    let resp_status = resp.status;
     let down = Limits {
         read: up.read_timeout,
         write: cfg.limits.client_send_timeout,
@@ -138,6 +140,7 @@ pub async fn forward(
         out,
         client_keep,
         tunnel,
+        mut changes,
         ..
     } = resp;
     let pending = &upbuf[len..];
@@ -151,6 +154,46 @@ pub async fn forward(
             shard.heads.give(upbuf);
             done.keep = false;
             return done;
+        }
+        // The route's error page replaces the answer (status kept); the
+        // upstream connection is reused only when no body was due.
+        _ if changes.page => {
+            clean &= framing == Framing::Empty && pending.is_empty();
+            let mut page = shard.heads.take();
+            let n =
+                pages::write_error(&mut page, Some(route), resp_status, client_keep, plan).await;
+            write_head(c, page, down).await.map(|()| n as u64)
+        }
+        // gzip and/or a copy for the cache, as the body flows.
+        _ if changes.gzip || changes.store.is_some() => {
+            match write_head(c, client_head, down).await {
+                Ok(()) => {
+                    let cap = shard.cache.borrow().entry_cap();
+                    let fits = !matches!(framing, Framing::Length(n) if n > cap as u64);
+                    let tee = changes.store.as_ref().filter(|_| fits).map(|_| cap);
+                    let mut body = BodyOut::new(changes.gzip, out, tee);
+                    let bufs = &shard.relay;
+                    let r = crate::serve::body::relay(
+                        &mut s,
+                        &mut c.stream,
+                        framing,
+                        pending,
+                        &mut body,
+                        bufs,
+                        down,
+                    )
+                    .await;
+                    r.map(|tidy| {
+                        clean &= tidy;
+                        if let (Some(store), Some(copy)) = (changes.store.take(), body.take_copy())
+                        {
+                            cached::store(shard, plan, &c.buf, store, copy);
+                        }
+                        body.sent
+                    })
+                }
+                Err(e) => Err(e),
+            }
         }
         Framing::Empty => {
             clean &= pending.is_empty();
@@ -275,7 +318,8 @@ async fn fail(
     done.error = Some(e);
     if e.status != 0 {
         let mut out = shard.heads.take();
-        crate::http::respond::error(&mut out, e.status, true, plan.head_only);
+        let route = plan.route.map(|r| &cfg.routes[r]);
+        pages::write_error(&mut out, route, e.status, false, plan).await;
         let (_, out) = relay::write_all(&mut c.stream, out, cfg.limits.client_send_timeout).await;
         shard.heads.give(out);
         done.body_bytes = 0;
@@ -369,6 +413,8 @@ struct Response {
     out: OutFraming,
     client_keep: bool,
     tunnel: bool,
+    /// What the route does to this answer (serve/response.rs).
+    changes: response::Changes,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -498,7 +544,13 @@ async fn read_response(
     loop {
         if !buf.is_empty() {
             let draining = shard.draining.get();
-            match interpret(&buf, plan, route, draining, upgrade) {
+            let cx = response::Context {
+                plan,
+                route,
+                upstream: up,
+                client: &c.buf,
+            };
+            match interpret(&buf, &cx, draining, upgrade) {
                 Err(e) => {
                     shard.heads.give(buf);
                     return Err(Attempt::Fail { error: e, replay });
@@ -580,11 +632,11 @@ enum Parsed {
 
 fn interpret(
     buf: &[u8],
-    plan: &Plan,
-    route: &Route,
+    cx: &response::Context<'_>,
     draining: bool,
     upgrade: bool,
 ) -> Result<Parsed, Error> {
+    let (plan, route) = (cx.plan, cx.route);
     let mut headers = [EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let Some(res) = parse::response(buf, &mut headers, plan.head_only)? else {
         return Ok(Parsed::Partial);
@@ -604,7 +656,19 @@ fn interpret(
             forward,
         });
     }
-    let out = match (res.framing, plan.minor) {
+    let changed = !tunnel && response::any(route, plan);
+    let mut changes = if changed {
+        response::decide(&res, plan, route)
+    } else {
+        response::Changes::default()
+    };
+    // gzip makes the length unknown.
+    let body = if changes.gzip {
+        Framing::UntilClose
+    } else {
+        res.framing
+    };
+    let out = match (body, plan.minor) {
         (Framing::Empty | Framing::Length(_), _) => OutFraming::AsIs,
         (_, 1) => OutFraming::Chunked,
         _ => OutFraming::Close,
@@ -620,13 +684,17 @@ fn interpret(
         Persist::Default
     };
     let mut client_head = Vec::with_capacity(res.len + 64);
-    client_response(
-        &mut client_head,
-        &res,
-        out,
-        persist,
-        &route.add_response_headers,
-    );
+    if changed {
+        response::write_head(&mut client_head, &res, cx, &mut changes, out, persist);
+    } else {
+        client_response(
+            &mut client_head,
+            &res,
+            out,
+            persist,
+            &route.add_response_headers,
+        );
+    }
     Ok(Parsed::Final(Response {
         buf: Vec::new(),
         len: res.len,
@@ -637,6 +705,7 @@ fn interpret(
         out,
         client_keep,
         tunnel,
+        changes,
     }))
 }
 

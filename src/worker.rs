@@ -18,6 +18,7 @@ use monoio::{time::Instant, IoUringDriver, LegacyDriver, RuntimeBuilder};
 use crate::{
     accept,
     balance::{Balancer, RoundRobin},
+    cache::{Cache, Flights},
     config::{Action, Config},
     control::health,
     log::{AccessLog, Sink},
@@ -160,6 +161,10 @@ pub struct Shard {
     /// Idle-wait deadlines, fired by the housekeeping task.
     pub deadlines: Deadlines,
     pub stats: Stats,
+    /// This worker's share of the response cache (`cache.size / workers`,
+    /// set when the worker starts), and its fetches in flight.
+    pub cache: RefCell<Cache>,
+    pub flights: Flights,
 }
 
 impl Shard {
@@ -184,6 +189,8 @@ impl Shard {
             draining: Cell::new(false),
             deadlines: Deadlines::default(),
             stats: Stats::default(),
+            cache: RefCell::new(Cache::new(0)),
+            flights: Flights::default(),
             generation: RefCell::new(Rc::new(Generation::new(config.clone(), health.clone()))),
         };
         shard.install(config, health);
@@ -237,6 +244,8 @@ pub struct Start {
     pub access: Option<Arc<Mutex<Sink>>>,
     /// Active health verdicts of `config`.
     pub health: Arc<health::Table>,
+    /// How many workers run: each holds `cache.size / workers` bytes.
+    pub workers: usize,
     /// Closed by the control plane on SIGTERM/SIGINT.
     pub stop: async_channel::Receiver<()>,
     /// Reloads and scrapes.
@@ -298,6 +307,8 @@ async fn serve(
         start.health.clone(),
         start.access,
     ));
+    let share = start.config.cache.size / start.workers.max(1) as u64;
+    *shard.cache.borrow_mut() = Cache::new(usize::try_from(share).unwrap_or(usize::MAX));
     let mut listeners = Vec::new();
     let configured = start.config.listeners.iter().map(|l| l.address);
     for (addr, socket) in configured.zip(start.listeners) {

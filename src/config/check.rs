@@ -21,6 +21,7 @@ pub(super) struct Places {
     pub(super) access: Place,
     pub(super) error: Place,
     pub(super) admin: Place,
+    pub(super) cache: Place,
     /// Parallel to `Config::listeners`.
     pub(super) listeners: Vec<ListenerPlaces>,
     /// Parallel to `Config::routes`.
@@ -91,9 +92,26 @@ pub(super) fn outside(config: &Config, places: &Places) -> Vec<Problem> {
         }
     }
 
+    if let Some(total) = memory() {
+        if config.cache.size > total {
+            let message = format!(
+                "{} bytes is more than this machine's memory ({total} bytes)",
+                config.cache.size
+            );
+            problems.push(places.cache.problem(message));
+        }
+    }
     problems.extend(clashes(config, places));
     problems.sort_by_key(|p| p.line);
     problems
+}
+
+/// The machine's memory in bytes (`MemTotal`), if /proc tells.
+fn memory() -> Option<u64> {
+    let info = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Opens (creating if missing, as nginx does) for append, as the logger will.

@@ -109,7 +109,10 @@ impl Reader {
         let node = self.section(root, "cache");
         self.keys(&node, &["size"]);
         let cache = Cache {
-            size: self.get(&node, "size", 256 << 20, |r, f| r.size(f, 0)),
+            size: self.get(&node, "size", 256 << 20, |r, f| {
+                r.places.cache = f.place();
+                r.size(f, 0)
+            }),
         };
 
         let mut listeners = Vec::new();

@@ -79,7 +79,6 @@ pub(super) fn load(path: &Path) -> Result<Config, config::Problems> {
 }
 
 fn not_built(c: &Config) -> Vec<(&'static str, &'static str)> {
-    use crate::config::Action;
     let mut out = Vec::new();
     let mut need = |cond: bool, key, what| {
         if cond && !out.contains(&(key, what)) {
@@ -91,27 +90,6 @@ fn not_built(c: &Config) -> Vec<(&'static str, &'static str)> {
         need(l.http2, "listen.http2", "HTTP/2");
         need(l.hsts.is_some(), "listen.hsts", "HSTS");
         need(l.redirect_https, "listen.redirect_https", "redirect_https");
-    }
-    for r in &c.routes {
-        need(
-            matches!(r.action, Action::Static(_)),
-            "route.static",
-            "the static action",
-        );
-        need(
-            matches!(r.action, Action::Redirect { .. }),
-            "route.redirect",
-            "the redirect action",
-        );
-        need(!r.cache.is_empty(), "route.cache", "the response cache");
-        need(r.gzip.is_some(), "route.gzip", "gzip");
-        need(r.expires.is_some(), "route.expires", "expires");
-        need(r.proxy_redirect, "route.proxy_redirect", "proxy_redirect");
-        need(
-            !r.error_pages.is_empty(),
-            "route.error_pages",
-            "error_pages",
-        );
     }
     out
 }
@@ -179,6 +157,7 @@ fn start(path: &Path, config: Arc<Config>) -> Result<i32, String> {
             listeners,
             access: access.clone(),
             health: checks.table(),
+            workers,
             stop: stop_rx.clone(),
             control: control_rx,
         };

@@ -216,6 +216,25 @@ pub fn client_response(
     end_head(out, framing, persist);
 }
 
+/// The response fields a client gets (hop-by-hop ones removed), for heads
+/// that ringside changes (serve/response.rs): `edit` sees each field and
+/// says what to write: `None` to leave it out, else the value.
+pub fn passed_fields<'v>(
+    out: &mut Vec<u8>,
+    res: &ResponseHead<'_, 'v>,
+    mut edit: impl FnMut(&str, &'v [u8]) -> Option<std::borrow::Cow<'v, [u8]>>,
+) {
+    let listed = Listed::new(res.headers);
+    for h in res.headers {
+        if dropped_downstream(h.name) || listed.contains(h.name) {
+            continue;
+        }
+        if let Some(v) = edit(h.name, h.value) {
+            field(out, h.name.as_bytes(), &v);
+        }
+    }
+}
+
 /// Writes a 1xx interim response (other than 100 and 101) for an HTTP/1.1
 /// client, hop-by-hop fields removed.
 pub fn interim(out: &mut Vec<u8>, res: &ResponseHead<'_, '_>) {

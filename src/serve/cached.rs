@@ -1,0 +1,303 @@
+//! Stage 4-6 of a GET or HEAD on a cached route: a hit is answered from the
+//! worker's cache shard; a miss goes upstream through `proxy::forward`,
+//! which stores the answer when the caching rules allow (`serve::response`
+//! decides, `serve::body` keeps the copy).
+//!
+//! Request coalescing: while one request fetches a key, later misses for it
+//! on the same worker wait for that fetch instead of going upstream too;
+//! then they answer from the entry it stored or, if the answer was not
+//! storable (or the fetch failed), go upstream themselves.
+
+use std::{rc::Rc, time::Instant};
+
+use bytes::Bytes;
+use httparse::EMPTY_HEADER;
+use monoio::io::AsyncWriteRentExt;
+
+use super::{body::BodyOut, content_length, gzip, own_answer_keep, persist, response::Store};
+use crate::{
+    cache::{Entry, Join, Lookup, Status},
+    conn::{Client, Done, Plan},
+    error::Error,
+    http::{
+        headers::{end_head, field, OutFraming},
+        parse::{self, Scan, MAX_HEADERS},
+    },
+    proxy, relay,
+    worker::{Generation, Shard},
+};
+
+pub async fn serve(
+    c: &mut Client,
+    shard: &Shard,
+    gen: &Generation,
+    plan: &Plan,
+    upstream: usize,
+    head: &[u8],
+    upgrade: bool,
+) -> Done {
+    let Some(creq) = plan.cache.as_ref() else {
+        return proxy::forward(c, shard, gen, plan, upstream, head, upgrade).await;
+    };
+    if creq.bypass {
+        creq.status.set(Status::Bypass);
+        return proxy::forward(c, shard, gen, plan, upstream, head, upgrade).await;
+    }
+    let mut waited = false;
+    loop {
+        match lookup(shard, c, plan, &creq.key) {
+            Lookup::Hit(entry) => {
+                creq.status.set(Status::Hit);
+                return answer_hit(c, shard, gen, plan, &entry).await;
+            }
+            Lookup::Expired => creq.status.set(Status::Expired),
+            Lookup::Miss => {}
+        }
+        if waited {
+            return proxy::forward(c, shard, gen, plan, upstream, head, upgrade).await;
+        }
+        match shard.flights.join(&creq.key) {
+            Join::Lead(flight) => {
+                let done = proxy::forward(c, shard, gen, plan, upstream, head, upgrade).await;
+                drop(flight);
+                return done;
+            }
+            Join::Wait(done) => {
+                // Closed (never sent on) when the leading fetch ends.
+                let _ = done.recv().await;
+                waited = true;
+            }
+        }
+    }
+}
+
+/// A lookup that also checks the entry's `Vary` fields against this
+/// request (re-reading its head only when the entry has some).
+fn lookup(shard: &Shard, c: &Client, plan: &Plan, key: &[u8]) -> Lookup {
+    let found = shard.cache.borrow_mut().lookup(key, Instant::now());
+    match found {
+        Lookup::Hit(e) if !e.vary.is_empty() => {
+            let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+            let max = plan.len + 1;
+            match parse::request(&c.buf[..plan.len], &mut headers, &mut Scan::default(), max) {
+                Ok(Some(req)) if !e.varies_with(req.headers) => Lookup::Hit(e),
+                _ => Lookup::Miss,
+            }
+        }
+        other => other,
+    }
+}
+
+/// Keeps an answer whose body was read whole (called by `proxy::forward`).
+pub fn store(shard: &Shard, plan: &Plan, client: &[u8], store: Store, body: Vec<u8>) {
+    let Some(creq) = plan.cache.as_ref() else {
+        return;
+    };
+    let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+    let max = plan.len + 1;
+    let req = parse::request(&client[..plan.len], &mut headers, &mut Scan::default(), max);
+    let Ok(Some(req)) = req else {
+        return;
+    };
+    let vary = store
+        .vary
+        .into_iter()
+        .map(|name| {
+            let value = req.header(&name).map(Box::<[u8]>::from);
+            (name, value)
+        })
+        .collect();
+    let entry = Entry {
+        status: store.status,
+        head: store.head.into(),
+        body: Bytes::from(body),
+        expires: Instant::now() + store.validity,
+        vary,
+        media: store.media,
+        encoded: store.encoded,
+    };
+    shard.cache.borrow_mut().insert(&creq.key, entry);
+}
+
+/// Answers from a stored entry: its head, `Content-Length` (or gzip), then
+/// the shared body, written without a copy.
+async fn answer_hit(
+    c: &mut Client,
+    shard: &Shard,
+    gen: &Generation,
+    plan: &Plan,
+    e: &Rc<Entry>,
+) -> Done {
+    let cfg = &*gen.config;
+    let route = plan.route.map(|r| &cfg.routes[r]);
+    let (keep, consumed) = own_answer_keep(c, shard, plan);
+    let no_body = matches!(e.status, 204 | 304);
+    let len = e.body.len() as u64;
+    let zip = plan.accepts_gzip
+        && route.and_then(|r| r.gzip.as_ref()).is_some_and(|g| {
+            let media = Some(e.media.as_bytes());
+            gzip::applies(g, e.status, plan.head_only, media, e.encoded, Some(len))
+        });
+    let framing = match (zip, plan.minor) {
+        (false, _) => OutFraming::AsIs,
+        (true, 1) => OutFraming::Chunked,
+        (true, _) => OutFraming::Close,
+    };
+    let keep = keep && framing != OutFraming::Close;
+    let mut out = shard.heads.take();
+    out.extend_from_slice(&e.head);
+    if zip {
+        field(&mut out, b"Content-Encoding", b"gzip");
+        field(&mut out, b"Vary", b"Accept-Encoding");
+    } else if !no_body {
+        content_length(&mut out, len);
+    }
+    field(&mut out, b"X-Cache-Status", Status::Hit.as_bytes());
+    for (k, v) in route.map_or(&[][..], |r| &r.add_response_headers[..]) {
+        field(&mut out, k.as_bytes(), v.as_bytes());
+    }
+    end_head(&mut out, framing, persist(keep, plan.minor));
+
+    let limit = cfg.limits.client_send_timeout;
+    let status = e.status;
+    let mut done = Done {
+        status,
+        body_bytes: 0,
+        server: None,
+        keep: false,
+        consumed,
+        error: None,
+    };
+    let bodiless = plan.head_only || no_body || len == 0;
+    if !zip && !bodiless {
+        // Head and body in one writev: one syscall, one segment for a small
+        // answer, and the body is not copied (in this order: -35% req/s
+        // for 128-byte hits with two writes, wrk's reads doubling).
+        let (w, out) = write_head_and_body(c, out, e.body.clone(), limit).await;
+        shard.heads.give(out);
+        match w {
+            Ok(()) => {
+                done.body_bytes = len;
+                done.keep = keep;
+            }
+            Err(f) => done.error = Some(fail(f)),
+        }
+        return done;
+    }
+    let (w, out) = relay::write_all(&mut c.stream, out, limit).await;
+    shard.heads.give(out);
+    if let Err(f) = w {
+        done.error = Some(fail(f));
+        return done;
+    }
+    if bodiless {
+        done.keep = keep;
+        return done;
+    }
+    let sent = compress(c, shard, &e.body, framing, limit).await;
+    match sent {
+        Ok(n) => {
+            done.body_bytes = n;
+            done.keep = keep;
+        }
+        Err(f) => done.error = Some(fail(f)),
+    }
+    done
+}
+
+fn fail(f: relay::Fail) -> Error {
+    match f {
+        relay::Fail::Io(e) => Error::client_gone(e),
+        _ => Error::client_send_timeout(),
+    }
+    .after_head()
+}
+
+/// A head and a shared body as one vectored write.
+struct HeadAndBody {
+    head: Vec<u8>,
+    /// Held (never read here) so the bytes live while the kernel reads them.
+    _body: Bytes,
+    iov: [libc::iovec; 2],
+}
+
+impl HeadAndBody {
+    fn new(head: Vec<u8>, body: Bytes) -> Self {
+        let iov = [
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: body.as_ptr() as *mut libc::c_void,
+                iov_len: body.len(),
+            },
+        ];
+        HeadAndBody {
+            head,
+            _body: body,
+            iov,
+        }
+    }
+}
+
+// SAFETY: the iovecs point into the heap storage of `head` (a Vec that is
+// not touched while the value is owned by the runtime) and of `body` (an
+// immutable Bytes), so they stay valid and unchanged however the struct is
+// moved; both counts are exact. The kernel only reads through them.
+unsafe impl monoio::buf::IoVecBuf for HeadAndBody {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iov.len()
+    }
+}
+
+/// Writes `head` then the shared `body` (io_uring holds a reference to the
+/// body, never a copy); gives the head buffer back.
+async fn write_head_and_body(
+    c: &mut Client,
+    head: Vec<u8>,
+    body: Bytes,
+    limit: std::time::Duration,
+) -> (relay::Step<()>, Vec<u8>) {
+    let both = HeadAndBody::new(head, body);
+    match monoio::time::timeout(limit, c.stream.write_vectored_all(both)).await {
+        Ok((Ok(_), both)) => (Ok(()), both.head),
+        Ok((Err(e), both)) => (Err(relay::Fail::Io(e)), both.head),
+        Err(_) => (Err(relay::Fail::Timeout), Vec::new()),
+    }
+}
+
+/// gzips a stored body on its way out, one relay buffer at a time.
+async fn compress(
+    c: &mut Client,
+    shard: &Shard,
+    body: &Bytes,
+    framing: OutFraming,
+    limit: std::time::Duration,
+) -> relay::Step<u64> {
+    let mut z = BodyOut::new(true, framing, None);
+    let mut out = shard.relay.take();
+    let step = shard.relay.size();
+    let mut pieces = body.chunks(step).peekable();
+    let result = loop {
+        out.clear();
+        match pieces.next() {
+            Some(p) => z.push(p, &mut out),
+            None => break Ok(z.sent),
+        }
+        if pieces.peek().is_none() {
+            z.finish(&mut out);
+        }
+        let (w, b) = relay::write_all(&mut c.stream, out, limit).await;
+        out = b;
+        if let Err(e) = w {
+            break Err(e);
+        }
+    };
+    shard.relay.give(out);
+    result
+}

@@ -1,0 +1,102 @@
+//! `error_pages`: a route's own page for an error status, sent with the
+//! original status, for ringside's own errors on the route (404 of a static
+//! file, 502/503/504 of a failed upstream) and for upstream answers with
+//! that status alike.
+//!
+//! The page is read when it is needed, through io_uring (open, statx, one
+//! read), so an edited page shows at once and a reload needs no cache
+//! invalidation; the page cache keeps it in memory. A page that cannot be
+//! read then (it was there for `--check`) falls back to ringside's built-in
+//! page for the status. Pages are capped at [`MAX_PAGE`].
+
+use std::path::Path;
+
+use monoio::{buf::IoBufMut, fs::File};
+
+use super::{content_length, end_own_head, send_own, start_head};
+use crate::{
+    config::Route,
+    conn::{Client, Done, Plan},
+    http::{
+        headers::{field, OutFraming},
+        respond,
+    },
+};
+
+/// Largest error page read, in bytes: error pages are small HTML files;
+/// a bigger file is a mistake and would cost memory per answer.
+pub const MAX_PAGE: u64 = 1 << 20;
+
+/// The route's page for `status`, if it has one.
+pub fn page_for(route: Option<&Route>, status: u16) -> Option<&Path> {
+    route?
+        .error_pages
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map(|(_, p)| p.as_path())
+}
+
+/// Reads a page through io_uring.
+pub async fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+    let file = File::open(path).await?;
+    let len = file.metadata().await?.len().min(MAX_PAGE) as usize;
+    let (r, buf) = file
+        .read_exact_at(Vec::with_capacity(len).slice_mut(0..len), 0)
+        .await;
+    r?;
+    Ok(buf.into_inner())
+}
+
+/// Writes an error answer for `status` into `out`: the route's page when it
+/// has one that can be read, else the built-in one. Returns the body size.
+/// On a cached route the answer carries `X-Cache-Status` like every other.
+pub async fn write_error(
+    out: &mut Vec<u8>,
+    route: Option<&Route>,
+    status: u16,
+    keep: bool,
+    plan: &Plan,
+) -> usize {
+    let mut page = None;
+    if let Some(path) = page_for(route, status) {
+        match read(path).await {
+            Ok(body) => page = Some((body, super::content_type(path))),
+            Err(e) => crate::warn!("error page {}: {e}; built-in page sent", path.display()),
+        }
+    }
+    let (body, ct) = page.unwrap_or_else(|| (built_in(status), "text/html; charset=utf-8"));
+    start_head(out, status);
+    field(out, b"Content-Type", ct.as_bytes());
+    content_length(out, body.len() as u64);
+    if let Some(c) = &plan.cache {
+        field(out, b"X-Cache-Status", c.status.get().as_bytes());
+    }
+    end_own_head(out, None, OutFraming::AsIs, keep, plan.minor);
+    if !plan.head_only {
+        out.extend_from_slice(&body);
+    }
+    body.len()
+}
+
+/// ringside's own page for a status (as `http::respond::error`).
+fn built_in(status: u16) -> Vec<u8> {
+    let title = format!("{status} {}", respond::reason(status));
+    format!(
+        "<html><head><title>{title}</title></head><body><h1>{title}</h1><hr><p>ringside</p></body></html>\n"
+    )
+    .into_bytes()
+}
+
+/// Answers `status` on `route` and ends the exchange.
+pub async fn answer(
+    c: &mut Client,
+    shard: &crate::worker::Shard,
+    plan: &Plan,
+    route: Option<&Route>,
+    status: u16,
+    (keep, consumed): (bool, usize),
+) -> Done {
+    let mut out = shard.heads.take();
+    let n = write_error(&mut out, route, status, keep, plan).await;
+    send_own(c, shard, plan, out, status, n, (keep, consumed)).await
+}
