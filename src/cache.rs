@@ -299,7 +299,8 @@ pub struct CacheReq {
     pub status: Cell<Status>,
 }
 
-/// The `X-Cache-Status` values of the contract.
+/// The `X-Cache-Status` values of the contract (in `stats::CACHE_STATUSES`
+/// order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Hit,
@@ -309,6 +310,11 @@ pub enum Status {
 }
 
 impl Status {
+    /// The index `stats::CACHE_STATUSES` counts it under.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_bytes(self) -> &'static [u8] {
         match self {
             Status::Hit => b"HIT",

@@ -161,6 +161,9 @@ async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Inst
     let took = start.elapsed();
     let route_id = plan.route.map_or(gen.ids.no_route, |r| gen.ids.routes[r]);
     shard.stats.request(route_id, done.status, took);
+    if let Some(cache) = &plan.cache {
+        shard.stats.cache(cache.status.get().index());
+    }
     if let Some((u, s)) = done.server {
         let (name, servers) = &gen.ids.upstreams[u];
         shard.stats.upstream(*name, servers[s], done.status);

@@ -42,7 +42,12 @@ struct Counts {
     /// Per bucket, then +Inf.
     duration: [u64; BUCKETS.len() + 1],
     duration_sum: f64,
+    /// Per `X-Cache-Status`, in `CACHE_STATUSES` order.
+    cache: [u64; 4],
 }
+
+/// The `X-Cache-Status` values, in the order `Stats::cache` counts them.
+pub const CACHE_STATUSES: [&str; 4] = ["HIT", "MISS", "EXPIRED", "BYPASS"];
 
 /// One worker's counters.
 #[derive(Default)]
@@ -96,6 +101,11 @@ impl Stats {
         c.duration_sum += secs;
     }
 
+    /// A cached route's GET/HEAD, by its index in `CACHE_STATUSES`.
+    pub fn cache(&self, status: usize) {
+        self.counts.borrow_mut().cache[status] += 1;
+    }
+
     pub fn upstream(&self, upstream: u32, server: u32, status: u16) {
         let mut c = self.counts.borrow_mut();
         *c.upstream.entry((upstream, server, status)).or_insert(0) += 1;
@@ -118,6 +128,7 @@ impl Stats {
                 .collect(),
             duration: c.duration,
             duration_sum: c.duration_sum,
+            cache: c.cache,
             connections,
             up: Vec::new(),
         }
@@ -131,6 +142,7 @@ pub struct Snapshot {
     pub upstream: HashMap<(String, String, u16), u64>,
     pub duration: [u64; BUCKETS.len() + 1],
     pub duration_sum: f64,
+    pub cache: [u64; 4],
     pub connections: usize,
     /// (upstream, server, up) — filled in by the control plane.
     pub up: Vec<(String, String, bool)>,
@@ -148,6 +160,9 @@ impl Snapshot {
             *a += b;
         }
         self.duration_sum += o.duration_sum;
+        for (a, b) in self.cache.iter_mut().zip(o.cache) {
+            *a += b;
+        }
         self.connections += o.connections;
     }
 
@@ -193,8 +208,8 @@ impl Snapshot {
         let _ = writeln!(out, "ringside_connections_active {}", self.connections);
         out.push_str("# HELP ringside_cache_requests_total Cache lookups by result.\n");
         out.push_str("# TYPE ringside_cache_requests_total counter\n");
-        for s in ["HIT", "MISS", "EXPIRED", "BYPASS"] {
-            let _ = writeln!(out, "ringside_cache_requests_total{{status=\"{s}\"}} 0");
+        for (s, n) in CACHE_STATUSES.iter().zip(self.cache) {
+            let _ = writeln!(out, "ringside_cache_requests_total{{status=\"{s}\"}} {n}");
         }
         out.push_str("# HELP ringside_request_duration_seconds Time from a complete head to the last byte.\n");
         out.push_str("# TYPE ringside_request_duration_seconds histogram\n");

@@ -346,3 +346,28 @@ fn waiters_go_upstream_themselves_when_the_answer_was_not_storable() {
     }
     assert_eq!(up.requests_with(&t).len(), N);
 }
+
+#[test]
+fn cache_statuses_are_counted_in_metrics() {
+    let up = origin();
+    let rest = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n{}[[route]]\npath = \"/\"\nupstream = \"app\"\n\
+         cache = {{ \"200\" = \"1m\" }}\n",
+        upstream("app", up.addr(), "")
+    );
+    let p = Proxy::start(&config("", &rest));
+    let t = format!("/metrics/{}", token());
+    get(&p, &t, "");
+    get(&p, &t, "");
+    get(&p, &t, "");
+    get(&p, &t, "Authorization: x\r\n");
+    let admin = *p.addrs().last().unwrap();
+    let mut c = Client::connect(admin);
+    let r = c.get("/metrics");
+    assert_eq!(r.status, 200);
+    let text = r.body_str();
+    for (status, n) in [("HIT", 2), ("MISS", 1), ("EXPIRED", 0), ("BYPASS", 1)] {
+        let line = format!("ringside_cache_requests_total{{status=\"{status}\"}} {n}");
+        assert!(text.contains(&line), "no {line:?} in\n{text}");
+    }
+}
