@@ -4,7 +4,7 @@
 
 use std::{io, net::SocketAddr, rc::Rc, time::Duration};
 
-use monoio::net::TcpListener;
+use monoio::{io::Canceller, net::TcpListener};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{conn, worker::Shard};
@@ -48,6 +48,7 @@ pub async fn run(
     stop: async_channel::Receiver<()>,
 ) {
     let listen = Rc::new(listen);
+    let canceller = Canceller::new();
     loop {
         // Over `max_connections`, leave new connections in the backlog.
         let max = shard.gen().config.limits.max_connections;
@@ -57,9 +58,18 @@ pub async fn run(
                 _ = stop.recv() => return,
             }
         }
+        let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
         let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = stop.recv() => return,
+            r = &mut accept => r,
+            _ = stop.recv() => {
+                // Cancel, then take what the op returns: a connection the
+                // kernel handed over meanwhile is served, not reset.
+                let _ = canceller.cancel();
+                if let Ok((stream, peer)) = accept.await {
+                    monoio::spawn(conn::serve(stream, peer, listen, shard));
+                }
+                return;
+            }
         };
         match accepted {
             Ok((stream, peer)) => {

@@ -49,6 +49,9 @@ pub struct Client {
 
 pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shard: Rc<Shard>) {
     shard.connections.set(shard.connections.get() + 1);
+    // Until its first request is answered, a connection counts as fresh:
+    // a graceful stop gives it a moment to send that request.
+    let mut fresh = Some(shard.fresh());
     let mut c = Client {
         stream,
         peer: peer.ip().to_canonical(),
@@ -85,7 +88,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
         }
         first = false;
         let exchange = Box::pin(exchange(&mut c, &listen, &shard, deadline));
-        match CatchUnwind(exchange).await {
+        let outcome = CatchUnwind(exchange).await;
+        drop(fresh.take());
+        match outcome {
             Ok(true) if !shard.draining.get() => {}
             Ok(_) => break,
             Err(()) => {
@@ -105,6 +110,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
 /// One request and its response. Returns whether the connection stays open.
 async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Instant) -> bool {
     let start = Instant::now();
+    // From the first byte on, a graceful stop waits for this request.
+    let _busy = shard.busy();
     let gen = shard.gen();
     let config: &Config = &gen.config;
 
@@ -122,7 +129,6 @@ async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Inst
             return false;
         }
     };
-    let _busy = shard.busy();
 
     // 2-3. Parse and route. Everything later stages need is copied out of
     // the borrowed head here, so no borrow lives across an await.

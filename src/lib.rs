@@ -32,6 +32,7 @@ pub mod cache;
 pub mod conn;
 pub mod control;
 pub mod error;
+pub mod handoff;
 pub mod http;
 pub mod mailbox;
 pub mod proxy;

@@ -10,12 +10,16 @@ const USAGE: &str = "usage: ringside [-c FILE | --config FILE] [--check]
 
   -c, --config FILE   the config file (default ./ringside.toml)
       --check         validate FILE and exit: 0 and `FILE: ok`, or 1 and every problem
+      --upgrade-socket PATH
+                      binary upgrade: take over the listeners of the ringside serving
+                      on PATH (which then drains and exits), and serve PATH for the next
   -h, --help          this text
   -V, --version       the version";
 
 fn main() {
     let mut config = PathBuf::from("ringside.toml");
     let mut check = false;
+    let mut upgrade: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -24,6 +28,10 @@ fn main() {
                 None => usage_error("-c needs a file"),
             },
             "--check" => check = true,
+            "--upgrade-socket" => match args.next() {
+                Some(p) => upgrade = Some(PathBuf::from(p)),
+                None => usage_error("--upgrade-socket needs a path"),
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return;
@@ -41,7 +49,7 @@ fn main() {
     let code = if check {
         ringside::control::check(&config)
     } else {
-        ringside::run(&config)
+        ringside::run(&config, upgrade.as_deref())
     };
     // Exit without running destructors: workers may still hold idle
     // connections, which the kernel closes with the process.

@@ -41,6 +41,11 @@ pub const RELAY_BUF: usize = 64 * 1024;
 /// Most free buffers kept per pool per worker; more are freed.
 const MAX_FREE_BUFFERS: usize = 256;
 
+/// How long a graceful stop waits for connections accepted just before it
+/// to send their first request (their bytes are usually already in flight;
+/// without this wait they were reset when the worker exited).
+const FRESH_GRACE: Duration = Duration::from_secs(1);
+
 /// A pool of equally sized byte buffers.
 pub struct Buffers {
     size: usize,
@@ -153,8 +158,10 @@ pub struct Shard {
     /// Body relay buffers.
     pub relay: Buffers,
     pub access: AccessLog,
-    /// Requests between a complete head and their last byte.
+    /// Requests between their first byte and their last.
     pub in_flight: Cell<usize>,
+    /// Connections that have not had a request answered yet.
+    fresh: Cell<usize>,
     pub connections: Cell<usize>,
     /// Set by the stop signal: finish what runs, then close.
     pub draining: Cell<bool>,
@@ -185,6 +192,7 @@ impl Shard {
             relay: Buffers::new(RELAY_BUF),
             access: AccessLog::new(config.log.access_format, access),
             in_flight: Cell::new(0),
+            fresh: Cell::new(0),
             connections: Cell::new(0),
             draining: Cell::new(false),
             deadlines: Deadlines::default(),
@@ -212,6 +220,13 @@ impl Shard {
         });
     }
 
+    /// Counts a connection as fresh (no request answered yet) until the
+    /// guard drops.
+    pub fn fresh(&self) -> Fresh<'_> {
+        self.fresh.set(self.fresh.get() + 1);
+        Fresh(self)
+    }
+
     /// Counts a request in flight until the guard drops.
     pub fn busy(&self) -> Busy<'_> {
         self.in_flight.set(self.in_flight.get() + 1);
@@ -223,6 +238,15 @@ impl Shard {
     fn expire_idle(&self) {
         let gen = self.gen();
         self.pool.expire(|addr| gen.idle_ttl(addr));
+    }
+}
+
+/// Counts a connection as fresh until dropped.
+pub struct Fresh<'a>(&'a Shard);
+
+impl Drop for Fresh<'_> {
+    fn drop(&mut self) {
+        self.0.fresh.set(self.0.fresh.get() - 1);
     }
 }
 
@@ -239,8 +263,8 @@ pub struct Start {
     pub id: usize,
     pub core: Option<core_affinity::CoreId>,
     pub config: Arc<Config>,
-    /// One bound listener per `[[listen]]`, in config order.
-    pub listeners: Vec<std::net::TcpListener>,
+    /// This worker's listening sockets: (configured address, socket).
+    pub listeners: Vec<(SocketAddr, std::net::TcpListener)>,
     pub access: Option<Arc<Mutex<Sink>>>,
     /// Active health verdicts of `config`.
     pub health: Arc<health::Table>,
@@ -310,8 +334,7 @@ async fn serve(
     let share = start.config.cache.size / start.workers.max(1) as u64;
     *shard.cache.borrow_mut() = Cache::new(usize::try_from(share).unwrap_or(usize::MAX));
     let mut listeners = Vec::new();
-    let configured = start.config.listeners.iter().map(|l| l.address);
-    for (addr, socket) in configured.zip(start.listeners) {
+    for (addr, socket) in start.listeners {
         match Accepting::start(&shard, addr, socket) {
             Ok(a) => listeners.push(a),
             Err(e) => {
@@ -364,9 +387,15 @@ async fn serve(
         l.stop().await;
     }
     housekeeping.await;
-    // In-flight requests finish (scrapes are still answered meanwhile).
-    let deadline = Instant::now() + shard.gen().config.runtime.shutdown_timeout;
-    while shard.in_flight.get() > 0 && Instant::now() < deadline {
+    // In-flight requests finish (scrapes are still answered meanwhile), and
+    // connections accepted just before the stop get FRESH_GRACE to send
+    // their first request.
+    let started = Instant::now();
+    let deadline = started + shard.gen().config.runtime.shutdown_timeout;
+    let waiting = |now: Instant| {
+        shard.in_flight.get() > 0 || (shard.fresh.get() > 0 && now < started + FRESH_GRACE)
+    };
+    while waiting(Instant::now()) && Instant::now() < deadline {
         monoio::select! {
             _ = monoio::time::sleep(Duration::from_millis(10)) => {}
             msg = start.control.recv() => {

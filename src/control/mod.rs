@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod health;
+mod listeners;
 mod reload;
 mod start;
 

@@ -11,8 +11,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use super::listeners;
 use crate::{
-    accept,
     config::{Config, LogTarget},
     log::{self, Sink},
     mailbox::{Control, Reload},
@@ -25,6 +25,8 @@ pub struct Running {
     pub config: Arc<Mutex<Arc<Config>>>,
     pub workers: Vec<async_channel::Sender<Control>>,
     pub access: Option<Arc<Mutex<Sink>>>,
+    /// Copies of every listening socket, for a binary upgrade.
+    pub kept: super::listeners::Kept,
 }
 
 impl Running {
@@ -65,17 +67,18 @@ impl Running {
             .filter(|a| !new_addrs.contains(a))
             .copied()
             .collect();
-        let mut open: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
-            self.workers.iter().map(|_| Vec::new()).collect();
-        for &addr in new_addrs.iter().filter(|a| !old_addrs.contains(a)) {
-            let mut bind_to = addr;
-            for (w, sockets) in open.iter_mut().enumerate() {
-                let s =
-                    accept::bind(bind_to).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                if w == 0 {
-                    bind_to = s.local_addr().map_err(|e| e.to_string())?;
+        let mut open: listeners::PerWorker = self.workers.iter().map(|_| Vec::new()).collect();
+        let added: Vec<SocketAddr> = new_addrs
+            .iter()
+            .filter(|a| !old_addrs.contains(a))
+            .copied()
+            .collect();
+        for &addr in &added {
+            if let Err(e) = listeners::bind_one(addr, &mut open, &mut Vec::new(), &self.kept) {
+                for &a in &added {
+                    listeners::forget(&self.kept, a);
                 }
-                sockets.push((addr, s));
+                return Err(e);
             }
         }
         let access = if new.log.access == old.log.access {
@@ -97,6 +100,9 @@ impl Running {
             if tx.try_send(msg).is_err() {
                 crate::error!("reload: a worker is gone");
             }
+        }
+        for &a in &close {
+            listeners::forget(&self.kept, a);
         }
         self.access = access;
         Ok(())

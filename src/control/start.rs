@@ -16,10 +16,10 @@ use signal_hook::{
     iterator::Signals,
 };
 
-use super::{admin, reload::Running};
+use super::{admin, listeners, reload::Running};
 use crate::{
-    accept,
     config::{self, Config},
+    handoff,
     log::{self, Sink},
     worker,
 };
@@ -39,7 +39,7 @@ pub fn check(path: &Path) -> i32 {
 }
 
 /// Runs the proxy until SIGTERM/SIGINT; returns the exit code.
-pub fn run(path: &Path) -> i32 {
+pub fn run(path: &Path, upgrade: Option<&Path>) -> i32 {
     let config = match load(path) {
         Ok(c) => Arc::new(c),
         Err(problems) => {
@@ -47,7 +47,7 @@ pub fn run(path: &Path) -> i32 {
             return 1;
         }
     };
-    match start(path, config) {
+    match start(path, upgrade, config) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ringside: {e}");
@@ -94,7 +94,7 @@ fn not_built(c: &Config) -> Vec<(&'static str, &'static str)> {
     out
 }
 
-fn start(path: &Path, config: Arc<Config>) -> Result<i32, String> {
+fn start(path: &Path, upgrade: Option<&Path>, config: Arc<Config>) -> Result<i32, String> {
     log::init_error_log(&config.log.error, config.log.level)
         .map_err(|e| format!("cannot open the error log: {e}"))?;
     // Registered before any worker exists, so no signal finds the default
@@ -109,27 +109,35 @@ fn start(path: &Path, config: Arc<Config>) -> Result<i32, String> {
         n => n,
     };
 
+    // A binary upgrade: take the running process's sockets first.
+    let (mut inherited, link) = match upgrade {
+        Some(p) => match handoff::take_over(p) {
+            Ok(Some((sockets, link))) => (sockets, Some(link)),
+            Ok(None) => (Vec::new(), None),
+            Err(e) => return Err(format!("binary upgrade from {}: {e}", p.display())),
+        },
+        None => (Vec::new(), None),
+    };
+
     // Bind every worker's listeners here, so a clash fails the start with
     // a clear line before any thread runs. Port 0 is resolved by the first
     // bind and reused for the other workers' sockets.
+    let kept: listeners::Kept = Arc::default();
     let mut bound: Vec<SocketAddr> = Vec::new();
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
-        (0..workers).map(|_| Vec::new()).collect();
+    let mut per_worker: listeners::PerWorker = (0..workers).map(|_| Vec::new()).collect();
     for l in &config.listeners {
-        let mut addr = l.address;
-        for (w, listeners) in per_worker.iter_mut().enumerate() {
-            let sock = accept::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            if w == 0 {
-                addr = sock.local_addr().map_err(|e| e.to_string())?;
-                bound.push(addr);
-            }
-            listeners.push(sock);
-        }
+        bound.push(listeners::bind_one(
+            l.address,
+            &mut per_worker,
+            &mut inherited,
+            &kept,
+        )?);
     }
+    // Inherited sockets the new config has no listener for close here.
+    drop(inherited);
     let admin = match &config.admin {
         Some(a) => {
-            let l = std::net::TcpListener::bind(a.address)
-                .map_err(|e| format!("cannot listen on {} (admin): {e}", a.address))?;
+            let l = listeners::bind_admin(a.address)?;
             bound.push(l.local_addr().map_err(|e| e.to_string())?);
             Some(l)
         }
@@ -187,6 +195,7 @@ fn start(path: &Path, config: Arc<Config>) -> Result<i32, String> {
         config: Arc::new(Mutex::new(config.clone())),
         workers: senders,
         access,
+        kept: kept.clone(),
     };
     let draining = Arc::new(AtomicBool::new(false));
     if let Some(l) = admin {
@@ -200,6 +209,28 @@ fn start(path: &Path, config: Arc<Config>) -> Result<i32, String> {
     let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
     // The contract's readiness line: always stderr, whatever [log] says.
     eprintln!("ringside ready: listening on {}", list.join(", "));
+    if let Some(p) = upgrade {
+        let listener = match link {
+            Some(link) => handoff::finish(link, p),
+            None => handoff::bind(p),
+        };
+        match listener {
+            Ok(l) => {
+                let (p, kept) = (p.to_path_buf(), kept.clone());
+                thread::Builder::new()
+                    .name("ringside-upgrade".into())
+                    .spawn(move || {
+                        handoff::serve(l, p, || listeners::copies(&kept));
+                        // The new process serves: drain and exit as on SIGTERM.
+                        if let Err(e) = signal_hook::low_level::raise(SIGTERM) {
+                            crate::error!("binary upgrade: cannot start draining: {e}");
+                        }
+                    })
+                    .map_err(|e| format!("cannot start the upgrade listener: {e}"))?;
+            }
+            Err(e) => crate::error!("binary upgrade socket {}: {e}", p.display()),
+        }
+    }
 
     for sig in signals.forever() {
         match sig {
@@ -212,6 +243,11 @@ fn start(path: &Path, config: Arc<Config>) -> Result<i32, String> {
     draining.store(true, Ordering::Relaxed);
     let timeout = running.current().runtime.shutdown_timeout;
     crate::info!("stop signal: draining (up to {timeout:?})");
+    // Close the copies kept for a hand-off too: once the workers' sockets
+    // close, new connections must be refused.
+    if let Ok(mut k) = kept.lock() {
+        k.clear();
+    }
     stop_tx.close();
     let deadline = Instant::now() + timeout + Duration::from_secs(1);
     while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {

@@ -34,10 +34,16 @@ impl Proxy {
 
     /// As [`Proxy::start`], in a dir the test prepared (for log files and such).
     pub fn start_in(dir: TestDir, toml: &str) -> Proxy {
+        Proxy::start_args(dir, toml, &[])
+    }
+
+    /// As [`Proxy::start_in`], with more command-line arguments.
+    pub fn start_args(dir: TestDir, toml: &str, args: &[&std::ffi::OsStr]) -> Proxy {
         let config = dir.write("ringside.toml", toml);
         let mut child = Command::new(bin())
             .arg("-c")
             .arg(&config)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
