@@ -58,7 +58,8 @@ fn pick(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(method, servers), &servers, |b, _| {
                 b.iter(|| {
                     i = (i + 1) & 1023;
-                    black_box(bal.pick(black_box(&keys[i]), |s| health.is_up(0, s)))
+                    let all = health.all_up(0);
+                    black_box(bal.pick(black_box(&keys[i]), all, |s| health.is_up(0, s)))
                 })
             });
         }

@@ -78,7 +78,8 @@ pub async fn forward(
     };
     let (mut s, server, mut resp, _active) = loop {
         let usable = |i: usize| gen.health.is_up(upstream, i) && !tries.failed.contains(&i);
-        let Some(server) = bal.pick(&plan.key, usable) else {
+        let everyone = tries.failed.is_empty() && gen.health.all_up(upstream);
+        let Some(server) = bal.pick(&plan.key, everyone, usable) else {
             // 503 when every server is out; else the last failure.
             let e = tries.last.unwrap_or_else(Error::no_server);
             return fail(c, shard, cfg, plan, done, e).await;

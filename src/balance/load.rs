@@ -29,13 +29,9 @@ pub fn least_conn(
         }
     }
     let b = best?;
-    let (load, weight) = (active[b].get(), weights[b]);
-    // Tied: neither lighter nor heavier than the best.
-    rr.pick(|i| {
-        ok(i)
-            && !lighter(active[i].get(), weights[i], load, weight)
-            && !lighter(load, weight, active[i].get(), weights[i])
-    })
+    let (load, weight) = (u64::from(active[b].get()), u64::from(weights[b]));
+    // Tied: the same load per weight as the best.
+    rr.pick(|i| ok(i) && u64::from(active[i].get()) * weight == load * u64::from(weights[i]))
 }
 
 /// A per-worker xorshift64* generator: fast, and good enough to pick servers.

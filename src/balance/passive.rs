@@ -24,6 +24,8 @@ pub struct Passive {
     max_fails: u32,
     fail_timeout: Duration,
     servers: Box<[Server]>,
+    /// Servers with `out_until` set (some may have come back unnoticed).
+    out: Cell<usize>,
 }
 
 impl Passive {
@@ -34,7 +36,13 @@ impl Passive {
             max_fails: if on { max_fails } else { 0 },
             fail_timeout,
             servers: (0..servers).map(|_| Server::default()).collect(),
+            out: Cell::new(0),
         }
+    }
+
+    /// No server is (or may still be) skipped: picks need not ask.
+    pub fn none_out(&self) -> bool {
+        self.out.get() == 0
     }
 
     /// Whether server `i` is being skipped. Reads the clock only for a server
@@ -46,6 +54,7 @@ impl Passive {
             Some(t) if Instant::now() < t => true,
             Some(_) => {
                 s.out_until.set(None);
+                self.out.set(self.out.get() - 1);
                 false
             }
         }
@@ -71,7 +80,9 @@ impl Passive {
         }
         s.fails.set(0);
         s.since.set(None);
-        s.out_until.set(Some(now + self.fail_timeout));
+        if s.out_until.replace(Some(now + self.fail_timeout)).is_none() {
+            self.out.set(self.out.get() + 1);
+        }
         true
     }
 }
@@ -88,8 +99,9 @@ mod tests {
         let t0 = Instant::now();
         assert!(!p.failed(1, t0));
         assert!(!p.skips(1));
+        assert!(p.none_out());
         assert!(p.failed(1, t0 + Duration::from_secs(1)));
-        assert!(p.skips(1));
+        assert!(p.skips(1) && !p.none_out());
         assert!(!p.skips(0) && !p.skips(2));
     }
 
@@ -108,6 +120,7 @@ mod tests {
         assert!(p.failed(0, Instant::now()));
         std::thread::sleep(Duration::from_millis(5));
         assert!(!p.skips(0));
+        assert!(p.none_out());
     }
 
     #[test]

@@ -44,14 +44,14 @@ fn every_method_uses_backups_only_when_no_primary_is_usable() {
     for m in METHODS {
         let b = Balancer::new(&upstream(m, &[1, 1, -1, -1], ""), 1);
         for n in 0..50 {
-            let s = b.pick(&key(n), |_| true).unwrap();
+            let s = b.pick(&key(n), true, |_| true).unwrap();
             assert!(s < 2, "{m}: backup {s} picked with primaries up");
-            let s = b.pick(&key(n), |i| i != 0).unwrap();
+            let s = b.pick(&key(n), false, |i| i != 0).unwrap();
             assert_eq!(s, 1, "{m}");
-            let s = b.pick(&key(n), |i| i >= 2).unwrap();
+            let s = b.pick(&key(n), false, |i| i >= 2).unwrap();
             assert!(s >= 2, "{m}");
-            assert_eq!(b.pick(&key(n), |i| i == 3), Some(3), "{m}");
-            assert_eq!(b.pick(&key(n), |_| false), None, "{m}");
+            assert_eq!(b.pick(&key(n), false, |i| i == 3), Some(3), "{m}");
+            assert_eq!(b.pick(&key(n), false, |_| false), None, "{m}");
         }
     }
 }
@@ -62,7 +62,7 @@ fn every_method_reaches_every_server() {
         let b = Balancer::new(&upstream(m, &[1, 1, 1, 1], ""), 7);
         let mut seen = [0u32; 4];
         for n in 0..400 {
-            seen[b.pick(&key(n), |_| true).unwrap()] += 1;
+            seen[b.pick(&key(n), true, |_| true).unwrap()] += 1;
         }
         assert!(seen.iter().all(|&c| c >= 50), "{m}: {seen:?}");
     }
@@ -73,8 +73,11 @@ fn hash_methods_map_a_key_to_one_server() {
     for m in ["ip_hash", "uri_hash"] {
         let b = Balancer::new(&upstream(m, &[1, 1, 1], ""), 1);
         for n in 0..50 {
-            let first = b.pick(&key(n), |_| true);
-            assert!((0..5).all(|_| b.pick(&key(n), |_| true) == first), "{m}");
+            let first = b.pick(&key(n), true, |_| true);
+            assert!(
+                (0..5).all(|_| b.pick(&key(n), true, |_| true) == first),
+                "{m}"
+            );
         }
     }
 }
@@ -84,11 +87,11 @@ fn least_conn_follows_requests_in_flight() {
     let b = Balancer::new(&upstream("least_conn", &[1, 1, 1], ""), 1);
     let _a = b.begin(0);
     let _b = b.begin(1);
-    assert_eq!(b.pick(&Key::default(), |_| true), Some(2));
+    assert_eq!(b.pick(&Key::default(), true, |_| true), Some(2));
     let c = b.begin(2);
     let _d = b.begin(2);
     assert_eq!(b.active(2), 2);
-    assert_ne!(b.pick(&Key::default(), |_| true), Some(2));
+    assert_ne!(b.pick(&Key::default(), true, |_| true), Some(2));
     drop(c);
     assert_eq!(b.active(2), 1);
 }
@@ -106,7 +109,7 @@ fn passive_failures_skip_a_server() {
     let now = std::time::Instant::now();
     assert!(!b.passive.failed(0, now));
     assert!(b.passive.failed(0, now));
-    assert!((0..10).all(|_| b.pick(&Key::default(), |_| true) == Some(1)));
+    assert!((0..10).all(|_| b.pick(&Key::default(), true, |_| true) == Some(1)));
 }
 
 #[test]
@@ -117,7 +120,7 @@ fn sticky_pins_and_moves() {
         "sticky = { cookie = \"srv\" }",
     );
     let b = Balancer::new(&up, 1);
-    let first = b.pick(&Key::default(), |_| true).unwrap();
+    let first = b.pick(&Key::default(), true, |_| true).unwrap();
     let cookie = b.set_cookie(first, &Key::default()).unwrap();
     let (name, rest) = cookie.split_once('=').unwrap();
     assert_eq!(name, "srv");
@@ -127,11 +130,11 @@ fn sticky_pins_and_moves() {
         (n == "srv").then_some(value.as_bytes())
     });
     for _ in 0..10 {
-        assert_eq!(b.pick(&pinned, |_| true), Some(first));
+        assert_eq!(b.pick(&pinned, true, |_| true), Some(first));
     }
     assert_eq!(b.set_cookie(first, &pinned), None);
     // Its server is out: another serves, and the cookie moves.
-    let other = b.pick(&pinned, |i| i != first).unwrap();
+    let other = b.pick(&pinned, false, |i| i != first).unwrap();
     assert_ne!(other, first);
     assert!(b.set_cookie(other, &pinned).is_some());
     // A cookie naming a backup does not hold while a primary is usable.
@@ -139,8 +142,8 @@ fn sticky_pins_and_moves() {
         sticky: parse_id(format!("{:016x}", hash::server(up.servers[3].address)).as_bytes()),
         hash: 0,
     };
-    assert_ne!(b.pick(&backup, |_| true), Some(3));
-    assert_eq!(b.pick(&backup, |i| i == 3), Some(3));
+    assert_ne!(b.pick(&backup, true, |_| true), Some(3));
+    assert_eq!(b.pick(&backup, false, |i| i == 3), Some(3));
 }
 
 #[test]
@@ -166,4 +169,17 @@ fn keys_read_only_what_the_method_needs() {
     assert_eq!(parse_id(b"00000000000000ff"), Some(255));
     assert_eq!(parse_id(b"ff"), None);
     assert_eq!(parse_id(b"zz000000000000ff"), None);
+}
+
+#[test]
+fn the_all_usable_shortcut_picks_as_the_full_test_does() {
+    for m in METHODS {
+        let up = upstream(m, &[3, 1, 2, -1], "");
+        let (fast, full) = (Balancer::new(&up, 5), Balancer::new(&up, 5));
+        for n in 0..200 {
+            let a = fast.pick(&key(n), true, |_| true);
+            let b = full.pick(&key(n), false, |_| true);
+            assert_eq!(a, b, "{m} pick {n}");
+        }
+    }
 }

@@ -19,7 +19,7 @@ use std::{
     io,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     thread,
@@ -43,6 +43,8 @@ const PROBE_BUF: usize = 512;
 /// Upstreams without `health` stay up.
 pub struct Table {
     up: Box<[Box<[AtomicBool]>]>,
+    /// Per upstream: how many of its servers are down.
+    down: Box<[AtomicUsize]>,
 }
 
 impl Table {
@@ -54,7 +56,17 @@ impl Table {
                 .iter()
                 .map(|u| u.servers.iter().map(|_| AtomicBool::new(true)).collect())
                 .collect(),
+            down: config
+                .upstreams
+                .iter()
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
         }
+    }
+
+    /// No server of `upstream` is down: a pick need not ask per server.
+    pub fn all_up(&self, upstream: usize) -> bool {
+        self.down[upstream].load(Ordering::Relaxed) == 0
     }
 
     pub fn is_up(&self, upstream: usize, server: usize) -> bool {
@@ -62,8 +74,14 @@ impl Table {
         self.up[upstream][server].load(Ordering::Relaxed)
     }
 
+    /// Called on a change of verdict only.
     fn set(&self, upstream: usize, server: usize, up: bool) {
         self.up[upstream][server].store(up, Ordering::Relaxed);
+        if up {
+            self.down[upstream].fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.down[upstream].fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -251,6 +269,29 @@ fn status_of(buf: &[u8]) -> Result<Option<u16>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_counts_servers_down_per_upstream() {
+        let text = r#"
+            [[listen]]
+            address = "127.0.0.1:0"
+            [[upstream]]
+            name = "a"
+            servers = [ { address = "127.0.0.1:1" }, { address = "127.0.0.1:2" } ]
+            [[upstream]]
+            name = "b"
+            servers = [ { address = "127.0.0.1:3" } ]
+            [[route]]
+            path = "/"
+            upstream = "a"
+        "#;
+        let t = Table::new(&crate::config::parse_str(text).unwrap());
+        assert!(t.all_up(0) && t.all_up(1) && t.is_up(0, 1));
+        t.set(0, 1, false);
+        assert!(!t.all_up(0) && !t.is_up(0, 1) && t.is_up(0, 0) && t.all_up(1));
+        t.set(0, 1, true);
+        assert!(t.all_up(0) && t.is_up(0, 1));
+    }
 
     #[test]
     fn status_lines() {
