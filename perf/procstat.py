@@ -95,6 +95,22 @@ def cpu_times(cpu):
     raise ValueError(f"no cpu{cpu} in /proc/stat")
 
 
+def thread_cpu(comm):
+    """CPU seconds of the (kernel) thread named comm, e.g. ksoftirqd/1; 0 if none."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/comm") as f:
+                if f.read().strip() != comm:
+                    continue
+            fields = _stat_fields(name)
+            return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except (OSError, ValueError, IndexError):
+            continue
+    return 0.0
+
+
 def wait_quiet(cpus, max_wait, threshold=0.10):
     """True once every cpu in cpus was under `threshold` busy for a second."""
     deadline = time.monotonic() + max_wait

@@ -146,10 +146,12 @@ skip() {  # skip PROXY REASON: record it and never run it again this run
 # ---------------------------------------------------------------- processes
 # Pid files hold every pid of a tree we started; a later run (or the exit
 # trap) kills them only if they still look like ours.
-ours() {  # ours PID: a process of this harness (by name, for recycled pids)
-    local comm
+ours() {  # ours PID: a live process of this harness (by name, for recycled pids)
+    local comm rs
     comm=$(cat "/proc/$1/comm" 2>/dev/null) || return 1
-    case $comm in nginx|haproxy|ringside|wrk|python3|taskset) return 0 ;; *) return 1 ;; esac
+    rs=$(basename "$RINGSIDE_BIN"); rs=${rs:0:15}      # comm is cut to 15 characters
+    [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ] || return 1
+    case $comm in nginx|haproxy|ringside|"$rs"|wrk|python3|taskset) return 0 ;; *) return 1 ;; esac
 }
 
 record_pids() {  # record_pids NAME PID
@@ -157,22 +159,23 @@ record_pids() {  # record_pids NAME PID
 }
 
 stop_tree() {  # stop_tree NAME: SIGTERM the tree, SIGKILL what is left after 10 s
-    local f=$WORK/pids/$1.pid pids=() pid i
+    local f=$WORK/pids/$1.pid pids=() mine=() pid i left
     [ -f "$f" ] || return 0
-    read -ra pids <"$f"
-    [ -n "${pids[0]:-}" ] && python3 "$PERF/procstat.py" --pids "${pids[0]}" >>"$f" 2>/dev/null || true
-    read -ra pids < <(tr "\n" " " <"$f") || true
-    for pid in "${pids[@]}"; do if ours "$pid"; then kill -TERM "$pid" 2>/dev/null || true; fi; done
+    read -ra pids <"$f" || true
+    # the tree as it is now (nginx may have respawned a worker), plus the recorded pids
+    if [ -n "${pids[0]:-}" ]; then python3 "$PERF/procstat.py" --pids "${pids[0]}" >>"$f" 2>/dev/null || true; fi
+    read -ra pids < <(sort -un "$f" | tr "\n" " ") || true
+    for pid in "${pids[@]}"; do if ours "$pid"; then mine+=("$pid"); fi; done
+    for pid in "${mine[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for i in $(seq 100); do
-        local left=0
-        for pid in "${pids[@]}"; do
-            if ours "$pid" && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then left=1; fi
-        done
+        left=0
+        for pid in "${mine[@]}"; do if ours "$pid"; then left=1; fi; done
         [ $left = 0 ] && break
         sleep 0.1
     done
-    for pid in "${pids[@]}"; do if ours "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    for pid in "${mine[@]}"; do if ours "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi; done
+    # reap our own children (never blocks: every pid here is dead or killed)
+    for pid in "${mine[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -f "$f"
 }
 
