@@ -23,4 +23,6 @@ pub struct Reload {
     pub close: Vec<SocketAddr>,
     /// The access-log sink of the new config.
     pub access: Option<Arc<Mutex<Sink>>>,
+    /// Active-health verdicts of the new config (its checks run from now on).
+    pub health: Arc<crate::control::health::Table>,
 }

@@ -450,10 +450,7 @@ impl Accepting {
 fn apply(shard: &Rc<Shard>, listeners: &mut Vec<Accepting>, r: Reload) {
     shard.access.flush();
     shard.access.retarget(r.config.log.access_format, r.access);
-    // Until the reload hands over the new config's health table, its
-    // servers count as up.
-    let health = Arc::new(health::Table::new(&r.config));
-    shard.install(r.config, health);
+    shard.install(r.config, r.health);
     let mut kept = Vec::with_capacity(listeners.len());
     for l in listeners.drain(..) {
         if r.close.contains(&l.configured) {

@@ -527,3 +527,48 @@ fn binary_upgrade_refuses_no_connection() {
     assert_eq!(bodies.last().map(String::as_str), Some("new"), "{bodies:?}");
     drop(new);
 }
+
+#[test]
+fn active_health_keeps_running_after_a_reload_and_shows_in_metrics() {
+    let live = Upstream::echo();
+    let dead = closed_port();
+    let toml = |body: &str| {
+        ops_config(body, live.addr(), "").replace(
+            &format!("servers = [ {{ address = \"{}\" }} ]", live.addr()),
+            &format!(
+                "health = {{ path = \"/health\", interval = \"100ms\", timeout = \"200ms\", fails = 1, passes = 1 }}\n\
+                 servers = [ {{ address = \"{}\" }}, {{ address = \"{dead}\" }} ]",
+                live.addr()
+            ),
+        )
+    };
+    let mut p = Proxy::start(&toml("v1"));
+    let down = format!("ringside_upstream_up{{upstream=\"app\",server=\"{dead}\"}} 0");
+    let up = format!(
+        "ringside_upstream_up{{upstream=\"app\",server=\"{}\"}} 1",
+        live.addr()
+    );
+    let wait_metrics = |p: &Proxy| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, text) = fetch(admin(p), "/metrics").unwrap();
+            if text.contains(&down) && text.contains(&up) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "health never showed in metrics:\n{text}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_metrics(&p);
+    rewrite(&p, &toml("v2"));
+    p.signal(libc::SIGHUP);
+    wait_lines(&p, "reloaded", 1);
+    wait_metrics(&p);
+    // Every request goes to the live server: the dead one is out.
+    for _ in 0..10 {
+        assert_eq!(fetch(p.addr(), "/up/x").unwrap().0, 200);
+    }
+}

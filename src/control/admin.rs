@@ -26,6 +26,8 @@ const MAX_HEAD: usize = 8192;
 pub struct Shared {
     pub workers: Vec<async_channel::Sender<Control>>,
     pub config: Arc<Mutex<Arc<Config>>>,
+    /// Active-health verdicts of the config in force.
+    pub health: Arc<Mutex<Arc<super::health::Table>>>,
     /// Set at the stop signal: `/health` says 503.
     pub draining: Arc<AtomicBool>,
 }
@@ -121,9 +123,14 @@ fn metrics(shared: &Shared) -> String {
         Ok(c) => c.clone(),
         Err(p) => p.into_inner().clone(),
     };
-    for u in &config.upstreams {
-        for s in &u.servers {
-            total.up.push((u.name.clone(), s.label.clone(), true));
+    let health = match shared.health.lock() {
+        Ok(h) => h.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    for (ui, u) in config.upstreams.iter().enumerate() {
+        for (si, s) in u.servers.iter().enumerate() {
+            let up = health.get(ui, si);
+            total.up.push((u.name.clone(), s.label.clone(), up));
         }
     }
     total.render()

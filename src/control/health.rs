@@ -69,6 +69,15 @@ impl Table {
         self.down[upstream].load(Ordering::Relaxed) == 0
     }
 
+    /// The verdict for a server this table may not know (a reload swaps
+    /// config and table one after the other): unknown servers count as up.
+    pub fn get(&self, upstream: usize, server: usize) -> bool {
+        self.up
+            .get(upstream)
+            .and_then(|u| u.get(server))
+            .is_none_or(|v| v.load(Ordering::Relaxed))
+    }
+
     pub fn is_up(&self, upstream: usize, server: usize) -> bool {
         // Relaxed: a verdict is a hint that may arrive a request late.
         self.up[upstream][server].load(Ordering::Relaxed)

@@ -11,7 +11,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use super::listeners;
+use super::{
+    health::{Checks, Table},
+    listeners,
+};
 use crate::{
     config::{Config, LogTarget},
     log::{self, Sink},
@@ -27,6 +30,11 @@ pub struct Running {
     pub access: Option<Arc<Mutex<Sink>>>,
     /// Copies of every listening socket, for a binary upgrade.
     pub kept: super::listeners::Kept,
+    /// The active health checks of the config in force; replaced (and the
+    /// old ones stopped) by a reload.
+    pub checks: Checks,
+    /// Their verdicts, shared with the admin listener.
+    pub health: Arc<Mutex<Arc<Table>>>,
 }
 
 impl Running {
@@ -90,12 +98,16 @@ impl Running {
         };
         log::init_error_log(&new.log.error, new.log.level)
             .map_err(|e| format!("cannot open the error log: {e}"))?;
+        // The new config's servers are probed from now on; dropping the old
+        // checks stops theirs.
+        let checks = Checks::start(&new).map_err(|e| format!("cannot start health checks: {e}"))?;
         for (tx, open) in self.workers.iter().zip(open) {
             let msg = Control::Reload(Reload {
                 config: new.clone(),
                 open,
                 close: close.clone(),
                 access: access.clone(),
+                health: checks.table(),
             });
             if tx.try_send(msg).is_err() {
                 crate::error!("reload: a worker is gone");
@@ -105,6 +117,10 @@ impl Running {
             listeners::forget(&self.kept, a);
         }
         self.access = access;
+        if let Ok(mut h) = self.health.lock() {
+            *h = checks.table();
+        }
+        self.checks = checks;
         Ok(())
     }
 

@@ -196,12 +196,15 @@ fn start(path: &Path, upgrade: Option<&Path>, config: Arc<Config>) -> Result<i32
         workers: senders,
         access,
         kept: kept.clone(),
+        health: Arc::new(Mutex::new(checks.table())),
+        checks,
     };
     let draining = Arc::new(AtomicBool::new(false));
     if let Some(l) = admin {
         let shared = admin::Shared {
             workers: running.workers.clone(),
             config: running.config.clone(),
+            health: running.health.clone(),
             draining: draining.clone(),
         };
         admin::spawn(l, shared).map_err(|e| format!("cannot start the admin listener: {e}"))?;
