@@ -16,6 +16,9 @@ const BACKLOG: i32 = 65535;
 /// What a connection needs to know about the listener that accepted it.
 #[derive(Clone, Copy)]
 pub struct Listen {
+    /// The address as configured: finds this listener's settings (TLS,
+    /// HSTS) in the current config snapshot.
+    pub configured: SocketAddr,
     pub port: u16,
     /// "http" or "https", for X-Forwarded-Proto.
     pub proto: &'static str,

@@ -34,12 +34,13 @@ use crate::{
     },
     log::Record,
     proxy, relay, route, serve,
+    tls::ClientStream,
     worker::{Generation, Shard},
 };
 
 /// The client side of a connection.
 pub struct Client {
-    pub stream: TcpStream,
+    pub stream: ClientStream,
     pub peer: IpAddr,
     /// The read buffer: empty, without capacity, while the connection idles.
     /// During an exchange it starts with the request head, which stays in
@@ -52,13 +53,45 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
     // Until its first request is answered, a connection counts as fresh:
     // a graceful stop gives it a moment to send that request.
     let mut fresh = Some(shard.fresh());
+    // The handshake and the first head must both be done within
+    // client_header_timeout of the accept.
+    let mut deadline = Instant::now() + shard.gen().config.limits.client_header_timeout;
+    let acceptor = shard
+        .gen()
+        .config
+        .listeners
+        .iter()
+        .find(|l| l.address == listen.configured)
+        .and_then(|l| l.acceptor.clone());
+    let stream = match acceptor {
+        None => ClientStream::Plain(stream),
+        Some(config) => {
+            let acceptor = monoio_rustls::TlsAcceptor::from(config);
+            let left = deadline.saturating_duration_since(Instant::now());
+            match monoio::time::timeout(left, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => ClientStream::Tls(Box::new(tls)),
+                // A stalled, truncated or refused handshake: close, as
+                // nginx does (rustls already sent the alert it owed).
+                Ok(Err(_)) | Err(_) => {
+                    shard.connections.set(shard.connections.get() - 1);
+                    return;
+                }
+            }
+        }
+    };
+    let listen = if stream.is_tls() {
+        Rc::new(Listen {
+            proto: "https",
+            ..*listen
+        })
+    } else {
+        listen
+    };
     let mut c = Client {
         stream,
         peer: peer.ip().to_canonical(),
         buf: Vec::new(),
     };
-    // The first head must be complete within client_header_timeout of the accept.
-    let mut deadline = Instant::now() + shard.gen().config.limits.client_header_timeout;
     let mut first = true;
     loop {
         // Each wait uses the config current when it starts (reload).
@@ -74,9 +107,20 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
             } else {
                 Instant::now() + keepalive_timeout
             };
-            let ready = monoio::select! {
-                r = c.stream.readable(false) => r.is_ok(),
-                _ = shard.deadlines.until(until) => false,
+            let ready = match &mut c.stream {
+                ClientStream::Plain(s) => monoio::select! {
+                    r = s.readable(false) => r.is_ok(),
+                    _ = shard.deadlines.until(until) => false,
+                },
+                // rustls may hold decrypted bytes the socket no longer
+                // shows: wait with a read into a head buffer instead.
+                ClientStream::Tls(s) => {
+                    let buf = shard.heads.take();
+                    let left = until.saturating_duration_since(Instant::now());
+                    let (r, buf) = relay::read_more(&mut **s, buf, left).await;
+                    c.buf = buf;
+                    matches!(r, Ok(n) if n > 0)
+                }
             };
             if !ready {
                 // Idle too long, or the socket failed: close without a word.
@@ -282,9 +326,9 @@ async fn read_head(
     if c.buf.capacity() == 0 {
         c.buf = shard.heads.take();
     }
-    if c.buf.is_empty() {
+    if let (true, ClientStream::Plain(s)) = (c.buf.is_empty(), &c.stream) {
         // Readiness was just reported: take the bytes without a ring op.
-        match relay::recv_now(&c.stream, &mut c.buf) {
+        match relay::recv_now(s, &mut c.buf) {
             Ok(0) => return Ok(None),
             Ok(_) => {}
             // A spurious wakeup: the ring read below waits for the bytes.
@@ -357,7 +401,12 @@ fn plan(
                 key = crate::balance::Key::new(up, peer, req.target.as_bytes(), |name| {
                     route::cookie(&req, name)
                 });
-                let upgrade = req.upgrade.filter(|_| r.websocket);
+                // WebSocket tunnels run on plain connections only for now
+                // (relay::tunnel waits on socket readiness, which a TLS
+                // stream cannot lend out).
+                let upgrade = req
+                    .upgrade
+                    .filter(|_| r.websocket && listen.proto == "http");
                 let fwd = Forwarding {
                     client_ip: peer,
                     proto: listen.proto,

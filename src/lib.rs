@@ -41,6 +41,7 @@ pub mod route;
 pub mod serve;
 pub mod stats;
 pub mod timer;
+pub mod tls;
 pub mod upstream;
 pub mod worker;
 

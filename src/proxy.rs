@@ -731,7 +731,11 @@ async fn tunnel_after_101(
             return;
         }
     }
-    if let Err(e) = relay::tunnel(&mut c.stream, s, &shard.relay, idle).await {
+    // Upgrades are refused on TLS listeners when the plan is made.
+    let crate::tls::ClientStream::Plain(client) = &mut c.stream else {
+        return;
+    };
+    if let Err(e) = relay::tunnel(client, s, &shard.relay, idle).await {
         crate::debug!("worker {}: tunnel from {} ended: {e}", shard.id, c.peer);
     }
 }

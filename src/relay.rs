@@ -29,7 +29,11 @@ pub type Step<T> = Result<T, Fail>;
 /// Appends what one read brings to `buf` (up to its capacity). A timeout
 /// loses the buffer (the cancelled op still owns it): the caller gets an
 /// empty `Vec` back and must not rely on its capacity.
-pub async fn read_more(s: &mut TcpStream, buf: Vec<u8>, limit: Duration) -> (Step<usize>, Vec<u8>) {
+pub async fn read_more<S: AsyncReadRent>(
+    s: &mut S,
+    buf: Vec<u8>,
+    limit: Duration,
+) -> (Step<usize>, Vec<u8>) {
     let len = buf.len();
     match timeout(limit, s.read(buf.slice_mut(len..))).await {
         Ok((Ok(n), slice)) => (Ok(n), slice.into_inner()),
@@ -40,8 +44,8 @@ pub async fn read_more(s: &mut TcpStream, buf: Vec<u8>, limit: Duration) -> (Ste
 
 /// Reads at most `max` bytes into the start of `buf` (its contents are
 /// replaced). Returns 0 at end of stream.
-pub async fn read_fresh(
-    s: &mut TcpStream,
+pub async fn read_fresh<S: AsyncReadRent>(
+    s: &mut S,
     mut buf: Vec<u8>,
     max: usize,
     limit: Duration,
@@ -56,8 +60,8 @@ pub async fn read_fresh(
 }
 
 /// Writes `buf[from..]` completely.
-pub async fn write_from(
-    s: &mut TcpStream,
+pub async fn write_from<S: AsyncWriteRent>(
+    s: &mut S,
     buf: Vec<u8>,
     from: usize,
     limit: Duration,
@@ -73,7 +77,11 @@ pub async fn write_from(
     }
 }
 
-pub async fn write_all(s: &mut TcpStream, buf: Vec<u8>, limit: Duration) -> (Step<()>, Vec<u8>) {
+pub async fn write_all<S: AsyncWriteRent>(
+    s: &mut S,
+    buf: Vec<u8>,
+    limit: Duration,
+) -> (Step<()>, Vec<u8>) {
     write_from(s, buf, 0, limit).await
 }
 
@@ -95,9 +103,9 @@ pub enum CopyFail {
 
 /// Copies exactly `n` bytes from `from` to `to` through `buf`, never reading
 /// past them (the source connection stays clean for reuse).
-pub async fn copy_length(
-    from: &mut TcpStream,
-    to: &mut TcpStream,
+pub async fn copy_length<R: AsyncReadRent, W: AsyncWriteRent>(
+    from: &mut R,
+    to: &mut W,
     mut n: u64,
     mut buf: Vec<u8>,
     lim: Limits,
@@ -125,9 +133,9 @@ pub async fn copy_length(
 /// Returns the bytes read past the end of the body, which belong to the next
 /// message. `max` bounds the decoded size (0 = no bound) → `Framing`.
 #[allow(clippy::too_many_arguments)]
-pub async fn copy_chunked(
-    from: &mut TcpStream,
-    to: &mut TcpStream,
+pub async fn copy_chunked<R: AsyncReadRent, W: AsyncWriteRent>(
+    from: &mut R,
+    to: &mut W,
     pending: &[u8],
     mut inbuf: Vec<u8>,
     mut out: Vec<u8>,
@@ -193,9 +201,9 @@ pub async fn copy_chunked(
 
 /// Copies until `from` closes, chunk-encoding each read when `rechunk`.
 /// Returns the number of body bytes.
-pub async fn copy_until_close(
-    from: &mut TcpStream,
-    to: &mut TcpStream,
+pub async fn copy_until_close<R: AsyncReadRent, W: AsyncWriteRent>(
+    from: &mut R,
+    to: &mut W,
     pending: &[u8],
     mut inbuf: Vec<u8>,
     mut out: Vec<u8>,

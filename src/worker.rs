@@ -469,6 +469,7 @@ impl Accepting {
         let listener = monoio::net::TcpListener::from_std(socket)?;
         let (stop, stopped) = async_channel::bounded(1);
         let listen = accept::Listen {
+            configured,
             port,
             proto: "http",
         };

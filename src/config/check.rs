@@ -76,10 +76,19 @@ pub(super) fn outside(config: &Config, places: &Places) -> Vec<Problem> {
         let Some(tls) = &listener.tls else { continue };
         for (pair, (cert_place, key_place)) in tls.certs.iter().zip(&lp.certs) {
             let cert = pem(&pair.cert, &["-----BEGIN CERTIFICATE-----"], "certificate");
+            let both_read = cert.is_none();
             problems.extend(cert.map(|m| cert_place.problem(m)));
             // PKCS#8, PKCS#1 (RSA) and SEC1 (EC) keys all end their label so.
             let key = pem(&pair.key, &["PRIVATE KEY-----"], "private key");
+            let both_read = both_read && key.is_none();
             problems.extend(key.map(|m| key_place.problem(m)));
+            // Both files hold PEM: parse them as the TLS stage will, and
+            // check the key signs for the certificate.
+            if both_read {
+                if let Err(m) = crate::tls::certified_key(pair) {
+                    problems.push(cert_place.problem(m));
+                }
+            }
         }
     }
 
@@ -231,14 +240,15 @@ mod tests {
         }
     }
 
-    const PEM_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
     const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
 
     #[test]
     fn load_accepts_good_files_and_creates_log_files() {
         let dir = Scratch::new("good");
-        dir.write("cert.pem", PEM_CERT);
-        dir.write("key.pem", PEM_KEY);
+        // A real pair: the check parses both and matches the key to the cert.
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        dir.write("cert.pem", &pair.cert.pem());
+        dir.write("key.pem", &pair.key_pair.serialize_pem());
         dir.write("50x.html", "oops");
         std::fs::create_dir(dir.0.join("www")).unwrap();
         let config = dir.write(

@@ -299,6 +299,7 @@ impl Reader {
             hsts,
             redirect_https,
             tls,
+            acceptor: None,
         }
     }
 

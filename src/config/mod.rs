@@ -165,6 +165,9 @@ pub struct Listener {
     pub hsts: Option<String>,
     pub redirect_https: bool,
     pub tls: Option<Tls>,
+    /// The TLS listener's rustls config, built by the control plane
+    /// (`tls::attach`) at start and on every reload; `None` before that.
+    pub acceptor: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug, Clone)]

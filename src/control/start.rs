@@ -60,9 +60,21 @@ pub fn run(path: &Path, upgrade: Option<&Path>) -> i32 {
 /// that asks for it is refused rather than half obeyed (a `tls` listener
 /// must never serve plain text).
 pub(super) fn load(path: &Path) -> Result<Config, config::Problems> {
-    let config = config::load(path)?;
+    let mut config = config::load(path)?;
     let missing = not_built(&config);
     if missing.is_empty() {
+        // Certificates and keys are read here, at start and on each reload.
+        crate::tls::attach(&mut config).map_err(|list| config::Problems {
+            file: path.to_path_buf(),
+            list: list
+                .into_iter()
+                .map(|(key, message)| config::Problem {
+                    line: 0,
+                    key,
+                    message,
+                })
+                .collect(),
+        })?;
         return Ok(config);
     }
     Err(config::Problems {
@@ -86,7 +98,6 @@ fn not_built(c: &Config) -> Vec<(&'static str, &'static str)> {
         }
     };
     for l in &c.listeners {
-        need(l.tls.is_some(), "listen.tls", "TLS");
         need(l.http2, "listen.http2", "HTTP/2");
         need(l.hsts.is_some(), "listen.hsts", "HSTS");
         need(l.redirect_https, "listen.redirect_https", "redirect_https");

@@ -5,6 +5,8 @@
 
 use monoio::net::TcpStream;
 
+use crate::tls::ClientStream;
+
 use super::gzip;
 use crate::{
     http::{
@@ -93,7 +95,7 @@ fn frame(out: &mut Vec<u8>, data: &[u8], chunked: bool, sent: &mut u64) {
 /// the upstream connection holds nothing past the body and may be reused.
 pub async fn relay(
     from: &mut TcpStream,
-    to: &mut TcpStream,
+    to: &mut ClientStream,
     framing: Framing,
     pending: &[u8],
     body: &mut BodyOut,
@@ -110,7 +112,7 @@ pub async fn relay(
 #[allow(clippy::too_many_arguments)]
 async fn copy(
     from: &mut TcpStream,
-    to: &mut TcpStream,
+    to: &mut ClientStream,
     framing: Framing,
     pending: &[u8],
     body: &mut BodyOut,

@@ -1,0 +1,219 @@
+//! Stage 1b: TLS termination (rustls on the ring provider).
+//!
+//! The control plane builds one `ServerConfig` per TLS listener at start and
+//! on every reload (certificates and keys are re-read then) and hands it to
+//! the workers inside the config snapshot (`config::Listener::acceptor`).
+//! Every config shares one process-wide ticketer, so a session ticket issued
+//! by one worker resumes on any other, and across reloads.
+//!
+//! A connection's stream is a `ClientStream`: the plain variant forwards
+//! straight to the socket (one `match` per I/O call, no allocation), the TLS
+//! variant to monoio-rustls. A TLS stream whose read was cancelled (a
+//! timeout) lost its read buffer and must not be read again: every caller
+//! closes the connection after a timeout.
+
+use std::{
+    io,
+    path::Path,
+    sync::{Arc, OnceLock},
+};
+
+use monoio::{
+    buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut},
+    io::{AsyncReadRent, AsyncWriteRent},
+    net::TcpStream,
+    BufResult,
+};
+use rustls::{
+    crypto::ring::{default_provider, sign::any_supported_type, Ticketer},
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
+    server::{ClientHello, ProducesTickets, ResolvesServerCert},
+    sign::CertifiedKey,
+    ServerConfig, SupportedProtocolVersion,
+};
+
+use crate::config::{CertPair, Tls, TlsVersion};
+
+pub type TlsStream = monoio_rustls::ServerTlsStream<TcpStream>;
+
+/// The client side of a connection, plain or TLS.
+pub enum ClientStream {
+    Plain(TcpStream),
+    /// Boxed: the TLS state is a few KiB and most connections are plain.
+    Tls(Box<TlsStream>),
+}
+
+impl ClientStream {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
+    /// The local address of a plain connection (monoio-rustls does not
+    /// lend out the socket of a TLS one).
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            ClientStream::Plain(s) => s.local_addr(),
+            ClientStream::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+}
+
+impl AsyncReadRent for ClientStream {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ClientStream::Plain(s) => s.read(buf).await,
+            ClientStream::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ClientStream::Plain(s) => s.readv(buf).await,
+            ClientStream::Tls(s) => s.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for ClientStream {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ClientStream::Plain(s) => s.write(buf).await,
+            ClientStream::Tls(s) => s.write(buf).await,
+        }
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ClientStream::Plain(s) => s.writev(buf).await,
+            ClientStream::Tls(s) => s.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.flush().await,
+            ClientStream::Tls(s) => s.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.shutdown().await,
+            ClientStream::Tls(s) => s.shutdown().await,
+        }
+    }
+}
+
+/// The process-wide ticketer: one key set (rotated by rustls every 6 hours)
+/// for every worker and every reload, so tickets resume anywhere.
+fn ticketer() -> Result<Arc<dyn ProducesTickets>, String> {
+    static TICKETER: OnceLock<Arc<dyn ProducesTickets>> = OnceLock::new();
+    if let Some(t) = TICKETER.get() {
+        return Ok(t.clone());
+    }
+    let t = Ticketer::new().map_err(|e| format!("cannot make a session ticketer: {e}"))?;
+    Ok(TICKETER.get_or_init(|| t).clone())
+}
+
+/// Reads one certificate chain and its key, and checks they belong together.
+pub fn certified_key(pair: &CertPair) -> Result<CertifiedKey, String> {
+    let chain = read_chain(&pair.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&pair.key)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", pair.key.display()))?;
+    let signer = any_supported_type(&key)
+        .map_err(|e| format!("unusable private key in {}: {e}", pair.key.display()))?;
+    let ck = CertifiedKey::new(chain, signer);
+    ck.keys_match().map_err(|_| {
+        format!(
+            "the certificate in {} does not match the key in {}",
+            pair.cert.display(),
+            pair.key.display()
+        )
+    })?;
+    Ok(ck)
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(chain)
+}
+
+/// The `ServerConfig` of one TLS listener.
+pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, String> {
+    let mut keys = Vec::with_capacity(tls.certs.len());
+    for pair in &tls.certs {
+        keys.push(Arc::new(certified_key(pair)?));
+    }
+    let versions: Vec<&'static SupportedProtocolVersion> = tls
+        .protocols
+        .iter()
+        .map(|v| match v {
+            TlsVersion::Tls12 => &rustls::version::TLS12,
+            TlsVersion::Tls13 => &rustls::version::TLS13,
+        })
+        .collect();
+    let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("TLS protocols: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Sni { keys }));
+    config.ticketer = ticketer()?;
+    // TLS 1.3 tickets: rustls sends 4 by default; 2 cover a client that
+    // opens two connections at once, for less work per handshake.
+    config.send_tls13_tickets = 2;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Picks the certificate for the client's server name: the first whose
+/// names cover it (wildcards as rustls's own client checks them), else the
+/// first of the listener.
+#[derive(Debug)]
+struct Sni {
+    keys: Vec<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for Sni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let first = self.keys.first()?;
+        let Some(name) = hello.server_name() else {
+            return Some(first.clone());
+        };
+        if self.keys.len() == 1 {
+            return Some(first.clone());
+        }
+        let Ok(name) = ServerName::try_from(name) else {
+            return Some(first.clone());
+        };
+        let chosen = self.keys.iter().find(|k| {
+            k.end_entity_cert()
+                .ok()
+                .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+                .is_some_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
+        });
+        Some(chosen.unwrap_or(first).clone())
+    }
+}
+
+/// Builds the `ServerConfig` of every TLS listener of `config` in place.
+pub fn attach(config: &mut crate::config::Config) -> Result<(), Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    for l in &mut config.listeners {
+        if let Some(tls) = &l.tls {
+            match server_config(tls) {
+                Ok(c) => l.acceptor = Some(c),
+                Err(e) => problems.push(("listen.tls".to_string(), e)),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}

@@ -1,0 +1,324 @@
+//! TLS termination: real rustls clients in the test process against the real
+//! binary. Certificates are made at test time with rcgen: one test CA signs
+//! a leaf per name, and each cert file holds the full chain (leaf, then CA).
+
+mod common;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::{
+    crypto::ring::default_provider,
+    pki_types::{CertificateDer, ServerName},
+    ClientConfig, ClientConnection, HandshakeKind, RootCertStore, StreamOwned,
+    SupportedProtocolVersion,
+};
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+/// A test CA and the leaf certificates it signed, written into `dir`.
+struct Pki {
+    ca: CertificateDer<'static>,
+    ca_cert: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ringside test CA");
+        let ca_cert = params.self_signed(&ca_key).unwrap();
+        Pki {
+            ca: ca_cert.der().clone(),
+            ca_cert,
+            ca_key,
+        }
+    }
+
+    /// Writes `NAME.pem` (leaf + CA) and `NAME.key`; returns their paths.
+    fn leaf(&self, dir: &TestDir, name: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
+        let chain = cert.pem() + &self.ca_cert.pem();
+        (
+            dir.write(&format!("{name}.pem"), &chain),
+            dir.write(&format!("{name}.key"), &key.serialize_pem()),
+        )
+    }
+
+    fn client(&self, versions: &[&'static SupportedProtocolVersion]) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.clone()).unwrap();
+        Arc::new(
+            ClientConfig::builder_with_provider(Arc::new(default_provider()))
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+}
+
+const BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+const TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
+const TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+/// Connects and completes the handshake for server name `sni`.
+fn connect(addr: SocketAddr, config: &Arc<ClientConfig>, sni: &str) -> std::io::Result<Tls> {
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    let conn = ClientConnection::new(config.clone(), name).unwrap();
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}
+
+/// Sends a GET and reads one Content-Length response: (status, head, body).
+fn get(s: &mut Tls, host: &str, path: &str) -> (u16, String, Vec<u8>) {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.flush().unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut byte).expect("read response head");
+        assert!(n > 0, "closed inside the head: {}", show(&buf));
+        buf.extend_from_slice(&byte[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status: u16 = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut byte).expect("read response body");
+        assert!(n > 0, "closed inside the body");
+        buf.extend_from_slice(&byte[..n]);
+    }
+    (status, head, buf[head_end..head_end + len].to_vec())
+}
+
+/// A proxy with one TLS listener (`tls` is the listener's `[listen.tls]`
+/// body) in front of `up`.
+fn tls_proxy(dir: TestDir, workers: usize, limits: &str, tls: &str, up: SocketAddr) -> Proxy {
+    let toml = format!(
+        "[runtime]\nworkers = {workers}\nshutdown_timeout = \"5s\"\n\n\
+         [log]\naccess = \"off\"\nlevel = \"warn\"\n\n\
+         [limits]\n{limits}\n\n\
+         [[listen]]\naddress = \"127.0.0.1:0\"\n[listen.tls]\n{tls}\n\n{}{}",
+        upstream("app", up, ""),
+        route("/", "app")
+    );
+    Proxy::start_in(dir, &toml)
+}
+
+fn certs_line(pairs: &[&(PathBuf, PathBuf)]) -> String {
+    let list: Vec<String> = pairs
+        .iter()
+        .map(|(c, k)| {
+            format!(
+                "{{ cert = \"{}\", key = \"{}\" }}",
+                c.display(),
+                k.display()
+            )
+        })
+        .collect();
+    format!("certs = [ {} ]", list.join(", "))
+}
+
+#[test]
+fn tls12_and_tls13_proxy_with_forwarded_proto() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::echo());
+    let a = pki.leaf(&dir, "a.test");
+    let proxy = tls_proxy(dir, 1, "", &certs_line(&[&a]), up.addr());
+    for (versions, want) in [
+        (TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        let mut s = connect(proxy.addr(), &pki.client(versions), "a.test").unwrap();
+        assert_eq!(s.conn.protocol_version(), Some(want));
+        let t = token();
+        let (status, _, _) = get(&mut s, "a.test", &format!("/{t}"));
+        assert_eq!(status, 200);
+        let req = up.only(&t);
+        assert_eq!(req.header("x-forwarded-proto"), Some("https"));
+        // Keep-alive over TLS: a second request on the same connection.
+        let (status, _, _) = get(&mut s, "a.test", &format!("/{t}/again"));
+        assert_eq!(status, 200);
+    }
+}
+
+#[test]
+fn sni_picks_the_certificate_and_unknown_names_get_the_first() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::echo());
+    let (a, b) = (pki.leaf(&dir, "a.test"), pki.leaf(&dir, "b.test"));
+    let proxy = tls_proxy(dir, 1, "", &certs_line(&[&a, &b]), up.addr());
+    let client = pki.client(BOTH);
+    let leaf_names = |s: &Tls| -> String {
+        let der = &s.conn.peer_certificates().unwrap()[0];
+        String::from_utf8_lossy(der.as_ref()).to_string()
+    };
+    let sa = connect(proxy.addr(), &client, "a.test").unwrap();
+    assert!(leaf_names(&sa).contains("a.test"));
+    let sb = connect(proxy.addr(), &client, "b.test").unwrap();
+    assert!(leaf_names(&sb).contains("b.test"));
+    // An unknown name gets the first certificate, which the client then
+    // (rightly) refuses for that name.
+    let e = connect(proxy.addr(), &client, "c.test").err();
+    assert!(
+        e.is_some_and(|e| e.to_string().contains("NotValidForName")
+            || e.to_string().contains("not valid for name")),
+        "an unknown name must get the default certificate (for a.test)"
+    );
+}
+
+#[test]
+fn tls13_only_refuses_a_tls12_client() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::echo());
+    let a = pki.leaf(&dir, "a.test");
+    let tls = format!("{}\nprotocols = [\"TLSv1.3\"]", certs_line(&[&a]));
+    let proxy = tls_proxy(dir, 1, "", &tls, up.addr());
+    assert!(connect(proxy.addr(), &pki.client(TLS12), "a.test").is_err());
+    let mut s = connect(proxy.addr(), &pki.client(BOTH), "a.test").unwrap();
+    assert_eq!(
+        s.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(get(&mut s, "a.test", "/x").0, 200);
+}
+
+#[test]
+fn tickets_resume_on_any_worker() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::echo());
+    let a = pki.leaf(&dir, "a.test");
+    let proxy = tls_proxy(dir, 2, "", &certs_line(&[&a]), up.addr());
+    for versions in [TLS13, TLS12] {
+        // One client config: its session store carries the tickets.
+        let client = pki.client(versions);
+        let mut s = connect(proxy.addr(), &client, "a.test").unwrap();
+        assert_eq!(s.conn.handshake_kind(), Some(HandshakeKind::Full));
+        // The response read also takes in the tickets sent after the handshake.
+        assert_eq!(get(&mut s, "a.test", "/first").0, 200);
+        // Every later connection resumes, whichever worker the kernel
+        // hands it to (eight connections: all on one of two workers by
+        // chance is 1 in 128).
+        for i in 0..8 {
+            let mut s = connect(proxy.addr(), &client, "a.test").unwrap();
+            assert_eq!(get(&mut s, "a.test", &format!("/again{i}")).0, 200);
+            assert_eq!(
+                s.conn.handshake_kind(),
+                Some(HandshakeKind::Resumed),
+                "connection {i} ({versions:?}) was not resumed"
+            );
+        }
+    }
+}
+
+#[test]
+fn plain_http_and_truncated_handshakes_leave_other_connections_alone() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::echo());
+    let a = pki.leaf(&dir, "a.test");
+    let proxy = tls_proxy(dir, 1, "", &certs_line(&[&a]), up.addr());
+    let client = pki.client(BOTH);
+    let mut by = connect(proxy.addr(), &client, "a.test").unwrap();
+    assert_eq!(get(&mut by, "a.test", "/before").0, 200);
+
+    // Plain HTTP on the TLS port: answered with an alert (or nothing), closed.
+    let mut plain = Client::connect(proxy.addr());
+    plain.send(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n");
+    assert!(plain.wait_closed(Duration::from_secs(3)));
+
+    // A ClientHello cut in half, then the client goes away.
+    let mut raw = TcpStream::connect(proxy.addr()).unwrap();
+    raw.write_all(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ])
+    .unwrap();
+    drop(raw);
+
+    assert_eq!(get(&mut by, "a.test", "/after").0, 200);
+    let mut fresh = connect(proxy.addr(), &client, "a.test").unwrap();
+    assert_eq!(get(&mut fresh, "a.test", "/fresh").0, 200);
+}
+
+#[test]
+fn a_stalled_handshake_is_closed_after_client_header_timeout() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::echo());
+    let a = pki.leaf(&dir, "a.test");
+    let limits = "client_header_timeout = \"500ms\"";
+    let proxy = tls_proxy(dir, 1, limits, &certs_line(&[&a]), up.addr());
+    let mut raw = TcpStream::connect(proxy.addr()).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Half a ClientHello, then silence.
+    raw.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    let started = Instant::now();
+    let mut b = [0u8; 64];
+    let closed = matches!(raw.read(&mut b), Ok(0) | Err(_));
+    let took = started.elapsed();
+    assert!(closed, "the stalled handshake got an answer");
+    assert!(
+        took >= Duration::from_millis(350) && took <= Duration::from_millis(2500),
+        "closed after {took:?}, client_header_timeout is 500ms"
+    );
+    // The listener still serves.
+    let mut s = connect(proxy.addr(), &pki.client(BOTH), "a.test").unwrap();
+    assert_eq!(get(&mut s, "a.test", "/x").0, 200);
+}
+
+#[test]
+fn check_reports_a_key_that_does_not_match_and_an_unreadable_file() {
+    let (pki, dir) = (Pki::new(), TestDir::new());
+    let (a, b) = (pki.leaf(&dir, "a.test"), pki.leaf(&dir, "b.test"));
+    let missing = dir.path().join("missing.pem");
+    let toml = format!(
+        "[[listen]]\naddress = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n\
+         [[listen]]\naddress = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        a.0.display(),
+        b.1.display(),
+        missing.display(),
+        a.1.display(),
+    );
+    let path = dir.write("ringside.toml", &toml);
+    let out = run_bounded(
+        &["-c".as_ref(), path.as_os_str(), "--check".as_ref()],
+        Duration::from_secs(10),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    let at = |line: usize| format!("{}:{line}: listen.tls.cert: ", path.display());
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(&at(3)) && l.contains("does not match")),
+        "no mismatch reported on line 3:\n{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(&at(6)) && l.contains("cannot read")),
+        "no unreadable file reported on line 6:\n{err}"
+    );
+}
