@@ -230,26 +230,43 @@ fn no_path_ever_leaves_the_folder() {
 }
 
 #[test]
-fn a_file_that_vanishes_or_becomes_unreadable() {
+fn a_file_that_vanishes_is_404_and_the_connection_stays_usable() {
     let (p, www) = site();
     let mut c = Client::connect(p.addr());
     std::fs::write(www.join("gone.txt"), "here").unwrap();
     assert_eq!(c.get("/static/gone.txt").status, 200);
     std::fs::remove_file(www.join("gone.txt")).unwrap();
     assert_eq!(c.get("/static/gone.txt").status, 404);
-    // root reads any file whatever its mode, so 403 is only checked as
-    // another user.
-    if unsafe { libc::geteuid() } != 0 {
-        std::fs::write(www.join("locked.txt"), "x").unwrap();
-        let mut perm = std::fs::metadata(www.join("locked.txt"))
-            .unwrap()
-            .permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o000);
-        std::fs::set_permissions(www.join("locked.txt"), perm).unwrap();
-        assert_eq!(c.get("/static/locked.txt").status, 403);
-    }
     // The connection is still good.
     assert_eq!(c.get("/static/a.txt").status, 200);
+}
+
+#[test]
+fn an_unreadable_file_is_403_and_the_connection_stays_usable() {
+    // root reads any file whatever its mode: as root, run the proxy as
+    // nobody so the file's mode applies.
+    // SAFETY: geteuid has no preconditions.
+    let uid = (unsafe { libc::geteuid() } == 0).then_some(65534);
+    let dir = TestDir::new();
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("a.txt"), "readable").unwrap();
+    std::fs::write(www.join("locked.txt"), "secret").unwrap();
+    let mut perm = std::fs::metadata(www.join("locked.txt"))
+        .unwrap()
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o000);
+    std::fs::set_permissions(www.join("locked.txt"), perm).unwrap();
+    let rest = format!(
+        "[[route]]\npath = \"/static/\"\nstatic = \"{}/\"\n",
+        www.display()
+    );
+    let p = Proxy::start_as(dir, &config("", &rest), uid);
+    let mut c = Client::connect(p.addr());
+    let r = c.get("/static/locked.txt");
+    assert_eq!(r.status, 403, "{}", r.status_line);
+    assert!(!r.body_str().contains("secret"));
+    assert_eq!(c.get("/static/a.txt").body_str(), "readable");
 }
 
 #[test]

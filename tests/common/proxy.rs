@@ -39,8 +39,21 @@ impl Proxy {
 
     /// As [`Proxy::start_in`], with more command-line arguments.
     pub fn start_args(dir: TestDir, toml: &str, args: &[&std::ffi::OsStr]) -> Proxy {
+        Proxy::start_full(dir, toml, args, None)
+    }
+
+    /// As [`Proxy::start_in`], run as user `uid` (when the tests run as root).
+    pub fn start_as(dir: TestDir, toml: &str, uid: Option<u32>) -> Proxy {
+        Proxy::start_full(dir, toml, &[], uid)
+    }
+
+    fn start_full(dir: TestDir, toml: &str, args: &[&std::ffi::OsStr], uid: Option<u32>) -> Proxy {
         let config = dir.write("ringside.toml", toml);
-        let mut child = Command::new(bin())
+        let mut command = Command::new(bin());
+        if let Some(uid) = uid {
+            std::os::unix::process::CommandExt::uid(&mut command, uid);
+        }
+        let mut child = command
             .arg("-c")
             .arg(&config)
             .args(args)
