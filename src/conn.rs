@@ -17,6 +17,7 @@ use std::{
     panic::AssertUnwindSafe,
     pin::Pin,
     rc::Rc,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -46,6 +47,27 @@ pub struct Client {
     /// During an exchange it starts with the request head, which stays in
     /// place until the request is logged.
     pub buf: Vec<u8>,
+    /// The listener's `Strict-Transport-Security` value, put on every
+    /// response head (`stamp`). Taken at the accept, like the TLS config.
+    pub hsts: Option<Arc<str>>,
+    /// A `redirect_https` listener: every request gets a 301 to https.
+    pub to_https: bool,
+}
+
+impl Client {
+    /// Adds the connection's per-listener fields (HSTS) to the response
+    /// head at the start of `out`, right after its status line, so it works
+    /// whatever follows the head in the buffer. Nothing to do on most
+    /// listeners.
+    pub fn stamp(&self, out: &mut Vec<u8>) {
+        let Some(v) = &self.hsts else { return };
+        let Some(eol) = out.windows(2).position(|w| w == b"\r\n") else {
+            return;
+        };
+        let mut f = Vec::with_capacity(v.len() + 31);
+        crate::http::headers::field(&mut f, b"Strict-Transport-Security", v.as_bytes());
+        out.splice(eol + 2..eol + 2, f);
+    }
 }
 
 pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shard: Rc<Shard>) {
@@ -56,13 +78,22 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
     // The handshake and the first head must both be done within
     // client_header_timeout of the accept.
     let mut deadline = Instant::now() + shard.gen().config.limits.client_header_timeout;
-    let acceptor = shard
-        .gen()
-        .config
-        .listeners
-        .iter()
-        .find(|l| l.address == listen.configured)
-        .and_then(|l| l.acceptor.clone());
+    let (acceptor, hsts, to_https) = {
+        let gen = shard.gen();
+        match gen
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.address == listen.configured)
+        {
+            Some(l) => (
+                l.acceptor.clone(),
+                l.hsts.as_deref().map(Arc::from),
+                l.redirect_https,
+            ),
+            None => (None, None, false),
+        }
+    };
     let stream = match acceptor {
         None => ClientStream::Plain(stream),
         Some(config) => {
@@ -91,6 +122,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
         stream,
         peer: peer.ip().to_canonical(),
         buf: Vec::new(),
+        hsts,
+        to_https,
     };
     let mut first = true;
     loop {
@@ -176,7 +209,7 @@ async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Inst
 
     // 2-3. Parse and route. Everything later stages need is copied out of
     // the borrowed head here, so no borrow lives across an await.
-    let plan = match plan(&c.buf, len, &gen, c.peer, listen) {
+    let plan = match plan(&c.buf, len, &gen, c.peer, listen, c.to_https) {
         Ok(p) => p,
         Err(e) => {
             answer_error(c, shard, config, e, false).await;
@@ -203,6 +236,7 @@ async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Inst
         } => proxy::forward(c, shard, &gen, &plan, upstream, head, upgrade).await,
         Act::Static { route } => serve::static_files::serve(c, shard, &gen, &plan, route).await,
         Act::Redirect { route } => serve::redirect::answer(c, shard, &gen, &plan, route).await,
+        Act::ToHttps => serve::redirect::to_https(c, shard, &plan).await,
         Act::Respond { route } => answer_own(c, shard, config, &plan, Some(route)).await,
         Act::NotFound => answer_own(c, shard, config, &plan, None).await,
     };
@@ -289,6 +323,8 @@ pub enum Act {
     Respond {
         route: usize,
     },
+    /// A `redirect_https` listener: 301 to the same target over https.
+    ToHttps,
     NotFound,
 }
 
@@ -366,6 +402,7 @@ fn plan(
     gen: &Generation,
     peer: IpAddr,
     listen: &Listen,
+    to_https: bool,
 ) -> Result<Plan, Error> {
     let config = &*gen.config;
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
@@ -390,9 +427,15 @@ fn plan(
         referer: req.header("referer").map(at),
         user_agent: req.header("user-agent").map(at),
     };
-    let route = route::select(&config.routes, &req);
+    // A redirect_https listener routes nothing: every request is sent on.
+    let route = if to_https {
+        None
+    } else {
+        route::select(&config.routes, &req)
+    };
     let mut key = crate::balance::Key::default();
     let act = match route.map(|i| (i, &config.routes[i])) {
+        None if to_https => Act::ToHttps,
         None => Act::NotFound,
         Some((i, r)) => match (&r.action, gen.upstream_for(i)) {
             // A split route picks its upstream here, once per request.
@@ -518,6 +561,7 @@ async fn answer_own(
         }
     };
     let limit = config.limits.client_send_timeout;
+    c.stamp(&mut out);
     let (w, out) = relay::write_all(&mut c.stream, out, limit).await;
     shard.heads.give(out);
     Done {
@@ -544,6 +588,7 @@ pub async fn answer_error(
     }
     let mut out = shard.heads.take();
     respond::error(&mut out, e.status, true, head_only);
+    c.stamp(&mut out);
     let limit = config.limits.client_send_timeout;
     // The connection closes next whatever happens to this write.
     let (_, out) = relay::write_all(&mut c.stream, out, limit).await;

@@ -19,6 +19,8 @@
 //! Modules are listed in the order a request meets them. `worker` owns a
 //! `Shard` per core: nothing on the request path is shared between cores.
 //! `control` is the control plane (signals), apart from the data path.
+//! `tls` sits between `accept` and `conn`: a TLS listener's connections are
+//! handshaken there and reach `conn` as a `ClientStream`.
 //! `serve` answers the route actions other than plain proxying (static
 //! files, redirects, cache hits) and changes answers on their way out (gzip,
 //! error pages); `cache` is each worker's response cache shard.

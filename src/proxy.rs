@@ -300,7 +300,8 @@ fn precheck_chunked(buffered: &[u8], max: u64) -> Result<(), Error> {
     Ok(())
 }
 
-async fn write_head(c: &mut Client, head: Vec<u8>, down: Limits) -> Result<(), CopyFail> {
+async fn write_head(c: &mut Client, mut head: Vec<u8>, down: Limits) -> Result<(), CopyFail> {
+    c.stamp(&mut head);
     let (w, _) = relay::write_all(&mut c.stream, head, down.write).await;
     w.map_err(CopyFail::Write)
 }
@@ -321,6 +322,7 @@ async fn fail(
         let mut out = shard.heads.take();
         let route = plan.route.map(|r| &cfg.routes[r]);
         pages::write_error(&mut out, route, e.status, false, plan).await;
+        c.stamp(&mut out);
         let (_, out) = relay::write_all(&mut c.stream, out, cfg.limits.client_send_timeout).await;
         shard.heads.give(out);
         done.body_bytes = 0;
@@ -717,10 +719,11 @@ async fn tunnel_after_101(
     c: &mut Client,
     shard: &Shard,
     s: &mut TcpStream,
-    head: Vec<u8>,
+    mut head: Vec<u8>,
     early: Vec<u8>,
     idle: std::time::Duration,
 ) {
+    c.stamp(&mut head);
     let (w, _) = relay::write_all(&mut c.stream, head, idle).await;
     if w.is_err() {
         return;

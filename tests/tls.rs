@@ -322,3 +322,59 @@ fn check_reports_a_key_that_does_not_match_and_an_unreadable_file() {
         "no unreadable file reported on line 6:\n{err}"
     );
 }
+
+#[test]
+fn hsts_goes_on_every_response_errors_included() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::echo());
+    let a = pki.leaf(&dir, "a.test");
+    let toml = format!(
+        "[runtime]\nworkers = 1\n\n[log]\naccess = \"off\"\nlevel = \"warn\"\n\n\
+         [[listen]]\naddress = \"127.0.0.1:0\"\nhsts = \"max-age=63072000\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n\n{}{}{}{}",
+        a.0.display(),
+        a.1.display(),
+        upstream("app", up.addr(), ""),
+        upstream("dead", closed_port(), ""),
+        route("/app/", "app"),
+        route("/down/", "dead"),
+    );
+    let proxy = Proxy::start_in(dir, &toml);
+    let client = pki.client(BOTH);
+    for (path, want) in [("/app/x", 200), ("/nowhere", 404), ("/down/x", 502)] {
+        let mut s = connect(proxy.addr(), &client, "a.test").unwrap();
+        let (status, head, _) = get(&mut s, "a.test", path);
+        assert_eq!(status, want, "{path}: {head}");
+        assert!(
+            head.contains("\r\nStrict-Transport-Security: max-age=63072000\r\n"),
+            "{path} ({status}) without HSTS:\n{head}"
+        );
+        assert_eq!(head.matches("Strict-Transport-Security").count(), 1);
+    }
+    // A request the parser refuses (400) still gets it.
+    let mut s = connect(proxy.addr(), &client, "a.test").unwrap();
+    s.write_all(b"GET /app/x HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    // The proxy closes after a 400; a missing close_notify is fine here.
+    let _ = s.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(got.contains("\r\nStrict-Transport-Security: max-age=63072000\r\n"));
+}
+
+#[test]
+fn redirect_https_answers_301_to_the_same_target() {
+    let toml = "[runtime]\nworkers = 1\n\n[log]\naccess = \"off\"\nlevel = \"warn\"\n\n\
+                [[listen]]\naddress = \"127.0.0.1:0\"\nredirect_https = true\n";
+    let proxy = Proxy::start(toml);
+    let mut c = Client::connect(proxy.addr());
+    c.send(b"GET /a/b?x=1&y HTTP/1.1\r\nHost: Example.COM:8080\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 301, "{}", r.status_line);
+    assert_eq!(r.header("location"), Some("https://example.com/a/b?x=1&y"));
+    // The connection stays usable; a HEAD gets the same Location.
+    c.send(b"HEAD / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n");
+    let r = c.read_head_response();
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://[::1]/"));
+}

@@ -99,8 +99,6 @@ fn not_built(c: &Config) -> Vec<(&'static str, &'static str)> {
     };
     for l in &c.listeners {
         need(l.http2, "listen.http2", "HTTP/2");
-        need(l.hsts.is_some(), "listen.hsts", "HSTS");
-        need(l.redirect_https, "listen.redirect_https", "redirect_https");
     }
     out
 }

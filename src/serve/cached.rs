@@ -157,6 +157,7 @@ async fn answer_hit(
         field(&mut out, k.as_bytes(), v.as_bytes());
     }
     end_head(&mut out, framing, persist(keep, plan.minor));
+    c.stamp(&mut out);
 
     let limit = cfg.limits.client_send_timeout;
     let status = e.status;

@@ -90,12 +90,13 @@ pub async fn send_own(
     c: &mut Client,
     shard: &Shard,
     plan: &Plan,
-    out: Vec<u8>,
+    mut out: Vec<u8>,
     status: u16,
     body_bytes: usize,
     (keep, consumed): (bool, usize),
 ) -> Done {
     let limit = shard.gen().config.limits.client_send_timeout;
+    c.stamp(&mut out);
     let (w, out) = relay::write_all(&mut c.stream, out, limit).await;
     shard.heads.give(out);
     Done {

@@ -110,6 +110,35 @@ pub async fn answer(
     send_own(c, shard, plan, out, *status, body.len(), (keep, consumed)).await
 }
 
+/// A `redirect_https` listener's answer: 301 to `https://` + the Host
+/// without its port + the target as sent.
+pub async fn to_https(c: &mut Client, shard: &Shard, plan: &Plan) -> Done {
+    let host = match plan.host_span() {
+        Some(span) => host_without_port(&c.buf[span]),
+        None => c
+            .stream
+            .local_addr()
+            .map(|a| a.ip().to_string().into_bytes())
+            .unwrap_or_default(),
+    };
+    let mut location = Vec::with_capacity(8 + host.len() + plan.target_span().len());
+    location.extend_from_slice(b"https://");
+    location.extend_from_slice(&host);
+    location.extend_from_slice(&c.buf[plan.target_span()]);
+    let (keep, consumed) = own_answer_keep(c, shard, plan);
+    let mut out = shard.heads.take();
+    start_head(&mut out, 301);
+    field(&mut out, b"Location", &location);
+    field(&mut out, b"Content-Type", b"text/html; charset=utf-8");
+    let body = "<html><head><title>301 Moved Permanently</title></head><body><h1>301 Moved Permanently</h1></body></html>\n";
+    content_length(&mut out, body.len() as u64);
+    end_own_head(&mut out, None, OutFraming::AsIs, keep, plan.minor);
+    if !plan.head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    send_own(c, shard, plan, out, 301, body.len(), (keep, consumed)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

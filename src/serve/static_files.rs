@@ -462,6 +462,7 @@ async fn respond(
     }
 
     let limit = shard.gen().config.limits.client_send_timeout;
+    c.stamp(&mut out);
     let (w, out) = relay::write_all(&mut c.stream, out, limit).await;
     shard.heads.give(out);
     let mut done = Done {
