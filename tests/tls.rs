@@ -378,3 +378,67 @@ fn redirect_https_answers_301_to_the_same_target() {
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("https://[::1]/"));
 }
+
+#[test]
+fn reload_reads_certificates_again_and_a_bad_one_changes_nothing() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::echo());
+    let a = pki.leaf(&dir, "a.test");
+    let toml = format!(
+        "[runtime]\nworkers = 2\n\n[log]\naccess = \"off\"\nlevel = \"info\"\n\n\
+         [[listen]]\naddress = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n\n{}{}",
+        a.0.display(),
+        a.1.display(),
+        upstream("app", up.addr(), ""),
+        route("/", "app"),
+    );
+    let mut proxy = Proxy::start_in(dir, &toml);
+    // A fresh client config each time: a resumed session would show the
+    // certificate of the session it resumed, not the one now served.
+    let client = || pki.client(BOTH);
+    let leaf = |s: &Tls| s.conn.peer_certificates().unwrap()[0].clone();
+    let mut old = connect(proxy.addr(), &client(), "a.test").unwrap();
+    let first = leaf(&old);
+
+    // A new certificate and key in the same files: read on SIGHUP.
+    let scratch = TestDir::new();
+    let (c2, k2) = pki.leaf(&scratch, "a.test");
+    std::fs::copy(&c2, &a.0).unwrap();
+    std::fs::copy(&k2, &a.1).unwrap();
+    proxy.signal(libc::SIGHUP);
+    assert!(proxy
+        .wait_for_line(|l| l.contains("reloaded"), Duration::from_secs(5))
+        .is_some());
+    // The workers apply the reload just after the control plane logs it.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let second = loop {
+        let s = connect(proxy.addr(), &client(), "a.test").unwrap();
+        let l = leaf(&s);
+        if l != first || Instant::now() > deadline {
+            break l;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(first, second, "the reload did not read the new certificate");
+    // Every worker serves the new one.
+    for _ in 0..6 {
+        let s = connect(proxy.addr(), &client(), "a.test").unwrap();
+        assert_eq!(leaf(&s), second);
+    }
+    // The connection made before the reload is still served.
+    assert_eq!(get(&mut old, "a.test", "/old").0, 200);
+
+    // A key that is not one: the reload fails and the running certificate stays.
+    std::fs::write(
+        &a.1,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    proxy.signal(libc::SIGHUP);
+    assert!(proxy
+        .wait_for_line(|l| l.contains("reload failed"), Duration::from_secs(5))
+        .is_some());
+    let mut s = connect(proxy.addr(), &client(), "a.test").unwrap();
+    assert_eq!(leaf(&s), second);
+    assert_eq!(get(&mut s, "a.test", "/still").0, 200);
+}
