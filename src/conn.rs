@@ -22,7 +22,7 @@ use std::{
 };
 
 use httparse::EMPTY_HEADER;
-use monoio::{net::TcpStream, time::Instant};
+use monoio::{io::AsyncWriteRent, net::TcpStream, time::Instant};
 
 use crate::{
     accept::Listen,
@@ -150,9 +150,16 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
                 ClientStream::Tls(s) => {
                     let buf = shard.heads.take();
                     let left = until.saturating_duration_since(Instant::now());
-                    let (r, buf) = relay::read_more(&mut **s, buf, left).await;
-                    c.buf = buf;
-                    matches!(r, Ok(n) if n > 0)
+                    // Guarded like an exchange: a TLS stream panics if it
+                    // is read again after a cancelled read (tls.rs).
+                    let read = Box::pin(relay::read_more(&mut **s, buf, left));
+                    match CatchUnwind(read).await {
+                        Ok((r, buf)) => {
+                            c.buf = buf;
+                            matches!(r, Ok(n) if n > 0)
+                        }
+                        Err(()) => false,
+                    }
                 }
             };
             if !ready {
@@ -181,6 +188,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
         }
     }
     shard.heads.give(std::mem::take(&mut c.buf));
+    if c.stream.is_tls() {
+        // close_notify, so a client can tell a close-delimited body from a
+        // truncated one; bounded, as the peer may have stopped reading.
+        let limit = shard.gen().config.limits.client_send_timeout;
+        // A peer already gone is fine: the socket closes next either way.
+        // Guarded: after a cancelled write the TLS stream would panic.
+        let close = Box::pin(monoio::time::timeout(limit, c.stream.shutdown()));
+        let _ = CatchUnwind(close).await;
+    }
     shard.connections.set(shard.connections.get() - 1);
 }
 

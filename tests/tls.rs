@@ -168,6 +168,12 @@ fn tls12_and_tls13_proxy_with_forwarded_proto() {
         // Keep-alive over TLS: a second request on the same connection.
         let (status, _, _) = get(&mut s, "a.test", &format!("/{t}/again"));
         assert_eq!(status, 200);
+        // HTTP/1.0: the proxy closes after the answer, with close_notify.
+        s.write_all(b"GET /10 HTTP/1.0\r\nHost: a.test\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("a clean TLS close");
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{}", show(&got));
     }
 }
 
@@ -355,8 +361,8 @@ fn hsts_goes_on_every_response_errors_included() {
     s.write_all(b"GET /app/x HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n")
         .unwrap();
     let mut got = Vec::new();
-    // The proxy closes after a 400; a missing close_notify is fine here.
-    let _ = s.read_to_end(&mut got);
+    // The proxy closes after a 400, with close_notify (else this is an error).
+    s.read_to_end(&mut got).expect("a clean TLS close");
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("HTTP/1.1 400"), "{got}");
     assert!(got.contains("\r\nStrict-Transport-Security: max-age=63072000\r\n"));
