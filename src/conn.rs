@@ -590,18 +590,8 @@ async fn answer_own(
             (404, out.len() - before)
         }
     };
-    let limit = config.limits.client_send_timeout;
-    c.stamp(&mut out);
-    let (w, out) = relay::write_all(&mut c.stream, out, limit).await;
-    shard.heads.give(out);
-    Done {
-        status,
-        body_bytes: if plan.head_only { 0 } else { body_bytes as u64 },
-        server: None,
-        keep: keep && w.is_ok(),
-        consumed: plan.len + body.unwrap_or(0),
-        error: None,
-    }
+    let consumed = plan.len + body.unwrap_or(0);
+    crate::serve::send_own(c, shard, plan, out, status, body_bytes, (keep, consumed)).await
 }
 
 /// Answers an error before any response head went out, then the caller closes.
