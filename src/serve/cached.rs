@@ -138,11 +138,7 @@ async fn answer_hit(
             let media = Some(e.media.as_bytes());
             gzip::applies(g, e.status, plan.head_only, media, e.encoded, Some(len))
         });
-    let framing = match (zip, plan.minor) {
-        (false, _) => OutFraming::AsIs,
-        (true, 1) => OutFraming::Chunked,
-        (true, _) => OutFraming::Close,
-    };
+    let framing = gzip::framing(zip, plan.minor);
     let keep = keep && framing != OutFraming::Close;
     let mut out = shard.heads.take();
     out.extend_from_slice(&e.head);

@@ -21,6 +21,7 @@ use flate2::{write::GzEncoder, Compression};
 
 use crate::{
     config::Gzip,
+    http::headers::OutFraming,
     http::parse::{list, trim},
 };
 
@@ -122,6 +123,16 @@ impl Stream {
             emit(buf);
             buf.clear();
         }
+    }
+}
+
+/// How a body ringside compresses is delimited: its length is unknown, so
+/// chunked to an HTTP/1.1 client and close-delimited to HTTP/1.0.
+pub fn framing(zip: bool, minor: u8) -> OutFraming {
+    match (zip, minor) {
+        (false, _) => OutFraming::AsIs,
+        (true, 1) => OutFraming::Chunked,
+        (true, _) => OutFraming::Close,
     }
 }
 

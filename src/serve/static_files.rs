@@ -400,11 +400,7 @@ async fn respond(
         Want::Full => (200, 0, f.len),
         Want::Part(a, b) => (206, a, b - a + 1),
     };
-    let framing = match (zip, plan.minor) {
-        (false, _) => OutFraming::AsIs,
-        (true, 1) => OutFraming::Chunked,
-        (true, _) => OutFraming::Close,
-    };
+    let framing = gzip::framing(zip, plan.minor);
     let keep = keep && framing != OutFraming::Close;
 
     let mut out = shard.heads.take();
