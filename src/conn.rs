@@ -101,6 +101,19 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
         // its whole life (4,216 B per idle plain connection instead of ~900,
         // perf/run.sh --workloads idle10k).
         Some(config) => match Box::pin(handshake(config, stream, deadline)).await {
+            // The client chose HTTP/2 by ALPN: http2/ serves the connection.
+            Some(tls) if tls.alpn_protocol().as_deref() == Some(b"h2") => {
+                drop(fresh.take());
+                let client = (peer.ip().to_canonical(), hsts, to_https);
+                let listen = Rc::new(Listen {
+                    proto: "https",
+                    ..*listen
+                });
+                let h2 = crate::http2::serve(tls, client, listen, shard.clone(), deadline);
+                Box::pin(h2).await;
+                shard.connections.set(shard.connections.get() - 1);
+                return;
+            }
             Some(tls) => ClientStream::Tls(tls),
             // A stalled, truncated or refused handshake: close, as nginx
             // does (rustls already sent the alert it owed).
@@ -147,12 +160,14 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
                 },
                 // rustls may hold decrypted bytes the socket no longer
                 // shows: wait with a read into a head buffer instead.
-                ClientStream::Tls(s) => {
+                // (An HTTP/2 stream runs one exchange and never waits here.)
+                ClientStream::Tls(_) | ClientStream::H2(_) => {
+                    let s = &mut c.stream;
                     let buf = shard.heads.take();
                     let left = until.saturating_duration_since(Instant::now());
                     // Guarded like an exchange: a TLS stream panics if it
                     // is read again after a cancelled read (tls.rs).
-                    let read = Box::pin(relay::read_more(&mut **s, buf, left));
+                    let read = Box::pin(relay::read_more(s, buf, left));
                     match CatchUnwind(read).await {
                         Ok((r, buf)) => {
                             c.buf = buf;
@@ -215,7 +230,7 @@ async fn handshake(
 }
 
 /// One request and its response. Returns whether the connection stays open.
-async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Instant) -> bool {
+pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Instant) -> bool {
     let start = Instant::now();
     // From the first byte on, a graceful stop waits for this request.
     let _busy = shard.busy();
@@ -682,7 +697,7 @@ fn log_error_plain(shard: &Shard, peer: IpAddr, e: &Error) {
 
 /// Runs a future, turning a panic inside it into `Err(())` so one bad
 /// request cannot take the worker down.
-struct CatchUnwind<F>(F);
+pub struct CatchUnwind<F>(pub F);
 
 impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, ()>;

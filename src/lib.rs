@@ -36,6 +36,7 @@ pub mod control;
 pub mod error;
 pub mod handoff;
 pub mod http;
+pub mod http2;
 pub mod mailbox;
 pub mod proxy;
 pub mod relay;

@@ -41,11 +41,13 @@ pub enum ClientStream {
     Plain(TcpStream),
     /// Boxed: the TLS state is a few KiB and most connections are plain.
     Tls(Box<TlsStream>),
+    /// One stream of an HTTP/2 connection (http2/), in HTTP/1.1 terms.
+    H2(Box<crate::http2::H2Stream>),
 }
 
 impl ClientStream {
     pub fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
+        matches!(self, ClientStream::Tls(_) | ClientStream::H2(_))
     }
 
     /// The local address of a plain connection (monoio-rustls does not
@@ -53,7 +55,7 @@ impl ClientStream {
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         match self {
             ClientStream::Plain(s) => s.local_addr(),
-            ClientStream::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
+            _ => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 }
@@ -63,6 +65,7 @@ impl AsyncReadRent for ClientStream {
         match self {
             ClientStream::Plain(s) => s.read(buf).await,
             ClientStream::Tls(s) => s.read(buf).await,
+            ClientStream::H2(s) => s.read(buf).await,
         }
     }
 
@@ -70,6 +73,7 @@ impl AsyncReadRent for ClientStream {
         match self {
             ClientStream::Plain(s) => s.readv(buf).await,
             ClientStream::Tls(s) => s.readv(buf).await,
+            ClientStream::H2(s) => s.readv(buf).await,
         }
     }
 }
@@ -79,6 +83,7 @@ impl AsyncWriteRent for ClientStream {
         match self {
             ClientStream::Plain(s) => s.write(buf).await,
             ClientStream::Tls(s) => s.write(buf).await,
+            ClientStream::H2(s) => s.write(buf).await,
         }
     }
 
@@ -86,6 +91,7 @@ impl AsyncWriteRent for ClientStream {
         match self {
             ClientStream::Plain(s) => s.writev(buf).await,
             ClientStream::Tls(s) => s.writev(buf).await,
+            ClientStream::H2(s) => s.writev(buf).await,
         }
     }
 
@@ -93,6 +99,7 @@ impl AsyncWriteRent for ClientStream {
         match self {
             ClientStream::Plain(s) => s.flush().await,
             ClientStream::Tls(s) => s.flush().await,
+            ClientStream::H2(s) => s.flush().await,
         }
     }
 
@@ -100,6 +107,7 @@ impl AsyncWriteRent for ClientStream {
         match self {
             ClientStream::Plain(s) => s.shutdown().await,
             ClientStream::Tls(s) => s.shutdown().await,
+            ClientStream::H2(s) => s.shutdown().await,
         }
     }
 }
@@ -144,7 +152,8 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// The `ServerConfig` of one TLS listener.
-pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, String> {
+/// `http2`: offer `h2` by ALPN (preferred), HTTP/1.1 staying available.
+pub fn server_config(tls: &Tls, http2: bool) -> Result<Arc<ServerConfig>, String> {
     let mut keys = Vec::with_capacity(tls.certs.len());
     for pair in &tls.certs {
         keys.push(Arc::new(certified_key(pair)?));
@@ -166,7 +175,11 @@ pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, String> {
     // TLS 1.3 tickets: rustls sends 4 by default; 2 cover a client that
     // opens two connections at once, for less work per handshake.
     config.send_tls13_tickets = 2;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(config))
 }
 
@@ -205,7 +218,7 @@ pub fn attach(config: &mut crate::config::Config) -> Result<(), Vec<(String, Str
     let mut problems = Vec::new();
     for l in &mut config.listeners {
         if let Some(tls) = &l.tls {
-            match server_config(tls) {
+            match server_config(tls, l.http2) {
                 Ok(c) => l.acceptor = Some(c),
                 Err(e) => problems.push(("listen.tls".to_string(), e)),
             }

@@ -205,6 +205,13 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// Set by the stop signal: finish what runs, then close.
     pub draining: Cell<bool>,
+    /// Closed by the stop signal, so that long-lived connections waiting on
+    /// it (HTTP/2: GOAWAY) learn of the stop at once.
+    stop_tx: RefCell<Option<async_channel::Sender<()>>>,
+    stop_rx: async_channel::Receiver<()>,
+    /// Open HTTP/2 connections: a graceful stop waits for each to send
+    /// GOAWAY and finish its streams.
+    pub sessions: Cell<usize>,
     /// Idle-wait deadlines, fired by the housekeeping task.
     pub deadlines: Deadlines,
     pub stats: Stats,
@@ -225,7 +232,11 @@ impl Shard {
         // reload that raises it grows buffers on demand (they then leave
         // the pool).
         let head_size = config.limits.max_request_head.max(4096);
+        let (stop_tx, stop_rx) = async_channel::bounded(1);
         let shard = Shard {
+            stop_tx: RefCell::new(Some(stop_tx)),
+            stop_rx,
+            sessions: Cell::new(0),
             id,
             pool: Pool::default(),
             heads: Buffers::new(head_size),
@@ -265,6 +276,11 @@ impl Shard {
     pub fn fresh(&self) -> Fresh<'_> {
         self.fresh.set(self.fresh.get() + 1);
         Fresh(self)
+    }
+
+    /// Ends (with an error) when the worker starts a graceful stop.
+    pub fn stop_notice(&self) -> async_channel::Receiver<()> {
+        self.stop_rx.clone()
     }
 
     /// Counts a request in flight until the guard drops.
@@ -426,6 +442,7 @@ async fn serve(
     }
 
     shard.draining.set(true);
+    shard.stop_tx.borrow_mut().take();
     for l in listeners {
         l.stop().await;
     }
@@ -436,7 +453,9 @@ async fn serve(
     let started = Instant::now();
     let deadline = started + shard.gen().config.runtime.shutdown_timeout;
     let waiting = |now: Instant| {
-        shard.in_flight.get() > 0 || (shard.fresh.get() > 0 && now < started + FRESH_GRACE)
+        shard.in_flight.get() > 0
+            || shard.sessions.get() > 0
+            || (shard.fresh.get() > 0 && now < started + FRESH_GRACE)
     };
     while waiting(Instant::now()) && Instant::now() < deadline {
         monoio::select! {

@@ -56,51 +56,22 @@ pub fn run(path: &Path, upgrade: Option<&Path>) -> i32 {
     }
 }
 
-/// The contract's file, minus what this version cannot do yet: a config
-/// that asks for it is refused rather than half obeyed (a `tls` listener
-/// must never serve plain text).
+/// The contract's file, with every TLS listener's certificates and keys
+/// read (at start and on each reload).
 pub(super) fn load(path: &Path) -> Result<Config, config::Problems> {
     let mut config = config::load(path)?;
-    let missing = not_built(&config);
-    if missing.is_empty() {
-        // Certificates and keys are read here, at start and on each reload.
-        crate::tls::attach(&mut config).map_err(|list| config::Problems {
-            file: path.to_path_buf(),
-            list: list
-                .into_iter()
-                .map(|(key, message)| config::Problem {
-                    line: 0,
-                    key,
-                    message,
-                })
-                .collect(),
-        })?;
-        return Ok(config);
-    }
-    Err(config::Problems {
+    crate::tls::attach(&mut config).map_err(|list| config::Problems {
         file: path.to_path_buf(),
-        list: missing
+        list: list
             .into_iter()
-            .map(|(key, what)| config::Problem {
+            .map(|(key, message)| config::Problem {
                 line: 0,
-                key: key.to_string(),
-                message: format!("{what} is not available in this version of ringside"),
+                key,
+                message,
             })
             .collect(),
-    })
-}
-
-fn not_built(c: &Config) -> Vec<(&'static str, &'static str)> {
-    let mut out = Vec::new();
-    let mut need = |cond: bool, key, what| {
-        if cond && !out.contains(&(key, what)) {
-            out.push((key, what));
-        }
-    };
-    for l in &c.listeners {
-        need(l.http2, "listen.http2", "HTTP/2");
-    }
-    out
+    })?;
+    Ok(config)
 }
 
 fn start(path: &Path, upgrade: Option<&Path>, config: Arc<Config>) -> Result<i32, String> {

@@ -16,6 +16,7 @@
 mod client;
 pub mod farm;
 pub mod fixture;
+pub mod h2kit;
 mod proxy;
 mod upstream;
 mod wire;

@@ -1,0 +1,368 @@
+//! One HTTP/2 stream as the byte stream `conn::exchange` reads a request
+//! from and writes a response to.
+//!
+//! Reading gives the request body as the synthesized head framed it (DATA
+//! as is after a `Content-Length`, else re-framed as chunks). Writing takes
+//! the HTTP/1.1 response `exchange` produces: the head becomes a HEADERS
+//! frame, the body (de-chunked when chunked) becomes DATA frames sent only
+//! as the client's flow-control window allows, so a response never waits in
+//! memory beyond that window. Capacity released to the client's request
+//! body is only what was handed on, so a request body is bounded the same
+//! way.
+
+use std::{
+    cell::RefCell,
+    future::poll_fn,
+    io,
+    rc::Rc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use h2::{server::SendResponse, Reason, RecvStream, SendStream};
+use monoio::{
+    buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf},
+    io::{AsyncReadRent, AsyncWriteRent},
+    BufResult,
+};
+
+use super::head::{self, Body, Framing};
+use crate::http::body::{Chunked, LAST_CHUNK};
+
+/// Longest response head accepted from `exchange` (its own heads and
+/// upstream heads are far smaller; this only bounds a broken one).
+const MAX_HEAD: usize = 64 * 1024;
+
+pub struct H2Stream {
+    body: Option<RecvStream>,
+    chunked: bool,
+    /// Request bytes ready for the next read.
+    ready: Bytes,
+    /// Shared with the stream's task, which watches it for a client reset.
+    tx: Rc<RefCell<Tx>>,
+    head_only: bool,
+    out: Out,
+}
+
+/// The sending half of a stream: before the response head, then after.
+pub struct Tx {
+    respond: Option<SendResponse<Bytes>>,
+    send: Option<SendStream<Bytes>>,
+}
+
+impl Tx {
+    /// Ready once the client reset the stream (or the connection failed).
+    pub fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let r = match (&mut self.send, &mut self.respond) {
+            (Some(s), _) => s.poll_reset(cx),
+            (None, Some(r)) => r.poll_reset(cx),
+            (None, None) => return Poll::Pending,
+        };
+        r.map(|_| ())
+    }
+
+    fn reset(&mut self, reason: Reason) {
+        match (&mut self.send, &mut self.respond) {
+            (Some(s), _) => s.send_reset(reason),
+            (None, Some(r)) => r.send_reset(reason),
+            (None, None) => {}
+        }
+    }
+}
+
+enum Out {
+    /// Collecting the response head.
+    Head(Vec<u8>),
+    Length(u64),
+    Chunked(Chunked),
+    Close,
+    Done,
+}
+
+impl H2Stream {
+    pub fn new(
+        body: RecvStream,
+        framing: Body,
+        respond: SendResponse<Bytes>,
+        head_only: bool,
+    ) -> Self {
+        H2Stream {
+            body: (framing != Body::None).then_some(body),
+            chunked: framing == Body::Chunked,
+            ready: Bytes::new(),
+            tx: Rc::new(RefCell::new(Tx {
+                respond: Some(respond),
+                send: None,
+            })),
+            head_only,
+            out: Out::Head(Vec::new()),
+        }
+    }
+
+    /// The sending half, for the task to watch for a reset.
+    pub fn tx(&self) -> Rc<RefCell<Tx>> {
+        self.tx.clone()
+    }
+
+    /// Ends the stream once `exchange` is done with it: a close-delimited
+    /// body ends here; a response cut short (or never begun) resets the
+    /// stream instead of passing for complete.
+    pub fn finish(&mut self) {
+        match self.out {
+            Out::Done => {}
+            Out::Close => {
+                if let Some(s) = &mut self.tx.borrow_mut().send {
+                    let _ = s.send_data(Bytes::new(), true);
+                }
+                self.out = Out::Done;
+            }
+            _ => {
+                self.tx.borrow_mut().reset(Reason::INTERNAL_ERROR);
+                self.out = Out::Done;
+            }
+        }
+    }
+
+    /// The next piece of request body, framed; empty at its end.
+    async fn next_body(&mut self) -> io::Result<Bytes> {
+        let Some(body) = &mut self.body else {
+            return Ok(Bytes::new());
+        };
+        match body.data().await {
+            Some(Ok(d)) => {
+                // Handed on now: the client may send this much more.
+                let _ = body.flow_control().release_capacity(d.len());
+                Ok(if self.chunked && !d.is_empty() {
+                    head::chunk(&d)
+                } else {
+                    d
+                })
+            }
+            Some(Err(e)) => Err(h2_error(e)),
+            None => {
+                self.body = None;
+                Ok(if self.chunked {
+                    Bytes::from_static(LAST_CHUNK)
+                } else {
+                    Bytes::new()
+                })
+            }
+        }
+    }
+
+    /// Takes response bytes from `exchange`.
+    async fn take(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut data = data;
+        loop {
+            match &mut self.out {
+                Out::Head(acc) => {
+                    acc.extend_from_slice(data);
+                    let Some(p) = head::response(acc, self.head_only).map_err(invalid)? else {
+                        if acc.len() > MAX_HEAD {
+                            return Err(invalid("response head too large"));
+                        }
+                        return Ok(());
+                    };
+                    let rest = acc.split_off(p.len);
+                    if p.response.status().is_informational() {
+                        // 100 Continue and friends stay on this side.
+                        self.out = Out::Head(Vec::new());
+                        if rest.is_empty() {
+                            return Ok(());
+                        }
+                        return Box::pin(self.take(&rest)).await;
+                    }
+                    let end = matches!(p.framing, Framing::None | Framing::Length(0));
+                    {
+                        let mut tx = self.tx.borrow_mut();
+                        let respond = tx.respond.as_mut().ok_or_else(gone)?;
+                        let send = respond.send_response(p.response, end).map_err(h2_error)?;
+                        tx.respond = None;
+                        tx.send = Some(send);
+                    }
+                    self.out = match p.framing {
+                        _ if end => Out::Done,
+                        Framing::Length(n) => Out::Length(n),
+                        Framing::Chunked => Out::Chunked(Chunked::new()),
+                        _ => Out::Close,
+                    };
+                    if rest.is_empty() {
+                        return Ok(());
+                    }
+                    return Box::pin(self.take(&rest)).await;
+                }
+                Out::Length(left) => {
+                    let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    *left -= n as u64;
+                    let end = *left == 0;
+                    if end {
+                        self.out = Out::Done;
+                    }
+                    return self.send(Bytes::copy_from_slice(&data[..n]), end).await;
+                }
+                Out::Chunked(dec) => {
+                    let mut pieces = Vec::new();
+                    let used = dec
+                        .decode(data, |d| pieces.push(Bytes::copy_from_slice(d)))
+                        .map_err(invalid)?;
+                    let end = dec.is_done();
+                    if end {
+                        self.out = Out::Done;
+                    }
+                    let last = pieces.len();
+                    for (i, p) in pieces.into_iter().enumerate() {
+                        self.send(p, end && i + 1 == last).await?;
+                    }
+                    if end && last == 0 {
+                        self.send(Bytes::new(), true).await?;
+                    }
+                    data = &data[used..];
+                    if data.is_empty() || end {
+                        return Ok(());
+                    }
+                }
+                Out::Close => return self.send(Bytes::copy_from_slice(data), false).await,
+                Out::Done => return Ok(()),
+            }
+        }
+    }
+
+    /// Sends DATA as the client's window opens.
+    async fn send(&mut self, mut data: Bytes, end: bool) -> io::Result<()> {
+        let tx = &self.tx;
+        let with = |f: &mut dyn FnMut(&mut SendStream<Bytes>) -> io::Result<()>| {
+            let mut tx = tx.borrow_mut();
+            f(tx.send.as_mut().ok_or_else(gone)?)
+        };
+        if data.is_empty() {
+            return if end {
+                with(&mut |s| s.send_data(Bytes::new(), true).map_err(h2_error))
+            } else {
+                Ok(())
+            };
+        }
+        while !data.is_empty() {
+            let want = data.len();
+            with(&mut |s| {
+                s.reserve_capacity(want);
+                Ok(())
+            })?;
+            // The borrow lasts one poll, never across the wait.
+            let capacity = poll_fn(|cx| match tx.borrow_mut().send.as_mut() {
+                Some(s) => s.poll_capacity(cx),
+                None => Poll::Ready(None),
+            });
+            let n = match capacity.await {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(h2_error(e)),
+                None => return Err(gone()),
+            };
+            if n == 0 {
+                continue;
+            }
+            let piece = data.split_to(n.min(data.len()));
+            let last = end && data.is_empty();
+            let mut piece = Some(piece);
+            with(&mut |s| {
+                let p = piece.take().unwrap_or_default();
+                s.send_data(p, last).map_err(h2_error)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn h2_error(e: h2::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, e)
+}
+
+fn invalid(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+fn gone() -> io::Error {
+    io::ErrorKind::BrokenPipe.into()
+}
+
+impl AsyncReadRent for H2Stream {
+    async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+        while self.ready.is_empty() {
+            match self.next_body().await {
+                Ok(b) if b.is_empty() && self.body.is_none() => return (Ok(0), buf),
+                Ok(b) => self.ready = b,
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        let n = self.ready.len().min(buf.bytes_total());
+        // SAFETY: `write_ptr` is valid for `bytes_total` bytes (the IoBufMut
+        // contract) and `n` is at most that; `ready` is our own, distinct
+        // allocation, so the ranges cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ready.as_ptr(), buf.write_ptr(), n);
+            buf.set_init(n);
+        }
+        let _ = self.ready.split_to(n);
+        (Ok(n), buf)
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+        // SAFETY: the RawBuf points into `buf`'s first iovec, which `buf`
+        // owns and keeps alive (and unmoved) until this function returns.
+        let raw = unsafe { RawBuf::new_from_iovec_mut(&mut buf) };
+        let n = match raw {
+            Some(raw) => self.read(raw).await.0,
+            None => Ok(0),
+        };
+        if let Ok(n) = n {
+            // SAFETY: `n` bytes were written into the first iovec just now.
+            unsafe { buf.set_init(n) };
+        }
+        (n, buf)
+    }
+}
+
+impl AsyncWriteRent for H2Stream {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        // SAFETY: `read_ptr` is valid for `bytes_init` initialized bytes
+        // (IoBuf's contract). `buf` lives in this future, which is pinned
+        // while polled, and is neither moved nor changed until `take` has
+        // returned, so the slice stays valid across its awaits.
+        let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+        let r = self.take(data).await;
+        (r.map(|()| data.len()), buf)
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        // SAFETY: `read_iovec_ptr` points to `read_iovec_len` iovecs that
+        // `buf` owns; each names `iov_len` initialized bytes (IoVecBuf's
+        // contract). They are copied out before any await.
+        let parts: Vec<Bytes> = unsafe {
+            let iov = std::slice::from_raw_parts(buf.read_iovec_ptr(), buf.read_iovec_len());
+            iov.iter()
+                .map(|v| {
+                    Bytes::copy_from_slice(std::slice::from_raw_parts(
+                        v.iov_base as *const u8,
+                        v.iov_len,
+                    ))
+                })
+                .collect()
+        };
+        let mut total = 0;
+        for p in parts {
+            if let Err(e) = self.take(&p).await {
+                return (Err(e), buf);
+            }
+            total += p.len();
+        }
+        (Ok(total), buf)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.finish();
+        Ok(())
+    }
+}

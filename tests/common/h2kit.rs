@@ -1,0 +1,332 @@
+//! HTTP/2 test kit: a TLS listener with `http2 = true` and a self-signed
+//! certificate made at test time, a real HTTP/2 client (the `h2` crate over
+//! tokio-rustls), and a raw frame client for the abuse cases, which writes
+//! exact frames over a synchronous rustls stream.
+
+use super::*;
+use rustls::{
+    crypto::ring::default_provider,
+    pki_types::{CertificateDer, ServerName},
+    ClientConfig, ClientConnection, RootCertStore, StreamOwned,
+};
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    sync::Arc,
+    time::Instant,
+};
+
+pub const DATA: u8 = 0;
+pub const HEADERS: u8 = 1;
+pub const RST_STREAM: u8 = 3;
+pub const SETTINGS: u8 = 4;
+pub const PING: u8 = 6;
+pub const GOAWAY: u8 = 7;
+pub const WINDOW_UPDATE: u8 = 8;
+pub const CONTINUATION: u8 = 9;
+
+pub const END_STREAM: u8 = 1;
+pub const ACK: u8 = 1;
+pub const END_HEADERS: u8 = 4;
+
+pub const NO_ERROR: u32 = 0;
+pub const PROTOCOL_ERROR: u32 = 1;
+pub const FLOW_CONTROL_ERROR: u32 = 3;
+pub const FRAME_SIZE_ERROR: u32 = 6;
+pub const REFUSED_STREAM: u32 = 7;
+pub const COMPRESSION_ERROR: u32 = 9;
+pub const ENHANCE_YOUR_CALM: u32 = 11;
+
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A proxy with one TLS listener offering h2 in front of `up` (route "/"),
+/// and a client config that trusts its certificate.
+pub struct H2Proxy {
+    pub proxy: Proxy,
+    pub client: Arc<ClientConfig>,
+}
+
+impl H2Proxy {
+    pub fn start(up: SocketAddr, workers: usize, limits: &str, routes: &str) -> H2Proxy {
+        let dir = TestDir::new();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let cert_path = dir.write("cert.pem", &cert.pem());
+        let key_path = dir.write("key.pem", &key.serialize_pem());
+        let toml = format!(
+            "[runtime]\nworkers = {workers}\nshutdown_timeout = \"5s\"\n\n\
+             [log]\naccess = \"off\"\nlevel = \"warn\"\n\n\
+             [limits]\n{limits}\n\n\
+             [[listen]]\naddress = \"127.0.0.1:0\"\nhttp2 = true\n\
+             tls = {{ cert = \"{}\", key = \"{}\" }}\n\n{routes}{}{}",
+            cert_path.display(),
+            key_path.display(),
+            upstream("app", up, ""),
+            route("/", "app")
+        );
+        let proxy = Proxy::start_in(dir, &toml);
+        let client = client_config(cert.der().clone(), &[b"h2", b"http/1.1"]);
+        H2Proxy { proxy, client }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy.addr()
+    }
+
+    /// The same trust, offering only `alpn`.
+    pub fn client_with(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+        let mut c = (*self.client).clone();
+        c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(c)
+    }
+}
+
+fn client_config(ca: CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let mut c = ClientConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(c)
+}
+
+pub type TlsSync = StreamOwned<ClientConnection, TcpStream>;
+
+/// A TLS connection, handshake done.
+pub fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> TlsSync {
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(config.clone(), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).unwrap();
+    }
+    s
+}
+
+/// One frame as read off the wire.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub ty: u8,
+    pub flags: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The error code of a GOAWAY or RST_STREAM.
+    pub fn code(&self) -> u32 {
+        let at = if self.ty == GOAWAY { 4 } else { 0 };
+        u32::from_be_bytes(self.payload[at..at + 4].try_into().unwrap())
+    }
+}
+
+pub fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An HPACK block of literal fields without indexing or Huffman coding.
+pub fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (n, v) in fields {
+        out.push(0);
+        int7(&mut out, n.len());
+        out.extend_from_slice(n.as_bytes());
+        int7(&mut out, v.len());
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+fn int7(out: &mut Vec<u8>, mut n: usize) {
+    if n < 127 {
+        out.push(n as u8);
+        return;
+    }
+    out.push(127);
+    n -= 127;
+    while n >= 128 {
+        out.push((n % 128 + 128) as u8);
+        n /= 128;
+    }
+    out.push(n as u8);
+}
+
+/// The fields of a GET for `path`.
+pub fn get_fields(path: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (":method", "GET".into()),
+        (":scheme", "https".into()),
+        (":authority", "localhost".into()),
+        (":path", path.into()),
+    ]
+}
+
+pub fn block(fields: &[(&str, String)]) -> Vec<u8> {
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    hpack(&pairs)
+}
+
+/// A raw HTTP/2 client connection.
+pub struct Raw {
+    pub s: TlsSync,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    /// Connects with ALPN h2 and sends the preface and an empty SETTINGS.
+    pub fn open(addr: SocketAddr, config: &Arc<ClientConfig>) -> Raw {
+        let s = tls_connect(addr, config);
+        assert_eq!(s.conn.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
+        let mut r = Raw { s, buf: Vec::new() };
+        r.send(PREFACE);
+        r.send(&frame(SETTINGS, 0, 0, &[]));
+        r
+    }
+
+    /// Writes bytes; false once the server has closed.
+    pub fn try_send(&mut self, b: &[u8]) -> bool {
+        self.s.write_all(b).is_ok() && self.s.flush().is_ok()
+    }
+
+    pub fn send(&mut self, b: &[u8]) {
+        assert!(self.try_send(b), "write failed");
+    }
+
+    /// The next frame; `None` at end of stream, on error or after `IO_TIMEOUT`.
+    pub fn next(&mut self) -> Option<Frame> {
+        let mut chunk = [0u8; 16384];
+        loop {
+            if self.buf.len() >= 9 {
+                let len = (self.buf[0] as usize) << 16
+                    | (self.buf[1] as usize) << 8
+                    | self.buf[2] as usize;
+                if self.buf.len() >= 9 + len {
+                    let f = Frame {
+                        ty: self.buf[3],
+                        flags: self.buf[4],
+                        stream: u32::from_be_bytes(self.buf[5..9].try_into().unwrap())
+                            & 0x7fff_ffff,
+                        payload: self.buf[9..9 + len].to_vec(),
+                    };
+                    self.buf.drain(..9 + len);
+                    return Some(f);
+                }
+            }
+            match self.s.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads until a frame matches `want` (answering nothing); `None` if
+    /// the connection ended first.
+    pub fn until(&mut self, want: impl Fn(&Frame) -> bool) -> Option<Frame> {
+        let deadline = Instant::now() + IO_TIMEOUT * 2;
+        while Instant::now() < deadline {
+            let f = self.next()?;
+            if want(&f) {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    /// The GOAWAY's error code, if one comes before the connection ends.
+    pub fn goaway(&mut self) -> Option<u32> {
+        self.until(|f| f.ty == GOAWAY).map(|f| f.code())
+    }
+
+    /// The RST_STREAM code for `stream`, if one comes.
+    pub fn reset_of(&mut self, stream: u32) -> Option<u32> {
+        self.until(|f| f.ty == RST_STREAM && f.stream == stream)
+            .map(|f| f.code())
+    }
+
+    /// True once the server has closed the connection (reads give EOF).
+    pub fn closed(&mut self) -> bool {
+        self.until(|_| false).is_none()
+    }
+}
+
+/// A real HTTP/2 client: the h2 crate over tokio-rustls on a current-thread
+/// tokio runtime owned by the test.
+pub mod real {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::net::TcpStream;
+
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Connects, with a per-stream receive window of `window` bytes.
+    pub async fn connect(
+        addr: SocketAddr,
+        config: &Arc<ClientConfig>,
+        window: u32,
+    ) -> h2::client::SendRequest<Bytes> {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(window)
+            .handshake(tls)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        send
+    }
+
+    pub fn request(method: &str, path: &str) -> http::Request<()> {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("https://localhost{path}"))
+            .body(())
+            .unwrap()
+    }
+
+    /// Reads a whole body, releasing capacity as it goes.
+    pub async fn body(mut b: h2::RecvStream) -> Result<Vec<u8>, h2::Error> {
+        let mut out = Vec::new();
+        while let Some(d) = b.data().await {
+            let d = d?;
+            let _ = b.flow_control().release_capacity(d.len());
+            out.extend_from_slice(&d);
+        }
+        Ok(out)
+    }
+
+    /// Sends `data` on `s` as the server's window allows, then ends it.
+    pub async fn send_all(s: &mut h2::SendStream<Bytes>, data: &[u8]) {
+        let mut data = Bytes::copy_from_slice(data);
+        while !data.is_empty() {
+            s.reserve_capacity(data.len());
+            let n = std::future::poll_fn(|cx| s.poll_capacity(cx))
+                .await
+                .unwrap()
+                .unwrap();
+            let piece = data.split_to(n.min(data.len()));
+            s.send_data(piece, false).unwrap();
+        }
+        s.send_data(Bytes::new(), true).unwrap();
+    }
+}
