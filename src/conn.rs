@@ -643,7 +643,11 @@ fn log_access(c: &Client, shard: &Shard, config: &Config, plan: &Plan, done: &Do
         remote: c.peer,
         method: b.get(plan.spans.method.clone()).unwrap_or(b"-"),
         target: b.get(plan.spans.target.clone()).unwrap_or(b"-"),
-        minor: plan.minor,
+        protocol: match (&c.stream, plan.minor) {
+            (ClientStream::H2(_), _) => "HTTP/2.0",
+            (_, 0) => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
         status: done.status,
         body_bytes: done.body_bytes,
         referer: span(&plan.spans.referer),

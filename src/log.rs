@@ -120,7 +120,8 @@ pub struct Record<'a> {
     pub remote: std::net::IpAddr,
     pub method: &'a [u8],
     pub target: &'a [u8],
-    pub minor: u8,
+    /// "HTTP/1.0", "HTTP/1.1" or "HTTP/2.0" (as nginx logs them).
+    pub protocol: &'static str,
     pub status: u16,
     pub body_bytes: u64,
     pub referer: Option<&'a [u8]>,
@@ -195,11 +196,7 @@ fn combined(out: &mut Vec<u8>, r: &Record<'_>) {
     escaped(out, r.method);
     out.push(b' ');
     escaped(out, r.target);
-    let _ = write!(
-        out,
-        " HTTP/1.{}\" {} {} \"",
-        r.minor, r.status, r.body_bytes
-    );
+    let _ = write!(out, " {}\" {} {} \"", r.protocol, r.status, r.body_bytes);
     escaped(out, r.referer.unwrap_or(b"-"));
     out.extend_from_slice(b"\" \"");
     escaped(out, r.user_agent.unwrap_or(b"-"));
@@ -220,8 +217,8 @@ fn json(out: &mut Vec<u8>, r: &Record<'_>) {
     json_str(out, r.target);
     let _ = write!(
         out,
-        "\",\"protocol\":\"HTTP/1.{}\",\"status\":{},\"body_bytes_sent\":{},\"referer\":\"",
-        r.minor, r.status, r.body_bytes
+        "\",\"protocol\":\"{}\",\"status\":{},\"body_bytes_sent\":{},\"referer\":\"",
+        r.protocol, r.status, r.body_bytes
     );
     json_str(out, r.referer.unwrap_or(b""));
     out.extend_from_slice(b"\",\"user_agent\":\"");

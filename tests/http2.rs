@@ -333,3 +333,45 @@ fn requests_through_h2_reach_the_pool_as_http11_with_bodies_counted() {
         assert_eq!(real::body(resp.into_body()).await.unwrap(), b"hello");
     });
 }
+
+#[test]
+fn the_access_log_says_http2() {
+    let up = Upstream::echo();
+    let dir = TestDir::new();
+    let log = dir.path().join("access.log");
+    let p = H2Proxy::start_logged(
+        up.addr(),
+        1,
+        "",
+        "",
+        &format!("access = \"{}\"\naccess_format = \"json\"", log.display()),
+    );
+    real::runtime().block_on(async {
+        let send = real::connect(p.addr(), &p.client, 65_535).await;
+        let mut s = send.ready().await.unwrap();
+        let (resp, _) = s
+            .send_request(real::request("GET", "/logged"), true)
+            .unwrap();
+        assert_eq!(resp.await.unwrap().status(), 200);
+    });
+    let line = within_file(&log, "/logged");
+    assert!(line.contains("\"protocol\":\"HTTP/2.0\""), "{line}");
+    assert!(line.contains("\"status\":200"), "{line}");
+}
+
+/// The first line of `path` holding `needle`, waiting for the buffered
+/// access log to be written (it is flushed at least once a second).
+fn within_file(path: &std::path::Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line with {needle}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

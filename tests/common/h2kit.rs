@@ -48,6 +48,17 @@ pub struct H2Proxy {
 
 impl H2Proxy {
     pub fn start(up: SocketAddr, workers: usize, limits: &str, routes: &str) -> H2Proxy {
+        Self::start_logged(up, workers, limits, routes, "access = \"off\"")
+    }
+
+    /// As `start`, with `log` as the `[log]` access settings.
+    pub fn start_logged(
+        up: SocketAddr,
+        workers: usize,
+        limits: &str,
+        routes: &str,
+        log: &str,
+    ) -> H2Proxy {
         let dir = TestDir::new();
         let key = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
@@ -56,7 +67,7 @@ impl H2Proxy {
         let key_path = dir.write("key.pem", &key.serialize_pem());
         let toml = format!(
             "[runtime]\nworkers = {workers}\nshutdown_timeout = \"5s\"\n\n\
-             [log]\naccess = \"off\"\nlevel = \"warn\"\n\n\
+             [log]\n{log}\nlevel = \"warn\"\n\n\
              [limits]\n{limits}\n\n\
              [[listen]]\naddress = \"127.0.0.1:0\"\nhttp2 = true\n\
              tls = {{ cert = \"{}\", key = \"{}\" }}\n\n{routes}{}{}",
