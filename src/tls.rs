@@ -34,6 +34,8 @@ use rustls::{
 
 use crate::config::{CertPair, Tls, TlsVersion};
 
+mod validity;
+
 pub type TlsStream = monoio_rustls::ServerTlsStream<TcpStream>;
 
 /// The client side of a connection, plain or TLS.
@@ -142,6 +144,42 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     }
     Ok(chain)
 }
+
+/// What is wrong with the dates of the chain in `pair.cert`: each
+/// certificate that has expired or is not valid yet, at `now`. A warning,
+/// not an error: ringside serves the chain anyway (as nginx does), so an
+/// expired certificate never takes a site down on a restart.
+pub fn date_warnings(pair: &CertPair, now: validity::Time) -> Vec<String> {
+    let Ok(chain) = read_chain(&pair.cert) else {
+        return Vec::new(); // reported as an error elsewhere
+    };
+    let mut out = Vec::new();
+    for (i, der) in chain.iter().enumerate() {
+        let which = match i {
+            0 => format!("the certificate in {}", pair.cert.display()),
+            n => format!(
+                "certificate {} of the chain in {}",
+                n + 1,
+                pair.cert.display()
+            ),
+        };
+        let Some(v) = validity::of(der) else {
+            out.push(format!("{which}: cannot read its validity dates"));
+            continue;
+        };
+        if now > v.not_after {
+            out.push(format!("{which} expired on {} (notAfter)", v.not_after));
+        } else if now < v.not_before {
+            out.push(format!(
+                "{which} is not valid before {} (notBefore)",
+                v.not_before
+            ));
+        }
+    }
+    out
+}
+
+pub use validity::Time;
 
 /// The `ServerConfig` of one TLS listener.
 pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, String> {
