@@ -145,22 +145,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
                     r = s.readable(false) => r.is_ok(),
                     _ = shard.deadlines.until(until) => false,
                 },
-                // rustls may hold decrypted bytes the socket no longer
-                // shows: wait with a read into a head buffer instead.
-                ClientStream::Tls(s) => {
-                    let buf = shard.heads.take();
-                    let left = until.saturating_duration_since(Instant::now());
-                    // Guarded like an exchange: a TLS stream panics if it
-                    // is read again after a cancelled read (tls.rs).
-                    let read = Box::pin(relay::read_more(&mut **s, buf, left));
-                    match CatchUnwind(read).await {
-                        Ok((r, buf)) => {
-                            c.buf = buf;
-                            matches!(r, Ok(n) if n > 0)
-                        }
-                        Err(()) => false,
-                    }
-                }
+                // Plaintext rustls already holds counts as ready too; no
+                // buffer is held while waiting (tls/stream.rs).
+                ClientStream::Tls(s) => monoio::select! {
+                    r = s.readable() => r.is_ok(),
+                    _ = shard.deadlines.until(until) => false,
+                },
             };
             if !ready {
                 // Idle too long, or the socket failed: close without a word.
@@ -205,10 +195,9 @@ async fn handshake(
     config: Arc<rustls::ServerConfig>,
     stream: TcpStream,
     deadline: Instant,
-) -> Option<Box<monoio_rustls::ServerTlsStream<TcpStream>>> {
-    let acceptor = monoio_rustls::TlsAcceptor::from(config);
+) -> Option<Box<crate::tls::TlsStream>> {
     let left = deadline.saturating_duration_since(Instant::now());
-    match monoio::time::timeout(left, acceptor.accept(stream)).await {
+    match monoio::time::timeout(left, crate::tls::accept(config, stream)).await {
         Ok(Ok(tls)) => Some(Box::new(tls)),
         _ => None,
     }

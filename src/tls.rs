@@ -8,9 +8,10 @@
 //!
 //! A connection's stream is a `ClientStream`: the plain variant forwards
 //! straight to the socket (one `match` per I/O call, no allocation), the TLS
-//! variant to monoio-rustls. A TLS stream whose read was cancelled (a
-//! timeout) lost its read buffer and must not be read again: every caller
-//! closes the connection after a timeout.
+//! variant to `stream::TlsStream` (rustls over the socket, with no buffer of
+//! its own). A TLS stream whose read or write was cancelled (a timeout) may
+//! have lost bytes and fails every later call: every caller closes the
+//! connection after a timeout.
 
 use std::{
     io,
@@ -34,14 +35,16 @@ use rustls::{
 
 use crate::config::{CertPair, Tls, TlsVersion};
 
+mod stream;
 mod validity;
 
-pub type TlsStream = monoio_rustls::ServerTlsStream<TcpStream>;
+pub use stream::{accept, TlsStream};
 
 /// The client side of a connection, plain or TLS.
 pub enum ClientStream {
     Plain(TcpStream),
-    /// Boxed: the TLS state is a few KiB and most connections are plain.
+    /// Boxed: rustls's connection state is about a KiB inline, and most
+    /// connections are plain.
     Tls(Box<TlsStream>),
 }
 
@@ -50,12 +53,11 @@ impl ClientStream {
         matches!(self, ClientStream::Tls(_))
     }
 
-    /// The local address of a plain connection (monoio-rustls does not
-    /// lend out the socket of a TLS one).
+    /// The connection's local address.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         match self {
             ClientStream::Plain(s) => s.local_addr(),
-            ClientStream::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
+            ClientStream::Tls(s) => s.local_addr(),
         }
     }
 }

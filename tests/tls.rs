@@ -589,3 +589,68 @@ fn an_expired_certificate_is_served_and_logged_at_start_and_reload() {
     assert!(again.is_some(), "{:?}", proxy.stderr_lines());
     assert_eq!(get(&mut s, "a.test", "/after").0, 200);
 }
+
+/// Answers `/big/N` with N pattern bytes, anything else as `echo`.
+fn big_or_echo(c: &mut UpConn) {
+    while let Some(req) = c.read_request() {
+        let answer = match req.target.strip_prefix("/big/") {
+            Some(n) => {
+                let body = pattern(n.parse().unwrap(), 7);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                [head.into_bytes(), body].concat()
+            }
+            None => echo_response(&req),
+        };
+        if !c.write(&answer) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn large_bodies_and_pipelined_requests_cross_tls_intact() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::start(big_or_echo));
+    let a = pki.leaf(&dir, "a.test");
+    let proxy = tls_proxy(dir, 1, "", &certs_line(&[&a]), up.addr());
+    for versions in [TLS13, TLS12] {
+        let mut s = connect(proxy.addr(), &pki.client(versions), "a.test").unwrap();
+        // A 300,000-byte answer: many records, more than one socket write.
+        let (status, _, body) = get(&mut s, "a.test", "/big/300000");
+        assert_eq!(status, 200);
+        assert!(body == pattern(300_000, 7), "the large answer was altered");
+
+        // A 100,000-byte upload with a second request right behind it in
+        // the same TLS records: after the upload the proxy holds that
+        // request already decrypted, with nothing left on the socket.
+        let upload = pattern(100_000, 3);
+        let mut burst = format!(
+            "POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: {}\r\n\r\n",
+            upload.len()
+        )
+        .into_bytes();
+        burst.extend_from_slice(&upload);
+        burst.extend_from_slice(b"GET /behind HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        s.write_all(&burst).unwrap();
+        s.flush().unwrap();
+        // Both answers, in order (they may arrive in one read).
+        let last = b"target=/behind\nbodylen=0\n";
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !got.ends_with(last) {
+            let n = s.read(&mut chunk).expect("read the pipelined answers");
+            assert!(n > 0, "closed before both answers: {}", show(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+        assert!(
+            text.contains("\r\n\r\ntarget=/up\nbodylen=100000\nHTTP/1.1 200"),
+            "{text}"
+        );
+        let sent = up.requests_with("POST /up");
+        assert!(
+            sent.iter().all(|r| r.body == upload),
+            "the upload was altered"
+        );
+    }
+}
