@@ -531,7 +531,7 @@ measure() {  # measure PROXY WORKLOAD ROUND
 install_tools
 mkdir -p "$WORK/pids"
 cleanup                       # leftovers of an earlier run that died
-rm -rf "$WORK"/{records.jsonl,commands.txt,wrk,logs}
+rm -rf "$WORK"/{records.jsonl,commands.txt,wrk,logs,conf,tls}   # conf: the results page prints every config there
 mkdir -p "$WORK"
 : >"$WORK/records.jsonl"
 : >"$WORK/commands.txt"
