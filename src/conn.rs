@@ -183,7 +183,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
         // truncated one; bounded, as the peer may have stopped reading.
         let limit = shard.gen().config.limits.client_send_timeout;
         // A peer already gone is fine: the socket closes next either way.
-        // Guarded: after a cancelled write the TLS stream would panic.
+        // After a cancelled read or write the stream refuses (tls/stream.rs)
+        // and nothing is sent; guarded like every exchange all the same.
         let close = Box::pin(monoio::time::timeout(limit, c.stream.shutdown()));
         let _ = CatchUnwind(close).await;
     }
