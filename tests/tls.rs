@@ -654,3 +654,23 @@ fn large_bodies_and_pipelined_requests_cross_tls_intact() {
         );
     }
 }
+
+#[test]
+fn an_idle_tls_connection_is_closed_with_close_notify() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::echo());
+    let a = pki.leaf(&dir, "a.test");
+    let limits = "keepalive_timeout = \"300ms\"";
+    let proxy = tls_proxy(dir, 1, limits, &certs_line(&[&a]), up.addr());
+    for versions in [TLS13, TLS12] {
+        let mut s = connect(proxy.addr(), &pki.client(versions), "a.test").unwrap();
+        assert_eq!(get(&mut s, "a.test", "/x").0, 200);
+        // Idle past keepalive_timeout: the proxy ends the TLS session
+        // cleanly (an unclean end reads as UnexpectedEof here).
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)
+            .expect("close_notify after the idle timeout");
+        assert!(rest.is_empty(), "{}", show(&rest));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+}
