@@ -2,13 +2,18 @@
 """Idle keep-alive memory: hold N client connections open through a proxy.
 
     idle.py --pid PID --proxy NAME --round N --port PORT --conns 10000 \
-            --out records.jsonl [--workload idle10k] [--path /small] [--window 128]
+            --out records.jsonl [--workload idle10k] [--path /small] [--window 128] [--tls]
 
 Opens N connections, sends one GET on each and reads the whole response
 (at most --window requests in flight, so the proxy needs only a few upstream
 connections), then leaves them all idle. The proxy's RSS (summed over its
 process tree) before and while holding them gives bytes per idle connection.
 It then closes them and reads RSS again, to show whether the memory comes back.
+
+With --tls every connection first completes a TLS handshake (any certificate
+accepted; TLS 1.3 when offered), so the figure is the memory of an idle TLS
+keep-alive connection: the socket, the proxy's connection state and its TLS
+session state and buffers.
 """
 import argparse
 import errno
@@ -16,6 +21,7 @@ import json
 import resource
 import selectors
 import socket
+import ssl
 import sys
 import time
 
@@ -43,9 +49,26 @@ def response_complete(buf):
     return len(buf) >= head_end + 4 + length
 
 
-def open_idle(port, n, path, window, deadline_s):
+def tls_context():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the run's own self-signed certificate
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class Conn:
+    """One connection's progress: connecting, then (TLS) handshaking, then
+    waiting for its response in buf."""
+
+    def __init__(self, sock):
+        self.sock, self.buf, self.state = sock, bytearray(), "connect"
+
+
+def open_idle(port, n, path, window, deadline_s, tls):
     """Returns (held sockets, failures, seconds taken)."""
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: ringside-perf-idle\r\n\r\n".encode()
+    ctx = tls_context() if tls else None
     sel = selectors.DefaultSelector()
     held, failed, started, inflight = [], 0, 0, 0
     t0 = time.monotonic()
@@ -58,21 +81,46 @@ def open_idle(port, n, path, window, deadline_s):
                 s.close()
                 failed += 1
             else:
-                sel.register(s, selectors.EVENT_WRITE, bytearray())
+                sel.register(s, selectors.EVENT_WRITE, Conn(s))
                 inflight += 1
             started += 1
         if time.monotonic() - t0 > deadline_s:
             break
         for key, ev in sel.select(timeout=1.0):
-            s, buf = key.fileobj, key.data
+            c = key.data
+            s, buf = c.sock, c.buf
             try:
-                if ev & selectors.EVENT_WRITE:
+                if c.state == "connect":
                     if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                         raise OSError("connect failed")
+                    if tls:
+                        # The selector keeps watching the same descriptor.
+                        sel.unregister(s)
+                        s = c.sock = ctx.wrap_socket(s, server_hostname="localhost",
+                                                     do_handshake_on_connect=False)
+                        sel.register(s, selectors.EVENT_WRITE, c)
+                        c.state = "handshake"
+                    else:
+                        c.state = "send"
+                if c.state == "handshake":
+                    try:
+                        s.do_handshake()
+                    except ssl.SSLWantReadError:
+                        sel.modify(s, selectors.EVENT_READ, c)
+                        continue
+                    except ssl.SSLWantWriteError:
+                        sel.modify(s, selectors.EVENT_WRITE, c)
+                        continue
+                    c.state = "send"
+                if c.state == "send":
                     s.sendall(request)
-                    sel.modify(s, selectors.EVENT_READ, buf)
+                    sel.modify(s, selectors.EVENT_READ, c)
+                    c.state = "read"
                     continue
-                chunk = s.recv(65536)
+                try:
+                    chunk = s.recv(65536)
+                except ssl.SSLWantReadError:
+                    continue  # a TLS record that held no data (a session ticket)
                 if not chunk:
                     raise OSError("closed before the response ended")
                 buf += chunk
@@ -84,7 +132,7 @@ def open_idle(port, n, path, window, deadline_s):
                     sel.unregister(s)
                     held.append(s)
                     inflight -= 1
-            except OSError:
+            except (OSError, ValueError):
                 sel.unregister(s)
                 s.close()
                 failed += 1
@@ -119,6 +167,7 @@ def main():
     ap.add_argument("--settle", type=float, default=2.0)
     ap.add_argument("--deadline", type=float, default=120, help="give up opening after this many seconds")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--tls", action="store_true", help="a TLS handshake on each connection first")
     a = ap.parse_args()
 
     limit = raise_nofile(a.conns + 256)
@@ -126,7 +175,7 @@ def main():
         sys.exit(f"idle.py: RLIMIT_NOFILE is {limit}, need {a.conns + 64}: raise ulimit -n")
 
     base = procstat.snapshot(a.pid)
-    held, failed, took = open_idle(a.port, a.conns, a.path, a.window, deadline_s=a.deadline)
+    held, failed, took = open_idle(a.port, a.conns, a.path, a.window, deadline_s=a.deadline, tls=a.tls)
     time.sleep(a.settle)
     samples = []
     for _ in range(3):

@@ -2,7 +2,11 @@
 """One load measurement: run wrk against a proxy and charge the proxy's CPU.
 
     loadrun.py --pid PID --proxy NAME --workload NAME --round N \
-               --out records.jsonl --log wrk.txt -- wrk ARGS...
+               --out records.jsonl --log wrk.txt [--parallel K] -- wrk ARGS...
+
+The load command may also be h2load or `openssl s_time` (the TLS
+workloads); --parallel K runs K copies of it at once and adds up their
+counts (s_time opens one connection at a time).
 
 Samples the proxy's process tree (procstat.py) just before wrk starts and
 just after it exits, parses wrk's --latency report, and appends one JSON
@@ -54,6 +58,46 @@ def parse_wrk(out):
     return r
 
 
+def parse_h2load(out):
+    """The same fields from h2load's text. h2load gives no percentiles: its
+    mean time per request goes to mean_ms, p50/p99 stay empty."""
+    r = {}
+    m = re.search(r"finished in ([\d.]+)(us|ms|s|m), ([\d.]+) req/s", out)
+    if m:
+        r["duration_s"] = _ms(m.group(1) + m.group(2)) / 1000.0
+        r["rps"] = float(m.group(3))
+    m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    if m:
+        r["requests"] = int(m.group(1))
+        r["socket_errors"] = int(m.group(3)) + int(m.group(4))
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    r["non_2xx"] = sum(int(x) for x in m.groups()[2:]) if m else 0
+    m = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
+    if m:
+        r["mean_ms"] = _ms(m.group(1))
+    m = re.search(r"Application protocol: (\S+)", out)
+    r["protocol"] = m.group(1) if m else None
+    return r
+
+
+def parse_s_time(outs, wall):
+    """Connections from K `openssl s_time -new -www PATH` outputs. s_time
+    prints whole real seconds only, so the rate is over our own wall clock;
+    it gives no latency and no status (the probe checked 200 first)."""
+    r = {"requests": 0, "socket_errors": 0, "non_2xx": 0, "duration_s": wall}
+    for out in outs:
+        m = re.search(r"(\d+) connections in [\d.]+s;", out)
+        if not m:
+            return {}
+        r["requests"] += int(m.group(1))
+        m = re.search(r"(\d+) bytes read per connection", out)
+        if not m or int(m.group(1)) == 0:
+            r["non_2xx"] += 1  # no response read at all
+    r["rps"] = r["requests"] / wall
+    return r
+
+
 def busy(t0, t1):
     return t1["task"] - t0["task"] + t1["irq"] - t0["irq"]
 
@@ -69,9 +113,12 @@ def main():
     ap.add_argument("--proxy-cpu", type=int)
     ap.add_argument("--load-cpu", type=int)
     ap.add_argument("--backend-pid", type=int)
+    ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("wrk", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     cmd = a.wrk[1:] if a.wrk and a.wrk[0] == "--" else a.wrk
+    tool = next((c.rsplit("/", 1)[-1] for c in cmd if c.endswith(("wrk", "h2load", "s_time"))), "wrk")
+    h2load = tool == "h2load"
 
     cores = a.proxy_cpu is not None and a.load_cpu is not None and a.proxy_cpu != a.load_cpu
     if cores:
@@ -82,8 +129,13 @@ def main():
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     before = procstat.snapshot(a.pid)
     t0 = time.monotonic()
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(a.parallel)]
+    outs = [(p, *p.communicate()) for p in procs]
     wall = time.monotonic() - t0
+    returncode = max(p.returncode for p, _, _ in outs)
+    stdout = "".join(o for _, o, _ in outs)
+    stderr = "".join(e for _, _, e in outs)
     after = procstat.snapshot(a.pid)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -111,15 +163,17 @@ def main():
         })
 
     with open(a.log, "w") as f:
-        f.write("$ " + shlex.join(cmd) + "\n" + p.stdout + p.stderr)
+        f.write("$ " + shlex.join(cmd) + f"  (x{a.parallel})\n" + stdout + stderr)
     rec = {
         "kind": "load",
         "proxy": a.proxy,
         "workload": a.workload,
         "round": a.round,
-        "command": shlex.join(cmd),
+        "command": shlex.join(cmd) + (f"  (x{a.parallel})" if a.parallel > 1 else ""),
         "wall_s": round(wall, 3),
-        **parse_wrk(p.stdout),
+        **(parse_h2load(stdout) if tool == "h2load"
+           else parse_s_time([o for _, o, _ in outs], wall) if tool == "s_time"
+           else parse_wrk(stdout)),
         "cpu_s": round(after["cpu_s"] - before["cpu_s"], 3),
         "peak_rss_kib": after["hwm_kib"],
         "rss_kib": after["rss_kib"],
@@ -127,7 +181,9 @@ def main():
         "pids_changed": sorted(before["pids"]) != sorted(after["pids"]),
         **extra,
     }
-    ok = p.returncode == 0 and "requests" in rec and procstat.alive(a.pid)
+    ok = returncode == 0 and "requests" in rec and procstat.alive(a.pid)
+    # h2load falls back to HTTP/1.1 when the server does not choose h2.
+    ok = ok and (not h2load or rec.get("protocol") == "h2")
     rec["ok"] = ok
     if rec.get("requests") and rec["cpu_s"] > 0:
         rec["req_per_cpu_s"] = rec["requests"] / rec["cpu_s"]
@@ -150,11 +206,15 @@ def main():
         flags.append(f"other processes used {rec['foreign_proxy_core_s']:.2f} s of the proxy core, "
                      f"{rec['foreign_load_core_s']:.2f} s of the load core")
     if not ok:
-        flags.append(f"FAILED (wrk exit {p.returncode}, see {a.log})")
+        proto = f", protocol {rec.get('protocol')}" if h2load else ""
+        flags.append(f"FAILED (exit {returncode}{proto}, see {a.log})")
     print(
         f"  {a.proxy:9} {a.workload:10} r{a.round}: "
-        f"{rec.get('rps', 0):>10,.0f} req/s  p50 {rec.get('p50_ms', 0):.3f} ms  "
-        f"p99 {rec.get('p99_ms', 0):.3f} ms  cpu {rec['cpu_s']:.2f} s  "
+        f"{rec.get('rps', 0):>10,.0f} req/s  "
+        + (f"mean {rec.get('mean_ms') or 0:.3f} ms  " if h2load else
+           f"p50 {rec.get('p50_ms', 0):.3f} ms  p99 {rec.get('p99_ms', 0):.3f} ms  " if tool == "wrk"
+           else "")
+        + f"cpu {rec['cpu_s']:.2f} s  "
         f"{rec.get('req_per_cpu_s', 0):>9,.0f} req/cpu-s  "
         f"peak {rec['peak_rss_kib'] / 1024:.1f} MiB"
         + ("  [" + "; ".join(flags) + "]" if flags else ""),

@@ -24,6 +24,14 @@ WORKLOAD_DESC = {
              "(wrk -H 'Connection: close', 64 at a time); upstream stays keep-alive",
     "idle10k": "10,000 client connections, one request each, then held idle; "
                "bytes/idle conn = (RSS holding - RSS before) / connections held",
+    "tls-handshake": "a full TLS 1.3 handshake (ECDSA P-256 certificate) per connection and one "
+                     "HTTP/1.0 GET /small on it: 4 `openssl s_time -new` at once (never resuming); "
+                     "req/s = handshakes/s; no latency figures",
+    "tls12-handshake": "the same with TLS 1.2 (s_time -tls1_2)",
+    "tls-small": "128-byte response over TLS 1.3 keep-alive, 64 connections (wrk https)",
+    "h2-small": "128-byte response over HTTP/2 (h2load -c64 -m10: 64 connections, 10 streams "
+                "each); h2load reports no percentiles, its mean time per request is 'mean ms'",
+    "idle-tls": "as idle10k, each connection over TLS 1.3: memory per idle TLS keep-alive connection",
 }
 
 # (key, header, format, show the ratio to nginx)
@@ -31,6 +39,7 @@ LOAD_COLUMNS = [
     ("rps", "req/s", "{:,.0f}", True),
     ("p50_ms", "p50 ms", "{:.3f}", True),
     ("p99_ms", "p99 ms", "{:.3f}", True),
+    ("mean_ms", "mean ms", "{:.3f}", True),
     ("cpu_s", "CPU s", "{:.2f}", True),
     ("req_per_cpu_s", "req/CPU-s", "{:,.0f}", True),
     ("peak_rss_mib", "peak RSS MiB", "{:.1f}", True),
@@ -101,12 +110,16 @@ def table(rows, columns, lead):
     return "\n".join([head, sep] + rows)
 
 
-def summary(recs, columns, workloads):
+def summary(recs, columns, workloads, na=()):
     agg = ratios(recs, columns)
+    missing = {(r["workload"], r["proxy"]) for r in na}
     rows = []
     for wl in workloads:
         for proxy in PROXIES:
             if (wl, proxy) not in agg:
+                if (wl, proxy) in missing:
+                    rows.append(f"| {wl} | {proxy} | n/a (see Problems seen) |"
+                                + " |" * (len(columns) - 1))
                 continue
             cells = [median_cell(agg[(wl, proxy)].get(k, []), fmt) for k, _, fmt, _ in columns]
             rows.append(f"| {wl} | {proxy} | " + " | ".join(cells) + " |")
@@ -163,6 +176,8 @@ def problems(recs):
     for r in recs:
         if r["kind"] == "skip":
             out.append(f"- {r['proxy']}: skipped — {r['reason']}")
+        elif r["kind"] == "na":
+            out.append(f"- {r['proxy']} {r['workload']} round {r['round']}: n/a — {r['reason']}")
         elif not r.get("ok"):
             out.append(f"- {r['proxy']} {r['workload']} round {r['round']}: measurement failed "
                        "(left out of the tables)")
@@ -197,6 +212,9 @@ def main():
         meta = json.load(f)
     load = [r for r in recs if r["kind"] == "load"]
     idle = [r for r in recs if r["kind"] == "idle"]
+    na = [r for r in recs if r["kind"] == "na"]
+    na_load = [r for r in na if not r["workload"].startswith("idle")]
+    na_idle = [r for r in na if r["workload"].startswith("idle")]
     wls = meta["workloads"]
 
     md = [f"# ringside perf run {meta['date']}", ""]
@@ -221,7 +239,7 @@ def main():
         "",
         "## Load (median over rounds)",
         "",
-        summary(load, LOAD_COLUMNS, wls),
+        summary(load, LOAD_COLUMNS, wls, na_load),
         "",
         "## The whole proxy core (median over rounds)",
         "",
@@ -236,7 +254,7 @@ def main():
         "",
         "## Idle keep-alive connections (median over rounds)",
         "",
-        summary(idle, IDLE_COLUMNS, wls),
+        summary(idle, IDLE_COLUMNS, wls, na_idle),
         "",
     ]
     t = targets(recs)

@@ -8,13 +8,14 @@
 #   perf/run.sh --only nginx,haproxy --quick
 #
 # What it does, in order:
-#   1. installs nginx, haproxy, wrk and h2load (nghttp2-client) from Debian if missing
+#   1. installs nginx, haproxy, wrk, h2load (nghttp2-client) and openssl from Debian if missing
 #   2. builds ringside (cargo build --release) if target/release/ringside is missing
 #   3. starts a backend nginx on CPU 0 serving fixed files from tmpfs
 #   4. for each round, workload and proxy (order rotated each round): starts the
 #      proxy alone on CPU 1 with one worker, checks it answers 200, warms up,
 #      measures with wrk on CPU 0, reads the proxy's CPU time and memory from
 #      /proc, stops it
+#      (TLS workloads: the same, with a self-signed certificate made at run time)
 #   5. writes perf/results/YYYY-MM-DD-HHMM.md and a copy as perf/results/latest.md
 #
 # See perf/README.md for what each workload means and how to read the ratios.
@@ -28,7 +29,9 @@ usage: perf/run.sh [options]
   --rounds N           rounds (default 3)
   --duration S         seconds of wrk per workload (default 10)
   --only LIST          proxies to run, comma-separated (default ringside,nginx,haproxy)
-  --workloads LIST     default small64,small256,64k,1m,close,idle10k
+  --workloads LIST     default small64,small256,64k,1m,close,idle10k and the TLS ones
+                       tls-handshake,tls12-handshake,tls-small,h2-small,idle-tls
+                       (`plain` and `tls` stand for each group)
   --idle-conns N       connections held by the idle workload (default 10000)
   --quiet-wait S       before each measurement wait up to S s for idle CPUs (default 60, quick 20; 0 = never)
   --ringside PATH      ringside binary (default target/release/ringside)
@@ -42,7 +45,9 @@ EOF
 
 ROUNDS=3 DURATION=10 WARMUP=2 MODE=full QUIET_WAIT=60
 ONLY=ringside,nginx,haproxy
-WORKLOADS=small64,small256,64k,1m,close,idle10k
+PLAIN_WORKLOADS=small64,small256,64k,1m,close,idle10k
+TLS_WORKLOADS=tls-handshake,tls12-handshake,tls-small,h2-small,idle-tls
+WORKLOADS=$PLAIN_WORKLOADS,$TLS_WORKLOADS
 IDLE_CONNS=10000
 INSTALL=1 BUILD=1 SAVE=1
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -78,6 +83,8 @@ PROXY_CPU=${PROXY_CPU:-1}
 BACKEND_PORT=0
 declare -A PORT
 SMALL_BYTES=128
+# openssl s_time processes at once in the handshake workloads (one connection each).
+S_TIME_PARALLEL=4
 EXPECT=(--expect /small=$SMALL_BYTES --expect /64k=65536 --expect /1m=1048576)
 
 say() { printf '%s\n' "$*"; }
@@ -88,7 +95,7 @@ note_cmd() { local s; s=$(printf '%q ' "$@"); printf '%s\n' "${s% }" >>"$WORK/co
 # ---------------------------------------------------------------- 1. tools
 install_tools() {
     local missing=() tool pkg
-    for tool in nginx:nginx haproxy:haproxy wrk:wrk h2load:nghttp2-client \
+    for tool in nginx:nginx haproxy:haproxy wrk:wrk h2load:nghttp2-client openssl:openssl \
                 python3:python3 ss:iproute2 taskset:util-linux; do
         command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
     done
@@ -251,8 +258,70 @@ http {
 }
 EOF
 
-    cat >"$WORK/conf/nginx-proxy.conf" <<EOF
-# nginx as the reverse proxy under test: one worker (CPU $PROXY_CPU by taskset).
+    local f
+    for f in "${FLAVOURS[@]}"; do write_proxy_configs "$f"; done
+}
+
+# A workload's flavour is the kind of client listener it needs: plain HTTP,
+# TLS (1.2 and 1.3 offered; the client picks), or TLS with h2 offered by ALPN.
+# Each flavour has its own config per proxy; plain keeps the names it always had.
+flavour_of() {
+    case $1 in
+        tls-handshake|tls12-handshake|tls-small|idle-tls) echo tls ;;
+        h2-small) echo h2 ;;
+        *) echo plain ;;
+    esac
+}
+
+conf_file() {  # conf_file PROXY FLAVOUR
+    local suffix=""
+    [ "$2" = plain ] || suffix=-$2
+    case $1 in
+        ringside) echo "$WORK/conf/ringside$suffix.toml" ;;
+        nginx)    echo "$WORK/conf/nginx-proxy$suffix.conf" ;;
+        haproxy)  echo "$WORK/conf/haproxy$suffix.cfg" ;;
+    esac
+}
+
+# One self-signed ECDSA P-256 certificate (the usual choice for a fast edge)
+# for every proxy, made fresh for each run.
+make_cert() {
+    mkdir -p "$WORK/tls"
+    local cmd=(openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes
+               -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" -days 7
+               -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    note_cmd "${cmd[@]}"
+    "${cmd[@]}" 2>"$WORK/tls/openssl.log" ||
+        die "openssl could not make a certificate: $(tail -2 "$WORK/tls/openssl.log")"
+    # HAProxy wants the certificate and its key in one file.
+    cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >"$WORK/tls/haproxy.pem"
+}
+
+write_proxy_configs() {  # write_proxy_configs FLAVOUR
+    local fl=$1 tls=$WORK/tls
+    local nginx_listen="listen 127.0.0.1:${PORT[nginx]}" nginx_tls="" scheme=http
+    local haproxy_bind="bind 127.0.0.1:${PORT[haproxy]}" ringside_listen=""
+    case $fl in
+        plain) nginx_listen+=" backlog=4096;" ;;
+        tls|h2)
+            scheme=https
+            if [ "$fl" = h2 ]; then nginx_listen+=" ssl http2 backlog=4096;"
+            else nginx_listen+=" ssl backlog=4096;"; fi
+            # nginx 1.22 offers no TLS 1.3 unless told. Its other defaults: session
+            # tickets on, no shared session cache — as ringside (tickets, keys kept
+            # in the process) and HAProxy.
+            nginx_tls="ssl_certificate $tls/cert.pem;
+        ssl_certificate_key $tls/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;"
+            haproxy_bind+=" ssl crt $tls/haproxy.pem ssl-min-ver TLSv1.2"
+            if [ "$fl" = h2 ]; then haproxy_bind+=" alpn h2,http/1.1"
+            else haproxy_bind+=" alpn http/1.1"; fi
+            if [ "$fl" = h2 ]; then ringside_listen="http2 = true"$'\n'; fi
+            ringside_listen+="tls = { cert = \"$tls/cert.pem\", key = \"$tls/key.pem\" }" ;;
+    esac
+
+    cat >"$(conf_file nginx "$fl")" <<EOF
+# nginx as the reverse proxy under test ($fl): one worker (CPU $PROXY_CPU by taskset).
 worker_processes 1;
 daemon off;
 pid $WORK/run/nginx-proxy.pid;
@@ -272,7 +341,8 @@ http {
         keepalive_timeout 60s;
     }
     server {
-        listen 127.0.0.1:${PORT[nginx]} backlog=4096;
+        $nginx_listen
+        $nginx_tls
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -289,8 +359,8 @@ http {
 }
 EOF
 
-    cat >"$WORK/conf/haproxy.cfg" <<EOF
-# HAProxy as the reverse proxy under test: one thread (CPU $PROXY_CPU by taskset).
+    cat >"$(conf_file haproxy "$fl")" <<EOF
+# HAProxy as the reverse proxy under test ($fl): one thread (CPU $PROXY_CPU by taskset).
 global
     nbthread 1
     maxconn $HAPROXY_MAXCONN
@@ -309,9 +379,9 @@ defaults
     http-reuse always               # idle server connections shared; no pool-max-conn cap
 
 frontend fe
-    bind 127.0.0.1:${PORT[haproxy]}
+    $haproxy_bind
     http-request set-header X-Real-IP %[src]
-    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Proto $scheme
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
     http-request set-header X-Forwarded-Port %[dst_port]
     default_backend be
@@ -320,16 +390,13 @@ backend be
     server s1 127.0.0.1:$BACKEND_PORT
 EOF
 
-    cat >"$WORK/conf/ringside.toml" <<EOF
-# ringside as the reverse proxy under test: one worker (CPU $PROXY_CPU by taskset).
+    cat >"$(conf_file ringside "$fl")" <<EOF
+# ringside as the reverse proxy under test ($fl): one worker (CPU $PROXY_CPU by taskset).
 [runtime]
 workers = 1
 
 [log]
 access = "off"
-
-[[listen]]
-address = "127.0.0.1:${PORT[ringside]}"
 
 [[upstream]]
 name = "backend"
@@ -339,6 +406,10 @@ servers = [ { address = "127.0.0.1:$BACKEND_PORT" } ]
 [[route]]
 path = "/"
 upstream = "backend"
+
+[[listen]]
+address = "127.0.0.1:${PORT[ringside]}"
+$ringside_listen
 EOF
 }
 
@@ -356,45 +427,69 @@ start_backend() {
 }
 
 # ---------------------------------------------------------------- proxies
-proxy_cmd() {  # sets CMD for proxy $1
+proxy_cmd() {  # proxy_cmd PROXY FLAVOUR: sets CMD
+    local conf
+    conf=$(conf_file "$1" "$2")
     case $1 in
-        ringside) CMD=(taskset -c "$PROXY_CPU" "$RINGSIDE_BIN" -c "$WORK/conf/ringside.toml") ;;
+        ringside) CMD=(taskset -c "$PROXY_CPU" "$RINGSIDE_BIN" -c "$conf") ;;
         nginx)    CMD=(taskset -c "$PROXY_CPU" nginx -p "$WORK/run" -e "$WORK/logs/nginx-proxy.error.log"
-                       -c "$WORK/conf/nginx-proxy.conf") ;;
-        haproxy)  CMD=(taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/conf/haproxy.cfg") ;;
+                       -c "$conf") ;;
+        haproxy)  CMD=(taskset -c "$PROXY_CPU" haproxy -db -f "$conf") ;;
     esac
 }
 
-start_proxy() {  # start_proxy NAME: sets PROXY_PID, returns 1 (after a skip) on failure
-    local name=$1 ready=() err=$WORK/logs/$1.stderr
-    proxy_cmd "$name"
+# start_proxy NAME WORKLOAD ROUND: sets PROXY_PID; returns 1 on failure. A proxy
+# that fails on plain HTTP is skipped for the rest of the run; one that fails a
+# TLS flavour (or offers no h2 for h2-small) is only "n/a" for that workload.
+start_proxy() {
+    local name=$1 wl=$2 round=$3 ready=() tls=() err=$WORK/logs/$1.stderr fl
+    fl=$(flavour_of "$wl")
+    proxy_cmd "$name" "$fl"
     note_cmd "${CMD[@]}"
     free_port "${PORT[$name]}" || die "port ${PORT[$name]} was taken during the run"
     "${CMD[@]}" >"$WORK/logs/$name.stdout" 2>"$err" &
     PROXY_PID=$!
     echo $PROXY_PID >"$WORK/pids/proxy.pid"
     [ "$name" = ringside ] && ready=(--ready-file "$err" --ready-text "ringside ready")
-    if ! python3 "$PERF/probe.py" --pid $PROXY_PID --port "${PORT[$name]}" "${ready[@]}" "${EXPECT[@]}" \
-            2>>"$WORK/logs/$name.probe"; then
+    [ "$fl" = plain ] || tls=(--tls)
+    [ "$fl" = h2 ] && tls+=(--alpn h2)
+    if ! python3 "$PERF/probe.py" --pid $PROXY_PID --port "${PORT[$name]}" "${ready[@]}" "${tls[@]}" \
+            "${EXPECT[@]}" 2>>"$WORK/logs/$name.probe"; then
         local why
         why="$(tail -1 "$WORK/logs/$name.probe"); stderr: $(tail -2 "$err" | tr '\n' ' ')"
         stop_tree proxy
-        skip "$name" "failed to start or to answer 200: $why"
+        if [ "$fl" = plain ]; then
+            skip "$name" "failed to start or to answer 200: $why"
+        else
+            say "  $name $wl r$round: n/a — $why"
+            python3 -c 'import json, sys; print(json.dumps({"kind": "na", "proxy": sys.argv[1], "workload": sys.argv[2], "round": int(sys.argv[3]), "reason": sys.argv[4]}))' \
+                "$name" "$wl" "$round" "$why" >>"$WORK/records.jsonl"
+        fi
         return 1
     fi
     record_pids proxy $PROXY_PID
 }
 
 # ---------------------------------------------------------------- workloads
-wrk_args() {  # wrk_args WORKLOAD SECONDS PORT: sets WRK
+wrk_args() {  # wrk_args WORKLOAD SECONDS PORT: sets WRK (the load command: wrk or h2load)
     local base=(taskset -c "$LOAD_CPU" wrk -t1 --timeout 5s --latency -d"${2}s")
-    local url=http://127.0.0.1:$3
+    local url=http://127.0.0.1:$3 tls=https://127.0.0.1:$3
     case $1 in
         small64)  WRK=("${base[@]}" -c64 "$url/small") ;;
         small256) WRK=("${base[@]}" -c256 "$url/small") ;;
         64k)      WRK=("${base[@]}" -c64 "$url/64k") ;;
         1m)       WRK=("${base[@]}" -c256 "$url/1m") ;;
         close)    WRK=("${base[@]}" -c64 -H "Connection: close" "$url/small") ;;
+        # A full handshake per connection, one HTTP/1.0 GET on it, closed by
+        # the proxy. openssl s_time -new never offers a session (wrk would:
+        # it resumes after its first handshake); loadrun.py runs 4 at once.
+        tls-handshake)   WRK=(taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$3" -new
+                              -time "$2" -www /small -tls1_3) ;;
+        tls12-handshake) WRK=(taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$3" -new
+                              -time "$2" -www /small -tls1_2) ;;
+        tls-small) WRK=("${base[@]}" -c64 "$tls/small") ;;
+        # 64 h2 connections, 10 streams in flight on each.
+        h2-small) WRK=(taskset -c "$LOAD_CPU" h2load -t1 -c64 -m10 -D "$2" "$tls/small") ;;
         *) die "unknown workload $1" ;;
     esac
 }
@@ -408,20 +503,23 @@ measure() {  # measure PROXY WORKLOAD ROUND
         python3 "$PERF/procstat.py" --wait-quiet "$LOAD_CPU,$PROXY_CPU" "$QUIET_WAIT" ||
             say "  (the CPUs are still busy with other jobs after $QUIET_WAIT s; measuring anyway)"
     fi
-    start_proxy "$proxy" || return 0
-    if [ "$wl" = idle10k ]; then
+    start_proxy "$proxy" "$wl" "$round" || return 0
+    if [ "$wl" = idle10k ] || [ "$wl" = idle-tls ]; then
         local cmd=(python3 "$PERF/idle.py" --pid "$PROXY_PID" --proxy "$proxy" --round "$round"
                    --workload "$wl" --port "$port" --conns "$IDLE_CONNS" --out "$WORK/records.jsonl")
+        [ "$wl" = idle-tls ] && cmd+=(--tls)
         local shown=() arg
         for arg in "${cmd[@]}"; do [ "$arg" = "$PROXY_PID" ] && shown+=(PROXY_PID) || shown+=("$arg"); done
         note_cmd "${shown[@]}"
         "${cmd[@]}" || true
     else
+        local parallel=1
+        [[ $wl == *-handshake ]] && parallel=$S_TIME_PARALLEL
         wrk_args "$wl" "$WARMUP" "$port"
         "${WRK[@]}" >"$WORK/wrk/$proxy-$wl-r$round-warmup.txt" 2>&1 || true
         wrk_args "$wl" "$DURATION" "$port"
         note_cmd "${WRK[@]}"
-        python3 "$PERF/loadrun.py" --pid "$PROXY_PID" --proxy "$proxy" --workload "$wl" \
+        python3 "$PERF/loadrun.py" --pid "$PROXY_PID" --proxy "$proxy" --workload "$wl" --parallel "$parallel" \
             --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --backend-pid "$BACKEND_PID" \
             --round "$round" --out "$WORK/records.jsonl" --log "$WORK/wrk/$proxy-$wl-r$round.txt" \
             -- "${WRK[@]}" || true
@@ -429,24 +527,11 @@ measure() {  # measure PROXY WORKLOAD ROUND
     stop_tree proxy
 }
 
-# HOOK — TLS and HTTP/2 (not run yet). When ringside's TLS listener and h2
-# land: make a self-signed cert (openssl req -x509 -newkey ec ...), add a TLS
-# listener to each proxy (ringside: tls = { cert, key }, http2 = true; nginx:
-# listen ... ssl http2; haproxy: bind ... ssl crt FILE alpn h2,http/1.1), and
-# measure with h2load (installed above) pinned like wrk, e.g.
-#   taskset -c $LOAD_CPU h2load -c64 -m10 -D $DURATION https://127.0.0.1:PORT/small
-#   taskset -c $LOAD_CPU h2load -c64 -m1 --h1 -D $DURATION https://127.0.0.1:PORT/small
-# through a loadrun-like wrapper that parses h2load's "finished in", "req/s"
-# and latency lines. Until then it only says so.
-tls_h2_workloads() {
-    say "(TLS and HTTP/2 workloads: not measured yet — see the HOOK in perf/run.sh)"
-}
-
 # ---------------------------------------------------------------- main
 install_tools
 mkdir -p "$WORK/pids"
 cleanup                       # leftovers of an earlier run that died
-rm -rf "$WORK"/{records.jsonl,commands.txt,wrk,logs}
+rm -rf "$WORK"/{records.jsonl,commands.txt,wrk,logs,conf,tls}   # conf: the results page prints every config there
 mkdir -p "$WORK"
 : >"$WORK/records.jsonl"
 : >"$WORK/commands.txt"
@@ -480,11 +565,26 @@ if [ "$ncpu" -lt 2 ]; then
     PROXY_CPU=0
 fi
 pick_ports
+WLS=()
+IFS=, read -ra asked <<<"$WORKLOADS"
+for wl in "${asked[@]}"; do
+    case $wl in
+        plain) IFS=, read -ra group <<<"$PLAIN_WORKLOADS"; WLS+=("${group[@]}") ;;
+        tls)   IFS=, read -ra group <<<"$TLS_WORKLOADS"; WLS+=("${group[@]}") ;;
+        *) WLS+=("$wl") ;;
+    esac
+done
+FLAVOURS=()
+for wl in "${WLS[@]}"; do
+    fl=$(flavour_of "$wl")
+    [[ " ${FLAVOURS[*]} " == *" $fl "* ]] || FLAVOURS+=("$fl")
+done
+[[ " ${FLAVOURS[*]} " == *" plain "* ]] || FLAVOURS+=(plain)
+[ "${FLAVOURS[*]}" = plain ] || make_cert
 write_content_and_configs
 taskset -cp "$LOAD_CPU" $$ >/dev/null     # this shell, wrk and the helpers: the load CPU
 start_backend
 
-IFS=, read -ra WLS <<<"$WORKLOADS"
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 say "== ringside perf ($MODE): ${ACTIVE[*]} × ${WLS[*]}, $ROUNDS round(s), ${DURATION}s each"
 say "   proxy on CPU $PROXY_CPU; wrk, backend and helpers on CPU $LOAD_CPU; load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -500,7 +600,6 @@ for round in $(seq "$ROUNDS"); do
         done
     done
 done
-tls_h2_workloads
 
 # ---------------------------------------------------------------- report
 stamp=$(date +%Y-%m-%d-%H%M)

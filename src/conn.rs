@@ -102,7 +102,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
         // perf/run.sh --workloads idle10k).
         Some(config) => match Box::pin(handshake(config, stream, deadline)).await {
             // The client chose HTTP/2 by ALPN: http2/ serves the connection.
-            Some(tls) if tls.alpn_protocol().as_deref() == Some(b"h2") => {
+            Some(tls) if tls.alpn_protocol() == Some(b"h2") => {
                 drop(fresh.take());
                 let client = (peer.ip().to_canonical(), hsts, to_https);
                 let listen = Rc::new(Listen {
@@ -158,24 +158,14 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
                     r = s.readable(false) => r.is_ok(),
                     _ = shard.deadlines.until(until) => false,
                 },
-                // rustls may hold decrypted bytes the socket no longer
-                // shows: wait with a read into a head buffer instead.
-                // (An HTTP/2 stream runs one exchange and never waits here.)
-                ClientStream::Tls(_) | ClientStream::H2(_) => {
-                    let s = &mut c.stream;
-                    let buf = shard.heads.take();
-                    let left = until.saturating_duration_since(Instant::now());
-                    // Guarded like an exchange: a TLS stream panics if it
-                    // is read again after a cancelled read (tls.rs).
-                    let read = Box::pin(relay::read_more(s, buf, left));
-                    match CatchUnwind(read).await {
-                        Ok((r, buf)) => {
-                            c.buf = buf;
-                            matches!(r, Ok(n) if n > 0)
-                        }
-                        Err(()) => false,
-                    }
-                }
+                // Plaintext rustls already holds counts as ready too; no
+                // buffer is held while waiting (tls/stream.rs).
+                ClientStream::Tls(s) => monoio::select! {
+                    r = s.readable() => r.is_ok(),
+                    _ = shard.deadlines.until(until) => false,
+                },
+                // An HTTP/2 stream runs one exchange and never waits here.
+                ClientStream::H2(_) => false,
             };
             if !ready {
                 // Idle too long, or the socket failed: close without a word.
@@ -208,7 +198,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
         // truncated one; bounded, as the peer may have stopped reading.
         let limit = shard.gen().config.limits.client_send_timeout;
         // A peer already gone is fine: the socket closes next either way.
-        // Guarded: after a cancelled write the TLS stream would panic.
+        // After a cancelled read or write the stream refuses (tls/stream.rs)
+        // and nothing is sent; guarded like every exchange all the same.
         let close = Box::pin(monoio::time::timeout(limit, c.stream.shutdown()));
         let _ = CatchUnwind(close).await;
     }
@@ -220,10 +211,9 @@ async fn handshake(
     config: Arc<rustls::ServerConfig>,
     stream: TcpStream,
     deadline: Instant,
-) -> Option<Box<monoio_rustls::ServerTlsStream<TcpStream>>> {
-    let acceptor = monoio_rustls::TlsAcceptor::from(config);
+) -> Option<Box<crate::tls::TlsStream>> {
     let left = deadline.saturating_duration_since(Instant::now());
-    match monoio::time::timeout(left, acceptor.accept(stream)).await {
+    match monoio::time::timeout(left, crate::tls::accept(config, stream)).await {
         Ok(Ok(tls)) => Some(Box::new(tls)),
         _ => None,
     }

@@ -8,9 +8,10 @@
 //!
 //! A connection's stream is a `ClientStream`: the plain variant forwards
 //! straight to the socket (one `match` per I/O call, no allocation), the TLS
-//! variant to monoio-rustls. A TLS stream whose read was cancelled (a
-//! timeout) lost its read buffer and must not be read again: every caller
-//! closes the connection after a timeout.
+//! variant to `stream::TlsStream` (rustls over the socket, with no buffer of
+//! its own). A TLS stream whose read or write was cancelled (a timeout) may
+//! have lost bytes and fails every later call: every caller closes the
+//! connection after a timeout.
 
 use std::{
     io,
@@ -34,12 +35,18 @@ use rustls::{
 
 use crate::config::{CertPair, Tls, TlsVersion};
 
-pub type TlsStream = monoio_rustls::ServerTlsStream<TcpStream>;
+mod split;
+mod stream;
+mod validity;
+
+pub use split::{TlsReadHalf, TlsWriteHalf};
+pub use stream::{accept, TlsStream};
 
 /// The client side of a connection, plain or TLS.
 pub enum ClientStream {
     Plain(TcpStream),
-    /// Boxed: the TLS state is a few KiB and most connections are plain.
+    /// Boxed: rustls's connection state is about a KiB inline, and most
+    /// connections are plain.
     Tls(Box<TlsStream>),
     /// One stream of an HTTP/2 connection (http2/), in HTTP/1.1 terms.
     H2(Box<crate::http2::H2Stream>),
@@ -50,12 +57,12 @@ impl ClientStream {
         matches!(self, ClientStream::Tls(_) | ClientStream::H2(_))
     }
 
-    /// The local address of a plain connection (monoio-rustls does not
-    /// lend out the socket of a TLS one).
+    /// The connection's local address.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         match self {
             ClientStream::Plain(s) => s.local_addr(),
-            _ => Err(io::ErrorKind::Unsupported.into()),
+            ClientStream::Tls(s) => s.local_addr(),
+            ClientStream::H2(_) => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 }
@@ -150,6 +157,42 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     }
     Ok(chain)
 }
+
+/// What is wrong with the dates of the chain in `pair.cert`: each
+/// certificate that has expired or is not valid yet, at `now`. A warning,
+/// not an error: ringside serves the chain anyway (as nginx does), so an
+/// expired certificate never takes a site down on a restart.
+pub fn date_warnings(pair: &CertPair, now: validity::Time) -> Vec<String> {
+    let Ok(chain) = read_chain(&pair.cert) else {
+        return Vec::new(); // reported as an error elsewhere
+    };
+    let mut out = Vec::new();
+    for (i, der) in chain.iter().enumerate() {
+        let which = match i {
+            0 => format!("the certificate in {}", pair.cert.display()),
+            n => format!(
+                "certificate {} of the chain in {}",
+                n + 1,
+                pair.cert.display()
+            ),
+        };
+        let Some(v) = validity::of(der) else {
+            out.push(format!("{which}: cannot read its validity dates"));
+            continue;
+        };
+        if now > v.not_after {
+            out.push(format!("{which} expired on {} (notAfter)", v.not_after));
+        } else if now < v.not_before {
+            out.push(format!(
+                "{which} is not valid before {} (notBefore)",
+                v.not_before
+            ));
+        }
+    }
+    out
+}
+
+pub use validity::Time;
 
 /// The `ServerConfig` of one TLS listener.
 /// `http2`: offer `h2` by ALPN (preferred), HTTP/1.1 staying available.

@@ -8,7 +8,8 @@ use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::{
     crypto::ring::default_provider,
-    pki_types::{CertificateDer, ServerName},
+    pki_types::{CertificateDer, ServerName, UnixTime},
+    time_provider::{DefaultTimeProvider, TimeProvider},
     ClientConfig, ClientConnection, HandshakeKind, RootCertStore, StreamOwned,
     SupportedProtocolVersion,
 };
@@ -45,9 +46,33 @@ impl Pki {
 
     /// Writes `NAME.pem` (leaf + CA) and `NAME.key`; returns their paths.
     fn leaf(&self, dir: &TestDir, name: &str) -> (PathBuf, PathBuf) {
+        self.leaf_with(dir, name, |_| {})
+    }
+
+    /// A leaf valid only from `not_before` to `not_after` (year, month, day).
+    fn leaf_dated(
+        &self,
+        dir: &TestDir,
+        name: &str,
+        not_before: (i32, u8, u8),
+        not_after: (i32, u8, u8),
+    ) -> (PathBuf, PathBuf) {
+        self.leaf_with(dir, name, |p| {
+            p.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+            p.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        })
+    }
+
+    fn leaf_with(
+        &self,
+        dir: &TestDir,
+        name: &str,
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
+        edit(&mut params);
         let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
         let chain = cert.pem() + &self.ca_cert.pem();
         (
@@ -57,10 +82,20 @@ impl Pki {
     }
 
     fn client(&self, versions: &[&'static SupportedProtocolVersion]) -> Arc<ClientConfig> {
+        self.client_at(versions, Arc::new(DefaultTimeProvider))
+    }
+
+    /// A client whose clock says `time` (to accept a certificate that has
+    /// expired by now).
+    fn client_at(
+        &self,
+        versions: &[&'static SupportedProtocolVersion],
+        time: Arc<dyn TimeProvider>,
+    ) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         roots.add(self.ca.clone()).unwrap();
         Arc::new(
-            ClientConfig::builder_with_provider(Arc::new(default_provider()))
+            ClientConfig::builder_with_details(Arc::new(default_provider()), time)
                 .with_protocol_versions(versions)
                 .unwrap()
                 .with_root_certificates(roots)
@@ -447,4 +482,195 @@ fn reload_reads_certificates_again_and_a_bad_one_changes_nothing() {
     let mut s = connect(proxy.addr(), &client(), "a.test").unwrap();
     assert_eq!(leaf(&s), second);
     assert_eq!(get(&mut s, "a.test", "/still").0, 200);
+}
+
+/// A clock stopped at one instant, for a client that must accept a
+/// certificate outside its validity today.
+#[derive(Debug)]
+struct FixedTime(u64);
+
+impl TimeProvider for FixedTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(UnixTime::since_unix_epoch(Duration::from_secs(self.0)))
+    }
+}
+
+/// `--check` on `toml`: (exit code, stdout, stderr).
+fn check(dir: &TestDir, toml: &str) -> (Option<i32>, String, String, PathBuf) {
+    let path = dir.write("ringside.toml", toml);
+    let out = run_bounded(
+        &["-c".as_ref(), path.as_os_str(), "--check".as_ref()],
+        Duration::from_secs(10),
+    );
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr),
+        path,
+    )
+}
+
+fn listener_lines(pairs: &[&(PathBuf, PathBuf)]) -> String {
+    pairs
+        .iter()
+        .map(|(c, k)| {
+            format!(
+                "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+                c.display(),
+                k.display()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn check_warns_about_expired_and_future_certificates_and_passes() {
+    let (pki, dir) = (Pki::new(), TestDir::new());
+    let expired = pki.leaf_dated(&dir, "old.test", (2019, 1, 1), (2020, 1, 2));
+    let future = pki.leaf_dated(&dir, "new.test", (2090, 5, 6), (2091, 1, 1));
+    let good = pki.leaf(&dir, "a.test");
+
+    // Listeners on lines 1-3, 4-6 and 7-9; the `tls` keys on lines 3, 6, 9.
+    let (code, out, err, path) = check(&dir, &listener_lines(&[&expired, &future, &good]));
+    assert_eq!(code, Some(0), "warnings must not fail --check:\n{err}");
+    assert_eq!(out, format!("{}: ok\n", path.display()));
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "one warning per bad certificate:\n{err}");
+    let at = |line: usize| format!("{}:{line}: warning: listen.tls.cert: ", path.display());
+    assert!(lines[0].starts_with(&at(3)), "{err}");
+    assert!(
+        lines[0].ends_with("old.test.pem expired on 2020-01-02 00:00:00 UTC (notAfter)"),
+        "{err}"
+    );
+    assert!(lines[1].starts_with(&at(6)), "{err}");
+    assert!(
+        lines[1].ends_with("new.test.pem is not valid before 2090-05-06 00:00:00 UTC (notBefore)"),
+        "{err}"
+    );
+
+    // A valid certificate alone: no word on stderr.
+    let (code, out, err, path) = check(&dir, &listener_lines(&[&good]));
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    assert_eq!(out, format!("{}: ok\n", path.display()));
+}
+
+#[test]
+fn an_expired_certificate_is_served_and_logged_at_start_and_reload() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::echo());
+    let expired = pki.leaf_dated(&dir, "a.test", (2019, 1, 1), (2020, 1, 2));
+    let mut proxy = tls_proxy(dir, 1, "", &certs_line(&[&expired]), up.addr());
+    let warned = |l: &str| {
+        l.contains("warning: listen.tls.certs.cert: ") && l.contains("expired on 2020-01-02")
+    };
+    let count = |p: &Proxy| p.stderr_lines().iter().filter(|l| warned(l)).count();
+    assert!(
+        proxy
+            .wait_for_line(warned, Duration::from_secs(5))
+            .is_some(),
+        "no warning at start: {:?}",
+        proxy.stderr_lines()
+    );
+    // Today a client refuses it...
+    let e = connect(proxy.addr(), &pki.client(BOTH), "a.test").err();
+    assert!(
+        e.as_ref().is_some_and(|e| e.to_string().contains("xpired")),
+        "the served certificate is not the expired one: {e:?}"
+    );
+    // ...but it is served: a client whose clock is in 2019 completes the
+    // handshake and gets an answer.
+    let in_2019 = Arc::new(FixedTime(1_560_000_000));
+    let mut s = connect(proxy.addr(), &pki.client_at(BOTH, in_2019), "a.test").unwrap();
+    assert_eq!(get(&mut s, "a.test", "/x").0, 200);
+
+    // A reload reads the file again and warns again.
+    proxy.signal(libc::SIGHUP);
+    let again = common::farm::within(Duration::from_secs(5), || count(&proxy) == 2);
+    assert!(again.is_some(), "{:?}", proxy.stderr_lines());
+    assert_eq!(get(&mut s, "a.test", "/after").0, 200);
+}
+
+/// Answers `/big/N` with N pattern bytes, anything else as `echo`.
+fn big_or_echo(c: &mut UpConn) {
+    while let Some(req) = c.read_request() {
+        let answer = match req.target.strip_prefix("/big/") {
+            Some(n) => {
+                let body = pattern(n.parse().unwrap(), 7);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                [head.into_bytes(), body].concat()
+            }
+            None => echo_response(&req),
+        };
+        if !c.write(&answer) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn large_bodies_and_pipelined_requests_cross_tls_intact() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::start(big_or_echo));
+    let a = pki.leaf(&dir, "a.test");
+    let proxy = tls_proxy(dir, 1, "", &certs_line(&[&a]), up.addr());
+    for versions in [TLS13, TLS12] {
+        let mut s = connect(proxy.addr(), &pki.client(versions), "a.test").unwrap();
+        // A 300,000-byte answer: many records, more than one socket write.
+        let (status, _, body) = get(&mut s, "a.test", "/big/300000");
+        assert_eq!(status, 200);
+        assert!(body == pattern(300_000, 7), "the large answer was altered");
+
+        // A 100,000-byte upload with a second request right behind it in
+        // the same TLS records: after the upload the proxy holds that
+        // request already decrypted, with nothing left on the socket.
+        let upload = pattern(100_000, 3);
+        let mut burst = format!(
+            "POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: {}\r\n\r\n",
+            upload.len()
+        )
+        .into_bytes();
+        burst.extend_from_slice(&upload);
+        burst.extend_from_slice(b"GET /behind HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        s.write_all(&burst).unwrap();
+        s.flush().unwrap();
+        // Both answers, in order (they may arrive in one read).
+        let last = b"target=/behind\nbodylen=0\n";
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !got.ends_with(last) {
+            let n = s.read(&mut chunk).expect("read the pipelined answers");
+            assert!(n > 0, "closed before both answers: {}", show(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+        assert!(
+            text.contains("\r\n\r\ntarget=/up\nbodylen=100000\nHTTP/1.1 200"),
+            "{text}"
+        );
+        let sent = up.requests_with("POST /up");
+        assert!(
+            sent.iter().all(|r| r.body == upload),
+            "the upload was altered"
+        );
+    }
+}
+
+#[test]
+fn an_idle_tls_connection_is_closed_with_close_notify() {
+    let (pki, dir, up) = (Pki::new(), TestDir::new(), Upstream::echo());
+    let a = pki.leaf(&dir, "a.test");
+    let limits = "keepalive_timeout = \"300ms\"";
+    let proxy = tls_proxy(dir, 1, limits, &certs_line(&[&a]), up.addr());
+    for versions in [TLS13, TLS12] {
+        let mut s = connect(proxy.addr(), &pki.client(versions), "a.test").unwrap();
+        assert_eq!(get(&mut s, "a.test", "/x").0, 200);
+        // Idle past keepalive_timeout: the proxy ends the TLS session
+        // cleanly (an unclean end reads as UnexpectedEof here).
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)
+            .expect("close_notify after the idle timeout");
+        assert!(rest.is_empty(), "{}", show(&rest));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
 }

@@ -115,6 +115,21 @@ pub(super) fn outside(config: &Config, places: &Places) -> Vec<Problem> {
     problems
 }
 
+/// What does not stop the config from running: certificates that have
+/// expired or are not valid yet, reported at the line of their `cert`.
+pub(super) fn warnings(config: &Config, places: &Places) -> Vec<Problem> {
+    let now = crate::tls::Time::now();
+    let mut out = Vec::new();
+    for (listener, lp) in config.listeners.iter().zip(&places.listeners) {
+        let Some(tls) = &listener.tls else { continue };
+        for (pair, (cert_place, _)) in tls.certs.iter().zip(&lp.certs) {
+            let found = crate::tls::date_warnings(pair, now);
+            out.extend(found.into_iter().map(|m| cert_place.problem(m)));
+        }
+    }
+    out
+}
+
 /// The machine's memory in bytes (`MemTotal`), if /proc tells.
 fn memory() -> Option<u64> {
     let info = fs::read_to_string("/proc/meminfo").ok()?;
@@ -273,7 +288,8 @@ error_pages = {{ "502" = "50x.html" }}
 "#
             ),
         );
-        let c = load(&config).unwrap_or_else(|p| panic!("{p}"));
+        let (c, warnings) = load(&config).unwrap_or_else(|p| panic!("{p}"));
+        assert!(warnings.list.is_empty(), "{warnings}");
         assert!(dir.0.join("access.log").is_file() && dir.0.join("error.log").is_file());
         assert_eq!(c.log.access, LogTarget::File(dir.0.join("access.log")));
     }

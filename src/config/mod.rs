@@ -8,7 +8,12 @@
 //! exist, log files that must open, port clashes).
 #![forbid(unsafe_code)]
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 mod check;
 mod file;
@@ -36,27 +41,40 @@ pub struct Problems {
 
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.list.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(
-                f,
-                "{}:{}: {}: {}",
-                self.file.display(),
-                p.line,
-                p.key,
-                p.message
-            )?;
-        }
-        Ok(())
+        write_list(f, &self.file, &self.list, "")
     }
+}
+
+/// What is questionable but does not stop FILE from running (an expired
+/// certificate), printed as `FILE:LINE: warning: key: message`. May be empty.
+#[derive(Debug, Clone)]
+pub struct Warnings {
+    pub file: PathBuf,
+    pub list: Vec<Problem>,
+}
+
+impl fmt::Display for Warnings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_list(f, &self.file, &self.list, "warning: ")
+    }
+}
+
+fn write_list(f: &mut fmt::Formatter<'_>, file: &Path, list: &[Problem], tag: &str) -> fmt::Result {
+    for (i, p) in list.iter().enumerate() {
+        if i > 0 {
+            writeln!(f)?;
+        }
+        let (line, key, message) = (p.line, &p.key, &p.message);
+        write!(f, "{}:{line}: {tag}{key}: {message}", file.display())?;
+    }
+    Ok(())
 }
 
 impl std::error::Error for Problems {}
 
-/// Reads, validates and resolves FILE: everything `--check` checks.
-pub fn load(path: &std::path::Path) -> Result<Config, Problems> {
+/// Reads, validates and resolves FILE: everything `--check` checks. The
+/// warnings are looked for only in a file without problems.
+pub fn load(path: &Path) -> Result<(Config, Warnings), Problems> {
     let fail = |list| Problems {
         file: path.to_path_buf(),
         list,
@@ -70,11 +88,14 @@ pub fn load(path: &std::path::Path) -> Result<Config, Problems> {
     })?;
     let (config, places) = file::read(&text, path).map_err(fail)?;
     let problems = check::outside(&config, &places);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(fail(problems))
+    if !problems.is_empty() {
+        return Err(fail(problems));
     }
+    let warnings = Warnings {
+        file: path.to_path_buf(),
+        list: check::warnings(&config, &places),
+    };
+    Ok((config, warnings))
 }
 
 /// Parses and resolves TOML text without looking at the file system.

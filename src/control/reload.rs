@@ -47,7 +47,10 @@ impl Running {
 
     pub fn reload(&mut self) {
         let new = match super::start::load(&self.path) {
-            Ok(c) => Arc::new(c),
+            Ok((c, warnings)) => {
+                super::start::log_warnings(&warnings);
+                Arc::new(c)
+            }
             Err(problems) => {
                 crate::error!("reload failed, the running config stays:\n{problems}");
                 return;

@@ -25,9 +25,13 @@ use crate::{
 };
 
 /// `--check`: prints `FILE: ok` and returns 0, or every problem and 1.
+/// Warnings (an expired certificate) go to stderr and leave it a success.
 pub fn check(path: &Path) -> i32 {
     match load(path) {
-        Ok(_) => {
+        Ok((_, warnings)) => {
+            if !warnings.list.is_empty() {
+                eprintln!("{warnings}");
+            }
             println!("{}: ok", path.display());
             0
         }
@@ -40,14 +44,14 @@ pub fn check(path: &Path) -> i32 {
 
 /// Runs the proxy until SIGTERM/SIGINT; returns the exit code.
 pub fn run(path: &Path, upgrade: Option<&Path>) -> i32 {
-    let config = match load(path) {
-        Ok(c) => Arc::new(c),
+    let (config, warnings) = match load(path) {
+        Ok((c, w)) => (Arc::new(c), w),
         Err(problems) => {
             eprintln!("{problems}");
             return 1;
         }
     };
-    match start(path, upgrade, config) {
+    match start(path, upgrade, config, &warnings) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ringside: {e}");
@@ -56,10 +60,18 @@ pub fn run(path: &Path, upgrade: Option<&Path>) -> i32 {
     }
 }
 
+/// Logs each warning of a config that is about to run, one line each.
+pub(super) fn log_warnings(warnings: &config::Warnings) {
+    for w in &warnings.list {
+        let (file, line, key, message) = (warnings.file.display(), w.line, &w.key, &w.message);
+        crate::warn!("{file}:{line}: warning: {key}: {message}");
+    }
+}
+
 /// The contract's file, with every TLS listener's certificates and keys
-/// read (at start and on each reload).
-pub(super) fn load(path: &Path) -> Result<Config, config::Problems> {
-    let mut config = config::load(path)?;
+/// read (at start and on each reload), and its warnings.
+pub(super) fn load(path: &Path) -> Result<(Config, config::Warnings), config::Problems> {
+    let (mut config, warnings) = config::load(path)?;
     crate::tls::attach(&mut config).map_err(|list| config::Problems {
         file: path.to_path_buf(),
         list: list
@@ -71,12 +83,18 @@ pub(super) fn load(path: &Path) -> Result<Config, config::Problems> {
             })
             .collect(),
     })?;
-    Ok(config)
+    Ok((config, warnings))
 }
 
-fn start(path: &Path, upgrade: Option<&Path>, config: Arc<Config>) -> Result<i32, String> {
+fn start(
+    path: &Path,
+    upgrade: Option<&Path>,
+    config: Arc<Config>,
+    warnings: &config::Warnings,
+) -> Result<i32, String> {
     log::init_error_log(&config.log.error, config.log.level)
         .map_err(|e| format!("cannot open the error log: {e}"))?;
+    log_warnings(warnings);
     // Registered before any worker exists, so no signal finds the default
     // disposition (which would kill the process on SIGHUP).
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])

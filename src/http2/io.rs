@@ -5,8 +5,8 @@
 //! `unsafe`: the bytes are copied once each way (the price of the `h2`
 //! crate's traits, see `http2/mod.rs`).
 //!
-//! The stream is split into owned halves (monoio-rustls marks its stream
-//! `Split`), so a read can wait while h2 writes.
+//! The stream is split into halves (`tls::TlsStream::into_split`), so a
+//! read can wait while h2 writes.
 
 use std::{
     cell::RefCell,
@@ -18,13 +18,10 @@ use std::{
     time::Duration,
 };
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use tokio::io::ReadBuf;
 
-use crate::tls::TlsStream;
-
-type Reader = OwnedReadHalf<TlsStream>;
-type Writer = OwnedWriteHalf<TlsStream>;
+use crate::tls::{TlsReadHalf as Reader, TlsStream, TlsWriteHalf as Writer};
 type Op<H, R> = Pin<Box<dyn Future<Output = (H, Vec<u8>, io::Result<R>)>>>;
 
 /// Bytes read from the socket per operation: one TLS record's worth.
@@ -64,7 +61,7 @@ pub struct PollIo {
 impl PollIo {
     /// The adapter, and the slot its read side is left in once h2 is done.
     pub fn new(tls: TlsStream) -> (Self, Rc<RefCell<Option<Linger>>>) {
-        let (r, w) = monoio::io::Splitable::into_split(tls);
+        let (r, w) = tls.into_split();
         let linger = Rc::new(RefCell::new(None));
         let io = PollIo {
             linger: linger.clone(),
