@@ -3,7 +3,7 @@
 //! response head `exchange` writes, read back into an h2 response.
 
 use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
 /// How the synthesized request carries its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +121,14 @@ pub fn response(buf: &[u8], head_only: bool) -> Result<Option<Parsed>, &'static 
     let status = StatusCode::from_u16(code).map_err(|_| "bad status")?;
     let mut response = Response::new(());
     *response.status_mut() = status;
+    *response.headers_mut() = HeaderMap::with_capacity(r.headers.len());
+    // One copy of the head; every value is a slice of it (no allocation
+    // per field).
+    let shared = Bytes::copy_from_slice(&buf[..len]);
+    let at = |v: &[u8]| {
+        let from = v.as_ptr() as usize - buf.as_ptr() as usize;
+        shared.slice(from..from + v.len())
+    };
     let mut framing = Framing::Close;
     let out = response.headers_mut();
     for h in r.headers.iter() {
@@ -140,7 +148,7 @@ pub fn response(buf: &[u8], head_only: bool) -> Result<Option<Parsed>, &'static 
         if hop_by_hop(&name) {
             continue;
         }
-        if let Ok(value) = HeaderValue::from_bytes(h.value) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(at(h.value)) {
             out.append(name, value);
         }
     }

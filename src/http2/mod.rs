@@ -225,20 +225,23 @@ async fn run_stream(
         to_https: origin.to_https,
     };
     let timeout = shard.gen().config.limits.client_header_timeout;
-    let exchange = Box::pin(conn::exchange(
-        &mut c,
-        &origin.listen,
-        shard,
-        Instant::now() + timeout,
-    ));
     // A stream the client resets stops its work at once (its upstream
     // request included): h2 no longer counts it against the concurrency
     // cap, so running on would let a rapid reset pile up work
     // (CVE-2023-44487).
-    let reset = std::future::poll_fn(|cx| tx.borrow_mut().poll_reset(cx));
-    let was_reset = monoio::select! {
-        _ = CatchUnwind(exchange) => false,
-        _ = reset => true,
+    let was_reset = {
+        // Pinned in place: this task is already on the heap.
+        let exchange = std::pin::pin!(conn::exchange(
+            &mut c,
+            &origin.listen,
+            shard,
+            Instant::now() + timeout,
+        ));
+        let reset = std::future::poll_fn(|cx| tx.borrow_mut().poll_reset(cx));
+        monoio::select! {
+            _ = CatchUnwind(exchange) => false,
+            _ = reset => true,
+        }
     };
     if was_reset {
         origin.resets.set(origin.resets.get() + 1);

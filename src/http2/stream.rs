@@ -156,14 +156,23 @@ impl H2Stream {
         loop {
             match &mut self.out {
                 Out::Head(acc) => {
-                    acc.extend_from_slice(data);
-                    let Some(p) = head::response(acc, self.head_only).map_err(invalid)? else {
+                    // Usually the whole head comes in one write: parsed
+                    // where it lies; else collected first.
+                    let whole = acc.is_empty();
+                    if !whole {
+                        acc.extend_from_slice(data);
+                    }
+                    let src: &[u8] = if whole { data } else { acc };
+                    let Some(p) = head::response(src, self.head_only).map_err(invalid)? else {
+                        if whole {
+                            acc.extend_from_slice(data);
+                        }
                         if acc.len() > MAX_HEAD {
                             return Err(invalid("response head too large"));
                         }
                         return Ok(());
                     };
-                    let rest = acc.split_off(p.len);
+                    let rest = src[p.len..].to_vec();
                     if p.response.status().is_informational() {
                         // 100 Continue and friends stay on this side.
                         self.out = Out::Head(Vec::new());
