@@ -9,14 +9,17 @@
 //! HTTP/1.1 requests use. Upstream, every stream is an HTTP/1.1 request
 //! over the worker's pool.
 //!
-//! Why the `h2` crate and not monoio-http's h2 fork: the fork lacks the
-//! defences this edge needs (no cap on CONTINUATION frames, no limit on
-//! streams reset before they are accepted, CVE-2023-44487), and
-//! monoio-http pulls in rustls 0.21 next to our 0.23. `h2` 0.4.20 caps the
-//! header list while decoding, counts pending-accept and locally-caused
-//! resets, and answers PING and SETTINGS without queueing without bound.
-//! Its price is tokio's poll traits over our completion-based stream
-//! (`io::PollIo`: one copy each way). Figures are in the README.
+//! Why the `h2` crate and not monoio-http's h2 fork (checked against
+//! monoio-http 0.3.12, the current release): the fork has none of the
+//! defences added to h2 since 2023 — no `max_pending_accept_reset_streams`
+//! or `max_local_error_reset_streams` (rapid reset, CVE-2023-44487), no cap
+//! on CONTINUATION frames, no limit on tiny DATA frames — and `cargo tree`
+//! of monoio-http shows rustls 0.21.12, rustls-webpki 0.101 and
+//! monoio-rustls 0.3 next to our rustls 0.23 (two rustls versions, which we
+//! never ship). `h2` 0.4.20 has all of those limits; its price is tokio's
+//! poll traits over our completion-based stream (`io::PollIo`: one copy
+//! each way, one boxed operation per socket read or write). Measured with
+//! h2load in perf/ (figures in the README).
 //!
 //! Limits (what an edge proxy sets; nginx's values where it has one):
 //! 128 concurrent streams per connection, a header list of at most
