@@ -372,3 +372,32 @@ fn streams_past_the_concurrency_cap_are_refused() {
     raw.send(&bytes);
     assert_eq!(raw.reset_of(2 * 128 + 1), Some(REFUSED_STREAM));
 }
+
+#[test]
+fn an_idle_connection_gets_goaway_after_keepalive_timeout() {
+    let up = Upstream::echo();
+    let p = H2Proxy::start(up.addr(), 1, "keepalive_timeout = \"1s\"", "");
+    let mut raw = Raw::open(p.addr(), &p.client);
+    raw.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &block(&get_fields("/once")),
+    ));
+    assert!(raw.until(|f| f.ty == DATA && f.stream == 1).is_some());
+    let started = std::time::Instant::now();
+    let g = raw.until(|f| f.ty == GOAWAY).expect("GOAWAY when idle");
+    assert_eq!(g.code(), NO_ERROR);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(700));
+    // h2 shuts down in two steps (RFC 9113 6.8): GOAWAY naming 2^31-1 and
+    // a PING; once the PING is answered, GOAWAY naming the last stream.
+    let mut last = u32::from_be_bytes(g.payload[..4].try_into().unwrap());
+    while let Some(f) = raw.next() {
+        match f.ty {
+            PING if f.flags & ACK == 0 => raw.send(&frame(PING, ACK, 0, &f.payload)),
+            GOAWAY => last = u32::from_be_bytes(f.payload[..4].try_into().unwrap()),
+            _ => {}
+        }
+    }
+    assert_eq!(last, 1, "the final GOAWAY names the stream served");
+}
