@@ -474,12 +474,7 @@ fn plan(
                 key = crate::balance::Key::new(up, peer, req.target.as_bytes(), |name| {
                     route::cookie(&req, name)
                 });
-                // WebSocket tunnels run on plain connections only for now
-                // (relay::tunnel waits on socket readiness, which a TLS
-                // stream cannot lend out).
-                let upgrade = req
-                    .upgrade
-                    .filter(|_| r.websocket && listen.proto == "http");
+                let upgrade = req.upgrade.filter(|_| r.websocket);
                 let fwd = Forwarding {
                     client_ip: peer,
                     proto: listen.proto,

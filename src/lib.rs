@@ -44,6 +44,7 @@ pub mod serve;
 pub mod stats;
 pub mod timer;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 pub mod worker;
 

@@ -734,11 +734,15 @@ async fn tunnel_after_101(
             return;
         }
     }
-    // Upgrades are refused on TLS listeners when the plan is made.
-    let crate::tls::ClientStream::Plain(client) = &mut c.stream else {
-        return;
+    // A new kind of client stream gets no tunnel until it is added here.
+    let r = if let crate::tls::ClientStream::Plain(client) = &mut c.stream {
+        crate::tunnel::plain(client, s, &shard.relay, idle).await
+    } else if let crate::tls::ClientStream::Tls(client) = &mut c.stream {
+        crate::tunnel::tls(client, s, &shard.relay, &shard.heads, idle).await
+    } else {
+        Ok(())
     };
-    if let Err(e) = relay::tunnel(client, s, &shard.relay, idle).await {
+    if let Err(e) = r {
         crate::debug!("worker {}: tunnel from {} ended: {e}", shard.id, c.peer);
     }
 }

@@ -1,0 +1,231 @@
+//! Stage 6 after a `101`: a two-way byte tunnel (WebSocket) between the
+//! client and the upstream, until both sides closed or neither sent anything
+//! for `idle` (nginx's `proxy_read_timeout`). Half-closes are passed on: when
+//! one side stops sending, the other side's write half is shut down. A write
+//! that the other side does not take within `idle` ends the tunnel too.
+
+use std::{
+    cell::Cell,
+    io,
+    pin::pin,
+    time::{Duration, Instant},
+};
+
+use monoio::{
+    io::{AsyncReadRent, AsyncWriteRent},
+    net::TcpStream,
+    time::timeout,
+};
+
+use crate::{
+    relay::{read_fresh, write_all, Fail},
+    tls::TlsStream,
+    worker::Buffers,
+};
+
+/// Plain client ↔ upstream, both `TcpStream`s: one loop waits for either side
+/// to be readable before borrowing a buffer, so an idle tunnel holds none.
+pub async fn plain(
+    a: &mut TcpStream,
+    b: &mut TcpStream,
+    bufs: &Buffers,
+    idle: Duration,
+) -> io::Result<()> {
+    let (mut a_open, mut b_open) = (true, true);
+    while a_open || b_open {
+        let ready = timeout(idle, async {
+            monoio::select! {
+                r = a.readable(false), if a_open => (true, r),
+                r = b.readable(false), if b_open => (false, r),
+            }
+        })
+        .await;
+        let (from_a, r) = match ready {
+            Ok(x) => x,
+            Err(_) => return Ok(()),
+        };
+        r?;
+        let (src, dst) = if from_a {
+            (&mut *a, &mut *b)
+        } else {
+            (&mut *b, &mut *a)
+        };
+        let buf = bufs.take();
+        let (r, buf) = read_fresh(src, buf, usize::MAX, idle).await;
+        let n = match r {
+            Ok(n) => n,
+            Err(Fail::Io(e)) => {
+                bufs.give(buf);
+                return Err(e);
+            }
+            Err(_) => 0,
+        };
+        if n == 0 {
+            bufs.give(buf);
+            // This side is done sending: pass the half-close on.
+            let _ = dst.shutdown().await; // a peer already gone is fine
+            if from_a {
+                a_open = false;
+            } else {
+                b_open = false;
+            }
+            continue;
+        }
+        let (w, buf) = write_all(dst, buf, idle).await;
+        bufs.give(buf);
+        if w.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// TLS client ↔ plain upstream. A TLS stream cannot lend out readiness
+/// (rustls may hold decrypted bytes the socket no longer shows), so each
+/// direction runs as its own loop and the TLS read stays pending: both
+/// directions run at once, and a watchdog ends the tunnel after `idle`
+/// without a byte either way.
+///
+/// The pending TLS read holds a head buffer (`heads`, a few KiB: WebSocket
+/// traffic from clients is mostly small), the upstream → client direction a
+/// relay buffer only while bytes are moving. A cancelled TLS read or write
+/// leaves monoio-rustls's stream unusable for that direction; that only
+/// happens when the tunnel ends (idle, a stuck write, an error), and the
+/// connection closes next (conn.rs guards the close_notify it then sends).
+pub async fn tls(
+    client: &mut TlsStream,
+    up: &mut TcpStream,
+    bufs: &Buffers,
+    heads: &Buffers,
+    idle: Duration,
+) -> io::Result<()> {
+    let last = Cell::new(Instant::now());
+    let client: *mut TlsStream = client;
+    let up: *mut TcpStream = up;
+    // SAFETY: both streams are `monoio::io::Split` (monoio's promise, for
+    // monoio-rustls's stream as for TcpStream, that a read and a write may
+    // be in flight at once: on TLS, reads use the session's read buffer and
+    // writes its write buffer). Each stream is read through exactly one of
+    // the two references below and written through the other; both live
+    // only inside this function, which holds the `&mut` borrows it was
+    // given, and both futures are dropped before it returns. This is what
+    // `Splitable::into_split` does with an `Rc<UnsafeCell>`, without moving
+    // the stream out of the connection (it closes there afterwards).
+    let (client_r, up_w) = unsafe { (&mut *client, &mut *up) };
+    // SAFETY: see above: the other direction of the same two streams.
+    let (up_r, client_w) = unsafe { (&mut *up, &mut *client) };
+    let mut upward = pin!(tls_to_up(client_r, up_w, heads, idle, &last));
+    let mut downward = pin!(up_to_tls(up_r, client_w, bufs, idle, &last));
+    let mut watchdog = pin!(async {
+        loop {
+            let until = last.get() + idle;
+            monoio::time::sleep_until(until.into()).await;
+            if last.get() + idle <= Instant::now() {
+                return;
+            }
+        }
+    });
+    let (mut up_open, mut down_open) = (true, true);
+    while up_open || down_open {
+        monoio::select! {
+            r = &mut upward, if up_open => {
+                r?;
+                up_open = false;
+            },
+            r = &mut downward, if down_open => {
+                r?;
+                down_open = false;
+            },
+            _ = &mut watchdog => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// Client (TLS) → upstream until the client stops sending, then the
+/// upstream's write half is shut down.
+async fn tls_to_up(
+    from: &mut TlsStream,
+    to: &mut TcpStream,
+    heads: &Buffers,
+    idle: Duration,
+    last: &Cell<Instant>,
+) -> io::Result<()> {
+    let mut buf = heads.take();
+    loop {
+        buf.clear();
+        // Not bounded: the watchdog ends a silent tunnel (a cancelled TLS
+        // read would also poison the stream).
+        let (r, b) = from.read(buf).await;
+        buf = b;
+        match r {
+            Ok(0) => break,
+            Ok(_) => last.set(Instant::now()),
+            // A client that closes its socket without close_notify: for a
+            // tunnel that is its end of sending, as on a plain connection.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => {
+                heads.give(buf);
+                return Err(e);
+            }
+        }
+        let (w, b) = write_all(to, buf, idle).await;
+        buf = b;
+        if let Err(f) = w {
+            heads.give(buf);
+            return Err(io_error(f));
+        }
+    }
+    heads.give(buf);
+    // The client is done sending: pass the half-close on.
+    let _ = to.shutdown().await; // an upstream already gone is fine
+    Ok(())
+}
+
+/// Upstream → client (TLS) until the upstream stops sending, then the
+/// client gets close_notify and the write half of its socket is shut down.
+async fn up_to_tls(
+    from: &mut TcpStream,
+    to: &mut TlsStream,
+    bufs: &Buffers,
+    idle: Duration,
+    last: &Cell<Instant>,
+) -> io::Result<()> {
+    loop {
+        // Not bounded: the watchdog ends a silent tunnel.
+        from.readable(false).await?;
+        let buf = bufs.take();
+        let (r, buf) = read_fresh(from, buf, usize::MAX, idle).await;
+        let n = match r {
+            Ok(n) => n,
+            Err(Fail::Io(e)) => {
+                bufs.give(buf);
+                return Err(e);
+            }
+            Err(_) => 0,
+        };
+        if n == 0 {
+            bufs.give(buf);
+            break;
+        }
+        last.set(Instant::now());
+        let (w, buf) = write_all(to, buf, idle).await;
+        bufs.give(buf);
+        if let Err(f) = w {
+            return Err(io_error(f));
+        }
+    }
+    match timeout(idle, to.shutdown()).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// A failed tunnel write as the error that ends the tunnel.
+fn io_error(f: Fail) -> io::Error {
+    match f {
+        Fail::Io(e) => e,
+        Fail::Timeout => io::ErrorKind::TimedOut.into(),
+        Fail::Eof | Fail::Framing(_) => io::ErrorKind::WriteZero.into(),
+    }
+}
