@@ -41,6 +41,7 @@ pub mod proxy;
 pub mod relay;
 pub mod route;
 pub mod serve;
+pub mod splice;
 pub mod stats;
 pub mod timer;
 pub mod tls;
