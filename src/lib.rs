@@ -24,6 +24,8 @@
 //! `serve` answers the route actions other than plain proxying (static
 //! files, redirects, cache hits) and changes answers on their way out (gzip,
 //! error pages); `cache` is each worker's response cache shard.
+//! `relay` copies bodies through buffers, `splice` between two plain TCP
+//! sockets through a pipe, and `tunnel` runs WebSocket tunnels after a `101`.
 
 pub mod config;
 #[macro_use]

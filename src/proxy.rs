@@ -735,7 +735,7 @@ async fn tunnel_after_101(
     }
     // A new kind of client stream gets no tunnel until it is added here.
     let r = if let crate::tls::ClientStream::Plain(client) = &mut c.stream {
-        splice::tunnel(client, s, &shard.pipes, idle).await
+        crate::tunnel::plain(client, s, &shard.pipes, idle).await
     } else if let crate::tls::ClientStream::Tls(client) = &mut c.stream {
         crate::tunnel::tls(client, s, &shard.relay, &shard.heads, idle).await
     } else {

@@ -41,10 +41,27 @@ pub enum Way {
 /// upstream socket, both ways the same: spliced when the client is plain
 /// TCP, through a relay buffer otherwise (TLS, or no pipe to be had).
 ///
-/// Measured (`perf/run.sh --quick --workloads 1m,64k`, one worker, same run
-/// as the peers): 1 MiB responses at 5,773 requests per CPU-second against
-/// 1,470 through 256 KiB buffers (nginx 825 / 847, HAProxy 1,097 / 1,148 in
-/// the two runs), peak RSS 15.5 MiB against 55.9.
+/// Measured with `perf/run.sh --quick --workloads 1m,64k` (one worker on
+/// CPU 1, requests per CPU-second of the proxy, peers in the same run),
+/// 2026-11-27, this 2-core VM, splice vs the 256 KiB buffers it replaced,
+/// run back to back (perf/results/2026-11-27-0013-splice.md, -0014-buffers):
+///
+/// | workload | splice | buffers | nginx (s / b) | HAProxy (s / b) |
+/// |---|---|---|---|---|
+/// | 1m  | 5,972  | 1,454  | 881 / 1,129     | 1,124 / 1,106   |
+/// | 64k | 25,047 | 21,709 | 14,435 / 14,704 | 18,269 / 19,889 |
+///
+/// An earlier run with no other job on the machine gave 5,773 on 1m (6,101
+/// per second of the whole proxy core, which was not even saturated: wrk
+/// was the limit; nginx 825, HAProxy 1,097). Peak RSS on 1m: 14-17 MiB
+/// instead of 55 (no relay buffers lent).
+///
+/// Below `SPLICE_MIN` a body keeps the buffer path: the splice path costs
+/// six fcntl and two splice syscalls whatever the size. By hand (wrk -c64
+/// through one worker, the perf backend; noisy, other builds running),
+/// 16 KiB responses (some 300 bytes left after the 16 KiB head buffer: the
+/// fixed cost) gave 23-24k req/CPU-s spliced against 18-27k buffered, 32 KiB
+/// ones (16 KiB left) 17-24k against 19-21k: level within the noise there.
 pub async fn copy_body(
     shard: &Shard,
     client: &mut ClientStream,
@@ -53,7 +70,10 @@ pub async fn copy_body(
     n: u64,
     lim: Limits,
 ) -> Result<(), CopyFail> {
-    if let ClientStream::Plain(plain) = client {
+    if n == 0 {
+        return Ok(());
+    }
+    if let (true, ClientStream::Plain(plain)) = (n >= SPLICE_MIN, &mut *client) {
         if let Some(mut pipe) = shard.pipes.take() {
             let r = match way {
                 Way::Up => copy_length(plain, up, n, &mut pipe, lim).await,
@@ -72,21 +92,27 @@ pub async fn copy_body(
     r
 }
 
+/// Smallest body copied with splice (the rest of a body after the bytes
+/// that came with its head); smaller ones go through a relay buffer.
+/// Measured at `copy_body`.
+const SPLICE_MIN: u64 = 16 * 1024;
+
 /// Bytes a pipe holds: the kernel default (16 pages). Not raised with
 /// F_SETPIPE_SZ: a larger pipe pins more memory per copy in flight.
-const PIPE_CAP: usize = 64 * 1024;
+pub(crate) const PIPE_CAP: usize = 64 * 1024;
 
 /// Most idle pipes a worker keeps (two fds each, no buffer memory while
 /// empty); more are closed. Pipes in use are not capped: when the process
-/// runs out of fds, `Pipes::take` fails and the copy takes the buffer path.
+/// runs out of fds, `Pipes::take` fails and a body copy takes the buffer
+/// path (a tunnel ends).
 const MAX_FREE_PIPES: usize = 32;
 
 /// A pipe, empty whenever it is in the pool.
 pub struct Pipe {
     read: OwnedFd,
-    write: OwnedFd,
+    pub(crate) write: OwnedFd,
     /// Bytes spliced in and not yet out.
-    held: usize,
+    pub(crate) held: usize,
 }
 
 impl Pipe {
@@ -140,14 +166,14 @@ impl Pipes {
 /// until the peer sends or reads; and the flag must not outlive the copy:
 /// on a non-blocking file, io_uring's readv/writev (a cache hit's answer
 /// uses writev) return `EAGAIN` instead of waiting.
-struct NonBlocking {
+pub(crate) struct NonBlocking {
     fd: RawFd,
     /// The flags to put back, when this guard changed them.
     restore: Option<libc::c_int>,
 }
 
 impl NonBlocking {
-    fn set(s: &TcpStream) -> io::Result<NonBlocking> {
+    pub(crate) fn set(s: &TcpStream) -> io::Result<NonBlocking> {
         let fd = s.as_raw_fd();
         // SAFETY: fcntl on an fd owned by `s`, which outlives this call.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
@@ -182,7 +208,7 @@ impl Drop for NonBlocking {
 
 /// One non-blocking splice of up to `len` bytes from `from` to `to`.
 /// `Ok(None)`: nothing to move right now (`EAGAIN`).
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<Option<usize>> {
+pub(crate) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<Option<usize>> {
     let flags = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE;
     loop {
         // SAFETY: splice between two fds the caller keeps open for the
@@ -250,7 +276,7 @@ async fn fill(
 
 /// Empties `pipe` into `to`, waiting (up to `limit` each time) while the
 /// socket's send buffer is full.
-async fn drain(pipe: &mut Pipe, to: &TcpStream, limit: Duration) -> Result<(), Fail> {
+pub(crate) async fn drain(pipe: &mut Pipe, to: &TcpStream, limit: Duration) -> Result<(), Fail> {
     while pipe.held > 0 {
         match splice(pipe.read.as_raw_fd(), to.as_raw_fd(), pipe.held) {
             Ok(Some(0)) => return Err(Fail::Eof),
@@ -284,62 +310,6 @@ pub async fn copy_length(
             Err(e) => return Err(CopyFail::Read(e)),
         }
         drain(pipe, to, lim.write).await.map_err(CopyFail::Write)?;
-    }
-    Ok(())
-}
-
-/// A two-way splice tunnel between two plain sockets (see tunnel.rs for the
-/// rules): waits for either side to be readable, then moves what it has
-/// through a pipe taken for that burst only, so an idle tunnel holds none.
-pub async fn tunnel(a: &TcpStream, b: &TcpStream, pipes: &Pipes, idle: Duration) -> io::Result<()> {
-    let _a = NonBlocking::set(a)?;
-    let _b = NonBlocking::set(b)?;
-    let (mut a_open, mut b_open) = (true, true);
-    while a_open || b_open {
-        let ready = timeout(idle, async {
-            monoio::select! {
-                r = a.readable(false), if a_open => (true, r),
-                r = b.readable(false), if b_open => (false, r),
-            }
-        })
-        .await;
-        let (from_a, r) = match ready {
-            Ok(x) => x,
-            Err(_) => return Ok(()),
-        };
-        r?;
-        let (src, dst) = if from_a { (a, b) } else { (b, a) };
-        let Some(mut pipe) = pipes.take() else {
-            return Err(io::Error::other("no pipe for the tunnel"));
-        };
-        let moved = match splice(src.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_CAP) {
-            // A spurious wakeup: wait again.
-            Ok(None) => {
-                pipes.give(pipe);
-                continue;
-            }
-            Ok(Some(n)) => n,
-            Err(e) => return Err(e),
-        };
-        if moved == 0 {
-            pipes.give(pipe);
-            // This side is done sending: pass the half-close on. Its
-            // result is not looked at: a peer already gone is fine.
-            // SAFETY: shutdown(2) of the write half of a socket `dst` owns.
-            unsafe { libc::shutdown(dst.as_raw_fd(), libc::SHUT_WR) };
-            if from_a {
-                a_open = false;
-            } else {
-                b_open = false;
-            }
-            continue;
-        }
-        pipe.held = moved;
-        let w = drain(&mut pipe, dst, idle).await;
-        pipes.give(pipe);
-        if w.is_err() {
-            return Ok(());
-        }
     }
     Ok(())
 }
