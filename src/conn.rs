@@ -164,8 +164,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
                     r = s.readable() => r.is_ok(),
                     _ = shard.deadlines.until(until) => false,
                 },
-                // An HTTP/2 stream runs one exchange and never waits here.
-                ClientStream::H2(_) => false,
+                // An HTTP/2 stream runs one exchange and never waits here;
+                // a stream a tunnel took apart is over.
+                ClientStream::H2(_) | ClientStream::Closed => false,
             };
             if !ready {
                 // Idle too long, or the socket failed: close without a word.
@@ -479,12 +480,7 @@ fn plan(
                 key = crate::balance::Key::new(up, peer, req.target.as_bytes(), |name| {
                     route::cookie(&req, name)
                 });
-                // WebSocket tunnels run on plain connections only for now
-                // (relay::tunnel waits on socket readiness, which a TLS
-                // stream cannot lend out).
-                let upgrade = req
-                    .upgrade
-                    .filter(|_| r.websocket && listen.proto == "http");
+                let upgrade = req.upgrade.filter(|_| r.websocket);
                 let fwd = Forwarding {
                     client_ip: peer,
                     proto: listen.proto,

@@ -24,6 +24,8 @@
 //! `serve` answers the route actions other than plain proxying (static
 //! files, redirects, cache hits) and changes answers on their way out (gzip,
 //! error pages); `cache` is each worker's response cache shard.
+//! `relay` copies bodies through buffers, `splice` between two plain TCP
+//! sockets through a pipe, and `tunnel` runs WebSocket tunnels after a `101`.
 
 pub mod config;
 #[macro_use]
@@ -42,9 +44,11 @@ pub mod proxy;
 pub mod relay;
 pub mod route;
 pub mod serve;
+pub mod splice;
 pub mod stats;
 pub mod timer;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 pub mod worker;
 

@@ -18,6 +18,7 @@ use crate::{
     },
     relay::{self, CopyFail, Fail, Limits},
     serve::{body::BodyOut, cached, pages, response},
+    splice::{self, Way},
     upstream::connect::connect,
     worker::{Generation, Shard},
 };
@@ -206,11 +207,10 @@ pub async fn forward(
             client_head.extend_from_slice(&pending[..now]);
             match write_head(c, client_head, down).await {
                 Ok(()) => {
-                    let buf = shard.relay.take();
-                    let (r, buf) =
-                        relay::copy_length(&mut s, &mut c.stream, n - now as u64, buf, down).await;
-                    shard.relay.give(buf);
-                    r.map(|()| n)
+                    let rest = n - now as u64;
+                    splice::copy_body(shard, &mut c.stream, &mut s, Way::Down, rest, down)
+                        .await
+                        .map(|()| n)
                 }
                 Err(e) => Err(e),
             }
@@ -463,10 +463,9 @@ async fn attempt(
     match plan.framing {
         Framing::Length(_) if remaining > 0 => {
             streamed = true;
-            let buf = shard.relay.take();
-            let (r, buf) = relay::copy_length(&mut c.stream, s, remaining, buf, upward).await;
-            shard.relay.give(buf);
-            r.map_err(|e| Attempt::fail(upward_error(e)).not_replayable())?;
+            splice::copy_body(shard, &mut c.stream, s, Way::Up, remaining, upward)
+                .await
+                .map_err(|e| Attempt::fail(upward_error(e)).not_replayable())?;
         }
         Framing::Chunked => {
             streamed = true;
@@ -734,11 +733,24 @@ async fn tunnel_after_101(
             return;
         }
     }
-    // Upgrades are refused on TLS listeners when the plan is made.
-    let crate::tls::ClientStream::Plain(client) = &mut c.stream else {
-        return;
+    // A new kind of client stream gets no tunnel until it is added here.
+    let r = if let crate::tls::ClientStream::Plain(client) = &mut c.stream {
+        crate::tunnel::plain(client, s, &shard.pipes, idle).await
+    } else if c.stream.is_tls() {
+        // The tunnel takes the TLS stream apart; the connection ends with it.
+        match std::mem::replace(&mut c.stream, crate::tls::ClientStream::Closed) {
+            crate::tls::ClientStream::Tls(client) => {
+                crate::tunnel::tls(*client, s, &shard.relay, &shard.heads, idle).await
+            }
+            other => {
+                c.stream = other;
+                Ok(())
+            }
+        }
+    } else {
+        Ok(())
     };
-    if let Err(e) = relay::tunnel(client, s, &shard.relay, idle).await {
+    if let Err(e) = r {
         crate::debug!("worker {}: tunnel from {} ended: {e}", shard.id, c.peer);
     }
 }

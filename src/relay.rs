@@ -263,65 +263,6 @@ pub async fn copy_until_close<R: AsyncReadRent, W: AsyncWriteRent>(
     }
 }
 
-/// A two-way byte tunnel (WebSocket after `101`) until both sides closed or
-/// neither sent anything for `idle`. Half-closes are passed on: when one
-/// side stops sending, the other side's write half is shut down. Waits for
-/// readability before borrowing a buffer, so an idle tunnel holds none.
-pub async fn tunnel(
-    a: &mut TcpStream,
-    b: &mut TcpStream,
-    bufs: &crate::worker::Buffers,
-    idle: Duration,
-) -> io::Result<()> {
-    let (mut a_open, mut b_open) = (true, true);
-    while a_open || b_open {
-        let ready = timeout(idle, async {
-            monoio::select! {
-                r = a.readable(false), if a_open => (true, r),
-                r = b.readable(false), if b_open => (false, r),
-            }
-        })
-        .await;
-        let (from_a, r) = match ready {
-            Ok(x) => x,
-            Err(_) => return Ok(()),
-        };
-        r?;
-        let (src, dst) = if from_a {
-            (&mut *a, &mut *b)
-        } else {
-            (&mut *b, &mut *a)
-        };
-        let buf = bufs.take();
-        let (r, buf) = read_fresh(src, buf, usize::MAX, idle).await;
-        let n = match r {
-            Ok(n) => n,
-            Err(Fail::Io(e)) => {
-                bufs.give(buf);
-                return Err(e);
-            }
-            Err(_) => 0,
-        };
-        if n == 0 {
-            bufs.give(buf);
-            // This side is done sending: pass the half-close on.
-            let _ = dst.shutdown().await; // a peer already gone is fine
-            if from_a {
-                a_open = false;
-            } else {
-                b_open = false;
-            }
-            continue;
-        }
-        let (w, buf) = write_all(dst, buf, idle).await;
-        bufs.give(buf);
-        if w.is_err() {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
 /// One non-blocking `recv` into the spare capacity of `buf`, right now.
 ///
 /// Used for the first read after a readiness wait: the bytes are known to be

@@ -50,6 +50,9 @@ pub enum ClientStream {
     Tls(Box<TlsStream>),
     /// One stream of an HTTP/2 connection (http2/), in HTTP/1.1 terms.
     H2(Box<crate::http2::H2Stream>),
+    /// Taken apart by a WebSocket tunnel (tunnel.rs); the connection is
+    /// over and every operation fails.
+    Closed,
 }
 
 impl ClientStream {
@@ -62,9 +65,13 @@ impl ClientStream {
         match self {
             ClientStream::Plain(s) => s.local_addr(),
             ClientStream::Tls(s) => s.local_addr(),
-            ClientStream::H2(_) => Err(io::ErrorKind::Unsupported.into()),
+            _ => Err(io::ErrorKind::Unsupported.into()),
         }
     }
+}
+
+fn closed() -> io::Error {
+    io::ErrorKind::NotConnected.into()
 }
 
 impl AsyncReadRent for ClientStream {
@@ -73,6 +80,7 @@ impl AsyncReadRent for ClientStream {
             ClientStream::Plain(s) => s.read(buf).await,
             ClientStream::Tls(s) => s.read(buf).await,
             ClientStream::H2(s) => s.read(buf).await,
+            ClientStream::Closed => (Err(closed()), buf),
         }
     }
 
@@ -81,6 +89,7 @@ impl AsyncReadRent for ClientStream {
             ClientStream::Plain(s) => s.readv(buf).await,
             ClientStream::Tls(s) => s.readv(buf).await,
             ClientStream::H2(s) => s.readv(buf).await,
+            ClientStream::Closed => (Err(closed()), buf),
         }
     }
 }
@@ -91,6 +100,7 @@ impl AsyncWriteRent for ClientStream {
             ClientStream::Plain(s) => s.write(buf).await,
             ClientStream::Tls(s) => s.write(buf).await,
             ClientStream::H2(s) => s.write(buf).await,
+            ClientStream::Closed => (Err(closed()), buf),
         }
     }
 
@@ -99,6 +109,7 @@ impl AsyncWriteRent for ClientStream {
             ClientStream::Plain(s) => s.writev(buf).await,
             ClientStream::Tls(s) => s.writev(buf).await,
             ClientStream::H2(s) => s.writev(buf).await,
+            ClientStream::Closed => (Err(closed()), buf),
         }
     }
 
@@ -107,6 +118,7 @@ impl AsyncWriteRent for ClientStream {
             ClientStream::Plain(s) => s.flush().await,
             ClientStream::Tls(s) => s.flush().await,
             ClientStream::H2(s) => s.flush().await,
+            ClientStream::Closed => Err(closed()),
         }
     }
 
@@ -115,6 +127,7 @@ impl AsyncWriteRent for ClientStream {
             ClientStream::Plain(s) => s.shutdown().await,
             ClientStream::Tls(s) => s.shutdown().await,
             ClientStream::H2(s) => s.shutdown().await,
+            ClientStream::Closed => Err(closed()),
         }
     }
 }

@@ -197,6 +197,8 @@ pub struct Shard {
     pub heads: Buffers,
     /// Body relay buffers.
     pub relay: Buffers,
+    /// Idle pipes for splice (plain-TCP bodies and tunnels).
+    pub pipes: crate::splice::Pipes,
     pub access: AccessLog,
     /// Requests between their first byte and their last.
     pub in_flight: Cell<usize>,
@@ -241,6 +243,7 @@ impl Shard {
             pool: Pool::default(),
             heads: Buffers::new(head_size),
             relay: Buffers::capped(RELAY_BUF, RELAY_LENT, RELAY_SMALL),
+            pipes: crate::splice::Pipes::default(),
             access: AccessLog::new(config.log.access_format, access),
             in_flight: Cell::new(0),
             fresh: Cell::new(0),
