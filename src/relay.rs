@@ -5,13 +5,52 @@
 use std::{io, time::Duration};
 
 use monoio::{
-    buf::{IoBuf, IoBufMut},
+    buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf},
     io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt},
     net::TcpStream,
     time::timeout,
 };
 
 use crate::http::body::{chunk_head, Chunked, LAST_CHUNK};
+
+/// The initialised bytes of an owned buffer, borrowed from it.
+pub fn io_slice<T: IoBuf>(buf: &T) -> &[u8] {
+    // SAFETY: IoBuf's contract: `read_ptr` is valid for `bytes_init`
+    // initialised bytes while the buffer is held, which the borrow ensures.
+    unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) }
+}
+
+/// The bytes an owned iovec buffer names, in order, borrowed from it.
+pub fn iovec_slices<T: IoVecBuf>(buf: &T) -> Vec<&[u8]> {
+    // SAFETY: IoVecBuf's contract: `read_iovec_ptr` points to
+    // `read_iovec_len` valid iovecs, each valid for `iov_len` bytes, while
+    // the buffer is held, which the borrow ensures.
+    unsafe {
+        std::slice::from_raw_parts(buf.read_iovec_ptr(), buf.read_iovec_len())
+            .iter()
+            .map(|v| std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len))
+            .collect()
+    }
+}
+
+/// `readv` for a stream that reads into one buffer at a time: it reads
+/// into the first iovec.
+pub async fn readv_first<S: AsyncReadRent, T: IoVecBufMut>(
+    s: &mut S,
+    mut buf: T,
+) -> monoio::BufResult<usize, T> {
+    // SAFETY: the RawBuf points into `buf`'s first iovec, which we hold
+    // (unmoved) until the read below has finished with it.
+    let n = match unsafe { RawBuf::new_from_iovec_mut(&mut buf) } {
+        Some(raw) => s.read(raw).await.0,
+        None => Ok(0),
+    };
+    if let Ok(n) = n {
+        // SAFETY: the read initialised `n` bytes of the first iovec.
+        unsafe { buf.set_init(n) };
+    }
+    (n, buf)
+}
 
 /// Why an I/O step failed.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use std::{
 use bytes::Bytes;
 use h2::{server::SendResponse, Reason, RecvStream, SendStream};
 use monoio::{
-    buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf},
+    buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut},
     io::{AsyncReadRent, AsyncWriteRent},
     BufResult,
 };
@@ -314,56 +314,30 @@ impl AsyncReadRent for H2Stream {
         (Ok(n), buf)
     }
 
-    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        // SAFETY: the RawBuf points into `buf`'s first iovec, which `buf`
-        // owns and keeps alive (and unmoved) until this function returns.
-        let raw = unsafe { RawBuf::new_from_iovec_mut(&mut buf) };
-        let n = match raw {
-            Some(raw) => self.read(raw).await.0,
-            None => Ok(0),
-        };
-        if let Ok(n) = n {
-            // SAFETY: `n` bytes were written into the first iovec just now.
-            unsafe { buf.set_init(n) };
-        }
-        (n, buf)
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        crate::relay::readv_first(self, buf).await
     }
 }
 
 impl AsyncWriteRent for H2Stream {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: `read_ptr` is valid for `bytes_init` initialized bytes
-        // (IoBuf's contract). `buf` lives in this future, which is pinned
-        // while polled, and is neither moved nor changed until `take` has
-        // returned, so the slice stays valid across its awaits.
-        let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-        let r = self.take(data).await;
-        (r.map(|()| data.len()), buf)
+        let data = crate::relay::io_slice(&buf);
+        let r = self.take(data).await.map(|()| data.len());
+        (r, buf)
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: `read_iovec_ptr` points to `read_iovec_len` iovecs that
-        // `buf` owns; each names `iov_len` initialized bytes (IoVecBuf's
-        // contract). They are copied out before any await.
-        let parts: Vec<Bytes> = unsafe {
-            let iov = std::slice::from_raw_parts(buf.read_iovec_ptr(), buf.read_iovec_len());
-            iov.iter()
-                .map(|v| {
-                    Bytes::copy_from_slice(std::slice::from_raw_parts(
-                        v.iov_base as *const u8,
-                        v.iov_len,
-                    ))
-                })
-                .collect()
-        };
-        let mut total = 0;
-        for p in parts {
-            if let Err(e) = self.take(&p).await {
-                return (Err(e), buf);
+        let mut r = Ok(0);
+        for part in crate::relay::iovec_slices(&buf) {
+            match self.take(part).await {
+                Ok(()) => r = r.map(|n| n + part.len()),
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
             }
-            total += p.len();
         }
-        (Ok(total), buf)
+        (r, buf)
     }
 
     async fn flush(&mut self) -> io::Result<()> {

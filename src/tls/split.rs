@@ -11,7 +11,7 @@
 use std::{cell::RefCell, io, rc::Rc};
 
 use monoio::{
-    buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf},
+    buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut},
     io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf},
     net::TcpStream,
     BufResult,
@@ -104,18 +104,8 @@ impl AsyncReadRent for TlsReadHalf {
         }
     }
 
-    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        // SAFETY: the RawBuf points into `buf`, which we hold until the
-        // read below has finished with it.
-        let n = match unsafe { RawBuf::new_from_iovec_mut(&mut buf) } {
-            Some(raw) => self.read(raw).await.0,
-            None => Ok(0),
-        };
-        if let Ok(n) = n {
-            // SAFETY: the read initialised `n` bytes of the first iovec.
-            unsafe { buf.set_init(n) };
-        }
-        (n, buf)
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        crate::relay::readv_first(self, buf).await
     }
 }
 
@@ -166,25 +156,12 @@ impl TlsWriteHalf {
 
 impl AsyncWriteRent for TlsWriteHalf {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: IoBuf's contract: `read_ptr` is valid for `bytes_init`
-        // initialised bytes while we hold `buf`.
-        let slice = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-        let n = self.send(&[slice]).await;
+        let n = self.send(&[crate::relay::io_slice(&buf)]).await;
         (n, buf)
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: IoVecBuf's contract: `read_iovec_ptr` points to
-        // `read_iovec_len` valid iovecs, each valid for `iov_len` bytes,
-        // while we hold `buf`.
-        let slices: Vec<&[u8]> = unsafe {
-            std::slice::from_raw_parts(buf.read_iovec_ptr(), buf.read_iovec_len())
-                .iter()
-                .map(|v| std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len))
-                .collect()
-        };
-        let n = self.send(&slices).await;
-        drop(slices);
+        let n = self.send(&crate::relay::iovec_slices(&buf)).await;
         (n, buf)
     }
 
