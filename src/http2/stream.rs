@@ -152,53 +152,49 @@ impl H2Stream {
 
     /// Takes response bytes from `exchange`.
     async fn take(&mut self, data: &[u8]) -> io::Result<()> {
+        // Usually the whole head comes in one write and is parsed where it
+        // lies; a head split across writes is collected first.
+        let collected;
         let mut data = data;
+        if let Out::Head(acc) = &mut self.out {
+            if !acc.is_empty() {
+                acc.extend_from_slice(data);
+                collected = std::mem::take(acc);
+                data = &collected;
+            }
+        }
         loop {
             match &mut self.out {
                 Out::Head(acc) => {
-                    // Usually the whole head comes in one write: parsed
-                    // where it lies; else collected first.
-                    let whole = acc.is_empty();
-                    if !whole {
+                    let Some(p) = head::response(data, self.head_only).map_err(invalid)? else {
                         acc.extend_from_slice(data);
-                    }
-                    let src: &[u8] = if whole { data } else { acc };
-                    let Some(p) = head::response(src, self.head_only).map_err(invalid)? else {
-                        if whole {
-                            acc.extend_from_slice(data);
-                        }
                         if acc.len() > MAX_HEAD {
                             return Err(invalid("response head too large"));
                         }
                         return Ok(());
                     };
-                    let rest = src[p.len..].to_vec();
-                    if p.response.status().is_informational() {
-                        // 100 Continue and friends stay on this side.
-                        self.out = Out::Head(Vec::new());
-                        if rest.is_empty() {
-                            return Ok(());
+                    data = &data[p.len..];
+                    // 100 Continue and friends stay on this side: the next
+                    // head follows.
+                    if !p.response.status().is_informational() {
+                        let end = matches!(p.framing, Framing::None | Framing::Length(0));
+                        {
+                            let mut tx = self.tx.borrow_mut();
+                            let respond = tx.respond.as_mut().ok_or_else(gone)?;
+                            let send = respond.send_response(p.response, end).map_err(h2_error)?;
+                            tx.respond = None;
+                            tx.send = Some(send);
                         }
-                        return Box::pin(self.take(&rest)).await;
+                        self.out = match p.framing {
+                            _ if end => Out::Done,
+                            Framing::Length(n) => Out::Length(n),
+                            Framing::Chunked => Out::Chunked(Chunked::new()),
+                            _ => Out::Close,
+                        };
                     }
-                    let end = matches!(p.framing, Framing::None | Framing::Length(0));
-                    {
-                        let mut tx = self.tx.borrow_mut();
-                        let respond = tx.respond.as_mut().ok_or_else(gone)?;
-                        let send = respond.send_response(p.response, end).map_err(h2_error)?;
-                        tx.respond = None;
-                        tx.send = Some(send);
-                    }
-                    self.out = match p.framing {
-                        _ if end => Out::Done,
-                        Framing::Length(n) => Out::Length(n),
-                        Framing::Chunked => Out::Chunked(Chunked::new()),
-                        _ => Out::Close,
-                    };
-                    if rest.is_empty() {
+                    if data.is_empty() {
                         return Ok(());
                     }
-                    return Box::pin(self.take(&rest)).await;
                 }
                 Out::Length(left) => {
                     let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));

@@ -12,13 +12,15 @@ use std::{cell::RefCell, io, rc::Rc};
 
 use monoio::{
     buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut},
-    io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf},
+    io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf},
     net::TcpStream,
     BufResult,
 };
 use rustls::ServerConnection;
 
-use super::stream::{broken, feed, give, plaintext, take, TlsStream};
+use super::stream::{
+    broken, feed, give, plaintext, queue, records, take, write_records, TlsStream,
+};
 
 type Shared = ServerConnection;
 
@@ -112,43 +114,18 @@ impl AsyncReadRent for TlsReadHalf {
 impl TlsWriteHalf {
     /// Writes every TLS byte rustls has queued (from either half).
     async fn flush_tls(&mut self) -> io::Result<()> {
-        loop {
-            if self.broken {
-                return Err(broken());
-            }
-            let buf = {
-                let mut conn = self.shared.borrow_mut();
-                if !conn.wants_write() {
-                    return Ok(());
-                }
-                let mut buf = take();
-                conn.write_tls(&mut buf)?;
-                buf
-            };
-            self.broken = true;
-            let (wrote, buf) = self.io.write_all(buf).await;
-            self.broken = false;
-            give(buf);
-            wrote?;
-        }
+        let shared = &self.shared;
+        write_records(&mut self.io, &mut self.broken, || {
+            records(&mut shared.borrow_mut())
+        })
+        .await
     }
 
     async fn send(&mut self, slices: &[&[u8]]) -> io::Result<usize> {
         if self.broken {
             return Err(broken());
         }
-        let n = {
-            let mut conn = self.shared.borrow_mut();
-            let mut n = 0;
-            for s in slices {
-                let k = io::Write::write(&mut conn.writer(), s)?;
-                n += k;
-                if k < s.len() {
-                    break;
-                }
-            }
-            n
-        };
+        let n = queue(&mut self.shared.borrow_mut(), slices)?;
         self.flush_tls().await?;
         Ok(n)
     }

@@ -177,19 +177,8 @@ impl TlsStream {
 
     /// Writes every TLS byte rustls has queued.
     async fn flush_tls(&mut self) -> io::Result<()> {
-        while self.conn.wants_write() {
-            if self.broken {
-                return Err(broken());
-            }
-            let mut buf = take();
-            self.conn.write_tls(&mut buf)?;
-            self.broken = true;
-            let (wrote, buf) = self.io.write_all(buf).await;
-            self.broken = false;
-            give(buf);
-            wrote?;
-        }
-        Ok(())
+        let conn = &mut self.conn;
+        write_records(&mut self.io, &mut self.broken, || records(conn)).await
     }
 
     /// Hands plaintext to rustls (it takes as much as its 64 KiB send
@@ -198,14 +187,7 @@ impl TlsStream {
         if self.broken {
             return Err(broken());
         }
-        let mut n = 0;
-        for s in slices {
-            let k = self.conn.writer().write(s)?;
-            n += k;
-            if k < s.len() {
-                break;
-            }
-        }
+        let n = queue(&mut self.conn, slices)?;
         self.flush_tls().await?;
         Ok(n)
     }
@@ -262,6 +244,53 @@ pub(super) fn feed(conn: &mut ServerConnection, bytes: &[u8]) -> io::Result<usiz
         }
     }
     Ok(bytes.len() - rest.len())
+}
+
+/// The TLS records rustls has queued, in a lent buffer; `None` when it
+/// has none.
+pub(super) fn records(conn: &mut ServerConnection) -> io::Result<Option<Vec<u8>>> {
+    if !conn.wants_write() {
+        return Ok(None);
+    }
+    let mut buf = take();
+    conn.write_tls(&mut buf)?;
+    Ok(Some(buf))
+}
+
+/// Writes the buffers `next` hands out until it has none. `broken` is set
+/// while a write is in flight, so it stays set if that write is dropped
+/// half way (TLS bytes may be lost: every later call fails).
+pub(super) async fn write_records<W: AsyncWriteRent>(
+    io: &mut W,
+    broken: &mut bool,
+    mut next: impl FnMut() -> io::Result<Option<Vec<u8>>>,
+) -> io::Result<()> {
+    while let Some(buf) = next()? {
+        if *broken {
+            give(buf);
+            return Err(self::broken());
+        }
+        *broken = true;
+        let (wrote, buf) = io.write_all(buf).await;
+        *broken = false;
+        give(buf);
+        wrote?;
+    }
+    Ok(())
+}
+
+/// Hands plaintext to rustls, as much as its send buffer takes; returns
+/// how much it took.
+pub(super) fn queue(conn: &mut ServerConnection, slices: &[&[u8]]) -> io::Result<usize> {
+    let mut n = 0;
+    for s in slices {
+        let k = conn.writer().write(s)?;
+        n += k;
+        if k < s.len() {
+            break;
+        }
+    }
+    Ok(n)
 }
 
 pub(super) fn broken() -> io::Error {
