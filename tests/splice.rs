@@ -39,19 +39,9 @@ fn app(got: mpsc::Sender<Vec<u8>>) -> impl Fn(&mut UpConn) + Send + Sync + 'stat
                         return;
                     }
                     let echo = !req.target.contains("upclose");
-                    if !echo {
-                        c.wire.stream.shutdown(Shutdown::Write).unwrap();
-                    }
-                    let mut all = Vec::new();
-                    while let Some(data) = c.read_some(Duration::from_secs(10)) {
-                        all.extend_from_slice(&data);
-                        if echo && !c.write(&data) {
-                            return;
-                        }
-                    }
-                    if echo && c.wire.eof && !c.wire.reset {
-                        c.write(b"bye\n");
-                    }
+                    let Some(all) = c.tunnel_peer(echo, !echo) else {
+                        return;
+                    };
                     // The test may have finished already.
                     let _ = got.lock().unwrap().send(all);
                     return;

@@ -9,8 +9,7 @@ mod common;
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::{
-    crypto::ring::default_provider, pki_types::ServerName, ClientConfig, ClientConnection,
-    RootCertStore, StreamOwned,
+    crypto::ring::default_provider, ClientConfig, ClientConnection, RootCertStore, StreamOwned,
 };
 use std::{
     io::{ErrorKind, Read, Write},
@@ -61,15 +60,7 @@ fn tls_proxy(up: SocketAddr, upstream_keys: &str) -> (Proxy, Arc<ClientConfig>) 
 }
 
 fn connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
-    let name = ServerName::try_from("ws.test").unwrap();
-    let conn = ClientConnection::new(config.clone(), name).unwrap();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut s = StreamOwned::new(conn, tcp);
-    while s.conn.is_handshaking() {
-        s.conn.complete_io(&mut s.sock).unwrap();
-    }
-    s
+    common::h2kit::tls_connect_to(addr, config, "ws.test")
 }
 
 /// Reads exactly `n` bytes (panics on EOF or a timeout).
@@ -138,19 +129,10 @@ fn ws_upstream(got: mpsc::Sender<(String, Vec<u8>)>) -> Upstream {
                 return;
             }
             let echo = req.target.starts_with("/ws/echo");
-            if req.target.starts_with("/ws/upclose") {
-                c.wire.stream.shutdown(Shutdown::Write).unwrap();
-            }
-            let mut all = Vec::new();
-            while let Some(data) = c.read_some(Duration::from_secs(10)) {
-                all.extend_from_slice(&data);
-                if echo && !c.write(&data) {
-                    return;
-                }
-            }
-            if echo && c.wire.eof && !c.wire.reset {
-                c.write(b"bye\n");
-            }
+            let close_first = req.target.starts_with("/ws/upclose");
+            let Some(all) = c.tunnel_peer(echo, close_first) else {
+                return;
+            };
             // The test may have finished already.
             let _ = got.lock().unwrap().send((req.target.clone(), all));
             return;

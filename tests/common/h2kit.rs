@@ -107,9 +107,14 @@ fn client_config(ca: CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<ClientConfi
 
 pub type TlsSync = StreamOwned<ClientConnection, TcpStream>;
 
-/// A TLS connection, handshake done.
+/// A TLS connection to "localhost", handshake done.
 pub fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> TlsSync {
-    let name = ServerName::try_from("localhost").unwrap();
+    tls_connect_to(addr, config, "localhost")
+}
+
+/// A TLS connection for server name `sni`, handshake done.
+pub fn tls_connect_to(addr: SocketAddr, config: &Arc<ClientConfig>, sni: &str) -> TlsSync {
+    let name = ServerName::try_from(sni.to_string()).unwrap();
     let conn = ClientConnection::new(config.clone(), name).unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();

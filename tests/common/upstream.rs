@@ -150,6 +150,30 @@ impl UpConn {
         Some(std::mem::take(&mut self.wire.buf))
     }
 
+    /// The upstream end of a tunnel after its 101: shuts its write half at
+    /// once if `close_first`, echoes what arrives if `echo`, until EOF or
+    /// 10 s of silence; an echoing side that saw a clean EOF ends with
+    /// "bye\n". Returns every byte received, `None` if an echo failed.
+    pub fn tunnel_peer(&mut self, echo: bool, close_first: bool) -> Option<Vec<u8>> {
+        if close_first {
+            self.wire
+                .stream
+                .shutdown(std::net::Shutdown::Write)
+                .unwrap();
+        }
+        let mut all = Vec::new();
+        while let Some(data) = self.read_some(Duration::from_secs(10)) {
+            all.extend_from_slice(&data);
+            if echo && !self.write(&data) {
+                return None;
+            }
+        }
+        if echo && self.wire.eof && !self.wire.reset {
+            self.write(b"bye\n");
+        }
+        Some(all)
+    }
+
     /// Holds the connection open, discarding input, until the proxy closes it (bounded).
     pub fn hold_until_closed(&mut self) {
         let deadline = Instant::now() + UPSTREAM_IDLE;
