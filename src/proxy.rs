@@ -20,7 +20,7 @@ use crate::{
     serve::{body::BodyOut, cached, pages, response},
     splice::{self, Way},
     upstream::connect::connect,
-    worker::{Generation, Shard},
+    worker::{Buffers, Generation, Shard},
 };
 
 /// Most header fields in an upstream response head.
@@ -59,11 +59,12 @@ pub async fn forward(
     // checked as they stream, and a bad one aborts the upstream connection).
     if plan.framing == Framing::Chunked {
         if let Err(e) = precheck_chunked(&c.buf[plan.len..], cfg.limits.max_request_body) {
-            return fail(c, shard, cfg, plan, done, e).await;
+            return Box::pin(fail(c, shard, cfg, plan, done, e)).await;
         }
     }
-    // The head and the body bytes that came with it go out in one write.
-    let mut first = Vec::with_capacity(head.len() + body_now);
+    // The head and the body bytes that came with it go out in one write,
+    // from a pooled buffer (given back below).
+    let mut first = shard.heads.take();
     first.extend_from_slice(head);
     first.extend_from_slice(&c.buf[plan.len..plan.len + body_now]);
 
@@ -83,19 +84,21 @@ pub async fn forward(
         let Some(server) = bal.pick(&plan.key, everyone, usable) else {
             // 503 when every server is out; else the last failure.
             let e = tries.last.unwrap_or_else(Error::no_server);
-            return fail(c, shard, cfg, plan, done, e).await;
+            return Box::pin(fail(c, shard, cfg, plan, done, e)).await;
         };
         done.server = Some((upstream, server));
         let active = bal.begin(server);
         let gid = up.servers[server].address;
         let (mut s, reused) = match shard.pool.take(gid, up.keepalive_timeout) {
             Some(s) => (s, true),
-            None => match connect(gid, up.connect_timeout).await {
+            // Boxed, like every step off the steady path: its state would
+            // otherwise sit in every request's future.
+            None => match Box::pin(connect(gid, up.connect_timeout)).await {
                 Ok(s) => (s, false),
                 // Nothing was sent: any method may go to the next server.
                 Err(e) => match tries.failed(shard, up, bal, server, e, true) {
                     Ok(()) => continue,
-                    Err(e) => return fail(c, shard, cfg, plan, done, e).await,
+                    Err(e) => return Box::pin(fail(c, shard, cfg, plan, done, e)).await,
                 },
             },
         };
@@ -111,11 +114,12 @@ pub async fn forward(
             Err(Attempt::Fail { error, replay }) => {
                 let again = replay && plan.idempotent;
                 if let Err(e) = tries.failed(shard, up, bal, server, error, again) {
-                    return fail(c, shard, cfg, plan, done, e).await;
+                    return Box::pin(fail(c, shard, cfg, plan, done, e)).await;
                 }
             }
         }
     };
+    shard.heads.give(first);
     let gid = up.servers[server].address;
     // Sticky: the cookie names the server that answered.
     if let Some(cookie) = bal.set_cookie(server, &plan.key) {
@@ -152,7 +156,8 @@ pub async fn forward(
             client_head.extend_from_slice(pending);
             done.consumed = c.buf.len();
             let early = c.buf[plan.len..].to_vec();
-            tunnel_after_101(c, shard, &mut s, client_head, early, up.read_timeout).await;
+            let tunnel = tunnel_after_101(c, shard, &mut s, client_head, early, up.read_timeout);
+            Box::pin(tunnel).await;
             shard.heads.give(upbuf);
             done.keep = false;
             return done;
@@ -162,101 +167,119 @@ pub async fn forward(
         _ if changes.page => {
             clean &= framing == Framing::Empty && pending.is_empty();
             let mut page = shard.heads.take();
-            let n =
-                pages::write_error(&mut page, Some(route), resp_status, client_keep, plan).await;
-            write_head(c, page, down).await.map(|()| n as u64)
+            let write = async {
+                let n = pages::write_error(&mut page, Some(route), resp_status, client_keep, plan)
+                    .await;
+                write_head(c, &shard.heads, page, down)
+                    .await
+                    .map(|()| n as u64)
+            };
+            Box::pin(write).await
         }
         // gzip and/or a copy for the cache, as the body flows.
         _ if changes.gzip || changes.store.is_some() => {
-            match write_head(c, client_head, down).await {
-                Ok(()) => {
-                    let cap = shard.cache.borrow().entry_cap();
-                    let fits = !matches!(framing, Framing::Length(n) if n > cap as u64);
-                    let tee = changes.store.as_ref().filter(|_| fits).map(|_| cap);
-                    let mut body = BodyOut::new(changes.gzip, out, tee);
-                    let bufs = &shard.relay;
-                    let r = crate::serve::body::relay(
-                        &mut s,
-                        &mut c.stream,
-                        framing,
-                        pending,
-                        &mut body,
-                        bufs,
-                        down,
-                    )
-                    .await;
-                    r.map(|tidy| {
-                        clean &= tidy;
-                        if let (Some(store), Some(copy)) = (changes.store.take(), body.take_copy())
-                        {
-                            cached::store(shard, plan, &c.buf, store, copy);
-                        }
-                        body.sent
-                    })
+            Box::pin(async {
+                match write_head(c, &shard.heads, client_head, down).await {
+                    Ok(()) => {
+                        let cap = shard.cache.borrow().entry_cap();
+                        let fits = !matches!(framing, Framing::Length(n) if n > cap as u64);
+                        let tee = changes.store.as_ref().filter(|_| fits).map(|_| cap);
+                        let mut body = BodyOut::new(changes.gzip, out, tee);
+                        let bufs = &shard.relay;
+                        let r = crate::serve::body::relay(
+                            &mut s,
+                            &mut c.stream,
+                            framing,
+                            pending,
+                            &mut body,
+                            bufs,
+                            down,
+                        )
+                        .await;
+                        r.map(|tidy| {
+                            clean &= tidy;
+                            if let (Some(store), Some(copy)) =
+                                (changes.store.take(), body.take_copy())
+                            {
+                                cached::store(shard, plan, &c.buf, store, copy);
+                            }
+                            body.sent
+                        })
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            }
+            })
+            .await
         }
         Framing::Empty => {
             clean &= pending.is_empty();
-            write_head(c, client_head, down).await.map(|()| 0)
+            write_head(c, &shard.heads, client_head, down)
+                .await
+                .map(|()| 0)
         }
         Framing::Length(n) => {
             let now = (n as usize).min(pending.len());
             clean &= pending.len() <= n as usize;
             client_head.extend_from_slice(&pending[..now]);
-            match write_head(c, client_head, down).await {
+            match write_head(c, &shard.heads, client_head, down).await {
+                Ok(()) if now as u64 == n => Ok(n),
                 Ok(()) => {
                     let rest = n - now as u64;
-                    splice::copy_body(shard, &mut c.stream, &mut s, Way::Down, rest, down)
-                        .await
-                        .map(|()| n)
+                    let copy =
+                        splice::copy_body(shard, &mut c.stream, &mut s, Way::Down, rest, down);
+                    Box::pin(copy).await.map(|()| n)
                 }
                 Err(e) => Err(e),
             }
         }
-        Framing::Chunked => match write_head(c, client_head, down).await {
+        Framing::Chunked => match write_head(c, &shard.heads, client_head, down).await {
             Ok(()) => {
-                let rechunk = out == OutFraming::Chunked;
-                let (inbuf, outbuf) = (shard.relay.take(), shard.relay.take());
-                let (r, inbuf, outbuf) = relay::copy_chunked(
-                    &mut s,
-                    &mut c.stream,
-                    pending,
-                    inbuf,
-                    outbuf,
-                    rechunk,
-                    0,
-                    down,
-                )
-                .await;
-                shard.relay.give(inbuf);
-                shard.relay.give(outbuf);
-                r.map(|(total, leftover)| {
-                    clean &= leftover.is_empty();
-                    total
+                Box::pin(async {
+                    let rechunk = out == OutFraming::Chunked;
+                    let (inbuf, outbuf) = (shard.relay.take(), shard.relay.take());
+                    let (r, inbuf, outbuf) = relay::copy_chunked(
+                        &mut s,
+                        &mut c.stream,
+                        pending,
+                        inbuf,
+                        outbuf,
+                        rechunk,
+                        0,
+                        down,
+                    )
+                    .await;
+                    shard.relay.give(inbuf);
+                    shard.relay.give(outbuf);
+                    r.map(|(total, leftover)| {
+                        clean &= leftover.is_empty();
+                        total
+                    })
                 })
+                .await
             }
             Err(e) => Err(e),
         },
-        Framing::UntilClose => match write_head(c, client_head, down).await {
+        Framing::UntilClose => match write_head(c, &shard.heads, client_head, down).await {
             Ok(()) => {
-                clean = false;
-                let rechunk = out == OutFraming::Chunked;
-                let (inbuf, outbuf) = (shard.relay.take(), shard.relay.take());
-                let (r, inbuf, outbuf) = relay::copy_until_close(
-                    &mut s,
-                    &mut c.stream,
-                    pending,
-                    inbuf,
-                    outbuf,
-                    rechunk,
-                    down,
-                )
-                .await;
-                shard.relay.give(inbuf);
-                shard.relay.give(outbuf);
-                r
+                Box::pin(async {
+                    clean = false;
+                    let rechunk = out == OutFraming::Chunked;
+                    let (inbuf, outbuf) = (shard.relay.take(), shard.relay.take());
+                    let (r, inbuf, outbuf) = relay::copy_until_close(
+                        &mut s,
+                        &mut c.stream,
+                        pending,
+                        inbuf,
+                        outbuf,
+                        rechunk,
+                        down,
+                    )
+                    .await;
+                    shard.relay.give(inbuf);
+                    shard.relay.give(outbuf);
+                    r
+                })
+                .await
             }
             Err(e) => Err(e),
         },
@@ -300,9 +323,15 @@ fn precheck_chunked(buffered: &[u8], max: u64) -> Result<(), Error> {
     Ok(())
 }
 
-async fn write_head(c: &mut Client, mut head: Vec<u8>, down: Limits) -> Result<(), CopyFail> {
+async fn write_head(
+    c: &mut Client,
+    heads: &Buffers,
+    mut head: Vec<u8>,
+    down: Limits,
+) -> Result<(), CopyFail> {
     c.stamp(&mut head);
-    let (w, _) = relay::write_all(&mut c.stream, head, down.write).await;
+    let (w, head) = relay::write_all(&mut c.stream, head, down.write).await;
+    heads.give(head);
     w.map_err(CopyFail::Write)
 }
 
@@ -449,8 +478,8 @@ async fn attempt(
     // 5. The rest of the request body, streamed.
     let told_continue = plan.expect_continue && c.buf.len() == plan.len;
     if told_continue {
-        let (w, _) =
-            relay::write_all(&mut c.stream, CONTINUE.to_vec(), limits.client_send_timeout).await;
+        let write = relay::write_all(&mut c.stream, CONTINUE.to_vec(), limits.client_send_timeout);
+        let (w, _) = Box::pin(write).await;
         if let Err(e) = w {
             return Err(Attempt::fail(client_fail(e)));
         }
@@ -463,18 +492,25 @@ async fn attempt(
     match plan.framing {
         Framing::Length(_) if remaining > 0 => {
             streamed = true;
-            splice::copy_body(shard, &mut c.stream, s, Way::Up, remaining, upward)
-                .await
-                .map_err(|e| Attempt::fail(upward_error(e)).not_replayable())?;
+            Box::pin(splice::copy_body(
+                shard,
+                &mut c.stream,
+                s,
+                Way::Up,
+                remaining,
+                upward,
+            ))
+            .await
+            .map_err(|e| Attempt::fail(upward_error(e)).not_replayable())?;
         }
         Framing::Chunked => {
             streamed = true;
             let (inbuf, outbuf) = (shard.relay.take(), shard.relay.take());
             let max = limits.max_request_body;
             let pending = &c.buf[plan.len..];
-            let (r, inbuf, outbuf) =
-                relay::copy_chunked(&mut c.stream, s, pending, inbuf, outbuf, true, max, upward)
-                    .await;
+            let copy =
+                relay::copy_chunked(&mut c.stream, s, pending, inbuf, outbuf, true, max, upward);
+            let (r, inbuf, outbuf) = Box::pin(copy).await;
             shard.relay.give(inbuf);
             shard.relay.give(outbuf);
             let (_, leftover) = r.map_err(|e| Attempt::fail(upward_error(e)).not_replayable())?;
@@ -552,7 +588,7 @@ async fn read_response(
                 upstream: up,
                 client: &c.buf,
             };
-            match interpret(&buf, &cx, draining, upgrade) {
+            match interpret(&buf, &cx, draining, upgrade, &shard.heads) {
                 Err(e) => {
                     shard.heads.give(buf);
                     return Err(Attempt::Fail { error: e, replay });
@@ -567,7 +603,7 @@ async fn read_response(
                     buf.drain(..len);
                     if let Some(bytes) = forward {
                         let lim = cfg.limits.client_send_timeout;
-                        let (w, _) = relay::write_all(&mut c.stream, bytes, lim).await;
+                        let (w, _) = Box::pin(relay::write_all(&mut c.stream, bytes, lim)).await;
                         if let Err(e) = w {
                             shard.heads.give(buf);
                             return Err(Attempt::Fail {
@@ -637,6 +673,7 @@ fn interpret(
     cx: &response::Context<'_>,
     draining: bool,
     upgrade: bool,
+    heads: &Buffers,
 ) -> Result<Parsed, Error> {
     let (plan, route) = (cx.plan, cx.route);
     let mut headers = [EMPTY_HEADER; MAX_RESPONSE_HEADERS];
@@ -685,7 +722,8 @@ fn interpret(
     } else {
         Persist::Default
     };
-    let mut client_head = Vec::with_capacity(res.len + 64);
+    // Pooled: `write_head` gives it back.
+    let mut client_head = heads.take();
     if changed {
         response::write_head(&mut client_head, &res, cx, &mut changes, out, persist);
     } else {

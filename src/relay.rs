@@ -8,10 +8,12 @@ use monoio::{
     buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf},
     io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt},
     net::TcpStream,
-    time::timeout,
 };
 
-use crate::http::body::{chunk_head, Chunked, LAST_CHUNK};
+use crate::{
+    http::body::{chunk_head, Chunked, LAST_CHUNK},
+    timer::timeout,
+};
 
 /// The initialised bytes of an owned buffer, borrowed from it.
 pub fn io_slice<T: IoBuf>(buf: &T) -> &[u8] {
@@ -75,9 +77,9 @@ pub async fn read_more<S: AsyncReadRent>(
 ) -> (Step<usize>, Vec<u8>) {
     let len = buf.len();
     match timeout(limit, s.read(buf.slice_mut(len..))).await {
-        Ok((Ok(n), slice)) => (Ok(n), slice.into_inner()),
-        Ok((Err(e), slice)) => (Err(Fail::Io(e)), slice.into_inner()),
-        Err(_) => (Err(Fail::Timeout), Vec::new()),
+        Some((Ok(n), slice)) => (Ok(n), slice.into_inner()),
+        Some((Err(e), slice)) => (Err(Fail::Io(e)), slice.into_inner()),
+        None => (Err(Fail::Timeout), Vec::new()),
     }
 }
 
@@ -92,9 +94,9 @@ pub async fn read_fresh<S: AsyncReadRent>(
     buf.clear();
     let max = max.min(buf.capacity());
     match timeout(limit, s.read(buf.slice_mut(0..max))).await {
-        Ok((Ok(n), slice)) => (Ok(n), slice.into_inner()),
-        Ok((Err(e), slice)) => (Err(Fail::Io(e)), slice.into_inner()),
-        Err(_) => (Err(Fail::Timeout), Vec::new()),
+        Some((Ok(n), slice)) => (Ok(n), slice.into_inner()),
+        Some((Err(e), slice)) => (Err(Fail::Io(e)), slice.into_inner()),
+        None => (Err(Fail::Timeout), Vec::new()),
     }
 }
 
@@ -110,9 +112,9 @@ pub async fn write_from<S: AsyncWriteRent>(
     }
     let end = buf.len();
     match timeout(limit, s.write_all(buf.slice(from..end))).await {
-        Ok((Ok(_), slice)) => (Ok(()), slice.into_inner()),
-        Ok((Err(e), slice)) => (Err(Fail::Io(e)), slice.into_inner()),
-        Err(_) => (Err(Fail::Timeout), Vec::new()),
+        Some((Ok(_), slice)) => (Ok(()), slice.into_inner()),
+        Some((Err(e), slice)) => (Err(Fail::Io(e)), slice.into_inner()),
+        None => (Err(Fail::Timeout), Vec::new()),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::{
     log::{AccessLog, Sink},
     mailbox::{Control, Reload},
     stats::{LabelIds, Stats},
-    timer::{Deadlines, TICK},
+    timer::TICK,
     upstream::pool::Pool,
 };
 
@@ -214,8 +214,6 @@ pub struct Shard {
     /// Open HTTP/2 connections: a graceful stop waits for each to send
     /// GOAWAY and finish its streams.
     pub sessions: Cell<usize>,
-    /// Idle-wait deadlines, fired by the housekeeping task.
-    pub deadlines: Deadlines,
     pub stats: Stats,
     /// This worker's share of the response cache (`cache.size / workers`,
     /// set when the worker starts), and its fetches in flight.
@@ -249,7 +247,6 @@ impl Shard {
             fresh: Cell::new(0),
             connections: Cell::new(0),
             draining: Cell::new(false),
-            deadlines: Deadlines::default(),
             stats: Stats::default(),
             cache: RefCell::new(Cache::new(0)),
             flights: Flights::default(),
@@ -416,7 +413,7 @@ async fn serve(
                     _ = monoio::time::sleep(TICK) => {}
                     _ = stop.recv() => break,
                 }
-                shard.deadlines.fire(Instant::now());
+                crate::timer::fire(Instant::now());
                 ticks += 1;
                 if ticks % 10 == 0 {
                     shard.access.flush();

@@ -168,7 +168,7 @@ async fn connection(
             monoio::select! {
                 s = conn.accept() => Next::Stream(s),
                 _ = stop => Next::Stop,
-                _ = shard.deadlines.until(idle_at) => Next::Tick,
+                _ = crate::timer::until(idle_at) => Next::Tick,
             }
         };
         match next {

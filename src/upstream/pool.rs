@@ -15,6 +15,8 @@ use std::{
 
 use monoio::{net::TcpStream, time::Instant};
 
+use crate::timer::coarse_now;
+
 /// An idle connection and when it went idle.
 struct Idle {
     stream: TcpStream,
@@ -32,7 +34,8 @@ impl Pool {
     pub fn take(&self, server: SocketAddr, ttl: Duration) -> Option<TcpStream> {
         let mut servers = self.servers.borrow_mut();
         let idle = servers.get_mut(&server)?;
-        let now = Instant::now();
+        // Ages are a tick off at most: far below any keepalive_timeout.
+        let now = coarse_now();
         while let Some(c) = idle.pop_back() {
             if now.saturating_duration_since(c.since) < ttl {
                 return Some(c.stream);
@@ -50,7 +53,7 @@ impl Pool {
         if idle.len() < cap {
             idle.push_back(Idle {
                 stream,
-                since: Instant::now(),
+                since: coarse_now(),
             });
         }
     }
@@ -58,7 +61,7 @@ impl Pool {
     /// Closes the connections idle longer than their server's ttl; `None`
     /// (a server no longer configured) closes them all.
     pub fn expire(&self, ttl_of: impl Fn(SocketAddr) -> Option<Duration>) {
-        let now = Instant::now();
+        let now = coarse_now();
         let mut servers = self.servers.borrow_mut();
         servers.retain(|&server, idle| {
             let Some(ttl) = ttl_of(server) else {
