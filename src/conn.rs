@@ -70,16 +70,24 @@ impl Client {
     }
 }
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shard: Rc<Shard>) {
+/// The connection's task. What can be known before it starts is settled
+/// here, and the task is an `async move` block that uses what it captured
+/// in place: an `async fn` keeps its arguments beside the locals its body
+/// moves them into, and every idle connection paid for both (the task's
+/// future went from 648 to 392 B, rustc -Zprint-type-sizes and
+/// size_of_val).
+pub fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listen: Rc<Listen>,
+    shard: Rc<Shard>,
+) -> impl Future<Output = ()> {
     shard.connections.set(shard.connections.get() + 1);
-    // Until its first request is answered, a connection counts as fresh:
-    // a graceful stop gives it a moment to send that request.
-    let mut fresh = Some(shard.fresh());
     // The handshake and the first head must both be done within
     // client_header_timeout of the accept.
-    let mut deadline = Instant::now() + shard.gen().config.limits.client_header_timeout;
-    let (acceptor, hsts, to_https) = {
+    let (acceptor, hsts, to_https, header_timeout) = {
         let gen = shard.gen();
+        let timeout = gen.config.limits.client_header_timeout;
         match gen
             .config
             .listeners
@@ -90,130 +98,152 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: Rc<Listen>, shar
                 l.acceptor.clone(),
                 l.hsts.as_deref().map(Arc::from),
                 l.redirect_https,
+                timeout,
             ),
-            None => (None, None, false),
+            None => (None, None, false, timeout),
         }
     };
-    let stream = match acceptor {
-        None => ClientStream::Plain(stream),
-        // Boxed: the handshake's state (a timer and rustls' accept) would
-        // otherwise sit inline in every connection's task, TLS or not, for
-        // its whole life (4,216 B per idle plain connection instead of ~900,
-        // perf/run.sh --workloads idle10k).
-        Some(config) => match Box::pin(handshake(config, stream, deadline)).await {
-            // The client chose HTTP/2 by ALPN: http2/ serves the connection.
-            Some(tls) if tls.alpn_protocol() == Some(b"h2") => {
-                drop(fresh.take());
-                let client = (peer.ip().to_canonical(), hsts, to_https);
-                let listen = Rc::new(Listen {
-                    proto: "https",
-                    ..*listen
-                });
-                let h2 = crate::http2::serve(tls, client, listen, shard.clone(), deadline);
-                Box::pin(h2).await;
-                shard.connections.set(shard.connections.get() - 1);
-                return;
-            }
-            Some(tls) => ClientStream::Tls(tls),
-            // A stalled, truncated or refused handshake: close, as nginx
-            // does (rustls already sent the alert it owed).
-            None => {
-                shard.connections.set(shard.connections.get() - 1);
-                return;
-            }
-        },
-    };
-    let listen = if stream.is_tls() {
-        Rc::new(Listen {
-            proto: "https",
-            ..*listen
-        })
-    } else {
-        listen
-    };
-    let mut c = Client {
-        stream,
+    let deadline = Instant::now() + header_timeout;
+    let client = Client {
+        stream: ClientStream::Plain(stream),
         peer: peer.ip().to_canonical(),
         buf: Vec::new(),
         hsts,
         to_https,
     };
-    let mut first = true;
-    loop {
-        // Each wait uses the config current when it starts (reload).
-        let (header_timeout, keepalive_timeout) = {
-            let gen = shard.gen();
-            let l = &gen.config.limits;
-            (l.client_header_timeout, l.keepalive_timeout)
-        };
-        if c.buf.is_empty() {
-            shard.heads.give(std::mem::take(&mut c.buf));
-            let until = if first {
-                deadline
-            } else {
-                crate::timer::later(keepalive_timeout)
+    run(client, acceptor, listen, shard, deadline)
+}
+
+/// The connection's life: the TLS handshake if its listener has one, then
+/// requests until it closes or idles out. Not an `async fn`, on purpose:
+/// see `serve`.
+#[allow(clippy::manual_async_fn)]
+fn run(
+    mut c: Client,
+    acceptor: Option<Arc<rustls::ServerConfig>>,
+    mut listen: Rc<Listen>,
+    shard: Rc<Shard>,
+    mut deadline: Instant,
+) -> impl Future<Output = ()> {
+    async move {
+        // Until its first request is answered, a connection counts as
+        // fresh: a graceful stop gives it a moment to send that request.
+        let mut fresh = Some(shard.fresh());
+        if let Some(config) = acceptor {
+            let ClientStream::Plain(stream) =
+                std::mem::replace(&mut c.stream, ClientStream::Closed)
+            else {
+                unreachable!("a connection starts as plain TCP");
             };
-            let ready = match &mut c.stream {
-                ClientStream::Plain(s) => monoio::select! {
-                    r = s.readable(false) => r.is_ok(),
-                    _ = crate::timer::until(until) => false,
-                },
-                // Plaintext rustls already holds counts as ready too; no
-                // buffer is held while waiting (tls/stream.rs). Boxed, as
-                // the handshake is: inline, this wait's state made every
-                // idle connection's task larger, plain ones included
-                // (1,207 → 1,078 B per idle plain connection, 10,000 held,
-                // perf/run.sh --quick --workloads idle10k).
-                ClientStream::Tls(s) => {
-                    let wait = Box::pin(async {
-                        monoio::select! {
-                            r = s.readable() => r.is_ok(),
-                            _ = crate::timer::until(until) => false,
-                        }
-                    });
-                    wait.await
+            // Boxed: the handshake's state (a timer and rustls' accept)
+            // would otherwise sit inline in every connection's task, TLS or
+            // not, for its whole life (4,216 B per idle plain connection
+            // instead of ~900, perf/run.sh --workloads idle10k).
+            let handshake = Box::pin(handshake(config, stream, deadline));
+            let Some(tls) = handshake.await else {
+                // A stalled, truncated or refused handshake: close, as
+                // nginx does (rustls already sent the alert it owed).
+                shard.connections.set(shard.connections.get() - 1);
+                return;
+            };
+            listen = Rc::new(Listen {
+                proto: "https",
+                ..*listen
+            });
+            // The client chose HTTP/2 by ALPN: http2/ serves the connection.
+            if tls.alpn_protocol() == Some(b"h2") {
+                drop(fresh.take());
+                let client = (c.peer, c.hsts.take(), c.to_https);
+                let h2 = Box::pin(crate::http2::serve(
+                    tls,
+                    client,
+                    listen,
+                    shard.clone(),
+                    deadline,
+                ));
+                h2.await;
+                shard.connections.set(shard.connections.get() - 1);
+                return;
+            }
+            c.stream = ClientStream::Tls(tls);
+        }
+        let mut first = true;
+        loop {
+            if c.buf.is_empty() {
+                shard.heads.give(std::mem::take(&mut c.buf));
+                // Each wait uses the config current when it starts (reload).
+                let until = if first {
+                    deadline
+                } else {
+                    crate::timer::later(shard.gen().config.limits.keepalive_timeout)
+                };
+                if !idle(&mut c.stream, until).await {
+                    // Idle too long, or the socket failed: close without a word.
+                    break;
                 }
-                // An HTTP/2 stream runs one exchange and never waits here;
-                // a stream a tunnel took apart is over.
-                ClientStream::H2(_) | ClientStream::Closed => false,
-            };
-            if !ready {
-                // Idle too long, or the socket failed: close without a word.
-                break;
+            }
+            if !first {
+                deadline = crate::timer::later(shard.gen().config.limits.client_header_timeout);
+            }
+            first = false;
+            let exchange = Box::pin(exchange(&mut c, &listen, &shard, deadline));
+            let outcome = CatchUnwind(exchange).await;
+            drop(fresh.take());
+            match outcome {
+                Ok(true) if !shard.draining.get() => {}
+                Ok(_) => break,
+                Err(()) => {
+                    crate::error!(
+                        "worker {}: request from {} panicked; connection closed",
+                        shard.id,
+                        c.peer
+                    );
+                    break;
+                }
             }
         }
-        if !first {
-            deadline = crate::timer::later(header_timeout);
+        shard.heads.give(std::mem::take(&mut c.buf));
+        if c.stream.is_tls() {
+            // close_notify, so a client can tell a close-delimited body
+            // from a truncated one; bounded, as the peer may have stopped
+            // reading. A peer already gone is fine: the socket closes next
+            // either way. After a cancelled read or write the stream
+            // refuses (tls/stream.rs) and nothing is sent; guarded like
+            // every exchange all the same.
+            let limit = shard.gen().config.limits.client_send_timeout;
+            let close = Box::pin(monoio::time::timeout(limit, c.stream.shutdown()));
+            let _ = CatchUnwind(close).await;
         }
-        first = false;
-        let exchange = Box::pin(exchange(&mut c, &listen, &shard, deadline));
-        let outcome = CatchUnwind(exchange).await;
-        drop(fresh.take());
-        match outcome {
-            Ok(true) if !shard.draining.get() => {}
-            Ok(_) => break,
-            Err(()) => {
-                crate::error!(
-                    "worker {}: request from {} panicked; connection closed",
-                    shard.id,
-                    c.peer
-                );
-                break;
-            }
+        shard.connections.set(shard.connections.get() - 1);
+    }
+}
+
+/// Waits, holding no buffer, until the client sends something (true) or
+/// `until` passes or the socket fails (false).
+async fn idle(stream: &mut ClientStream, until: Instant) -> bool {
+    match stream {
+        ClientStream::Plain(s) => monoio::select! {
+            r = s.readable(false) => r.is_ok(),
+            _ = crate::timer::until(until) => false,
+        },
+        // Plaintext rustls already holds counts as ready too; no buffer is
+        // held while waiting (tls/stream.rs). Boxed, as the handshake is:
+        // inline, this wait's state made every idle connection's task
+        // larger, plain ones included (1,207 → 1,078 B per idle plain
+        // connection, 10,000 held, perf/run.sh --quick --workloads idle10k).
+        ClientStream::Tls(s) => {
+            let wait = Box::pin(async {
+                monoio::select! {
+                    r = s.readable() => r.is_ok(),
+                    _ = crate::timer::until(until) => false,
+                }
+            });
+            wait.await
         }
+        // An HTTP/2 stream runs one exchange and never waits here; a stream
+        // a tunnel took apart is over.
+        ClientStream::H2(_) | ClientStream::Closed => false,
     }
-    shard.heads.give(std::mem::take(&mut c.buf));
-    if c.stream.is_tls() {
-        // close_notify, so a client can tell a close-delimited body from a
-        // truncated one; bounded, as the peer may have stopped reading.
-        let limit = shard.gen().config.limits.client_send_timeout;
-        // A peer already gone is fine: the socket closes next either way.
-        // After a cancelled read or write the stream refuses (tls/stream.rs)
-        // and nothing is sent; guarded like every exchange all the same.
-        let close = Box::pin(monoio::time::timeout(limit, c.stream.shutdown()));
-        let _ = CatchUnwind(close).await;
-    }
-    shard.connections.set(shard.connections.get() - 1);
 }
 
 /// The TLS handshake, bounded by the first head's deadline.
@@ -254,7 +284,7 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
 
     // 2-3. Parse and route. Everything later stages need is copied out of
     // the borrowed head here, so no borrow lives across an await.
-    let plan = match plan(&c.buf, len, &gen, c.peer, listen, c.to_https, &shard.heads) {
+    let plan = match plan(&c.buf, len, &gen, c.peer, listen, c.to_https, &shard.small) {
         Ok(p) => p,
         Err(e) => {
             Box::pin(answer_error(c, shard, config, e, false)).await;
@@ -313,7 +343,7 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
     let consumed = done.consumed.min(c.buf.len());
     c.buf.drain(..consumed);
     if let Act::Proxy { head, .. } = plan.act {
-        shard.heads.give(head);
+        shard.small.give(head);
     }
     done.keep
 }
@@ -459,7 +489,7 @@ fn plan(
     peer: IpAddr,
     listen: &Listen,
     to_https: bool,
-    heads: &Buffers,
+    small: &Buffers,
 ) -> Result<Plan, Error> {
     let config = &*gen.config;
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
@@ -513,7 +543,7 @@ fn plan(
                 let target = upstream_target(req.target, r);
                 // A pooled buffer (given back at the end of `exchange`): no
                 // allocation per request.
-                let mut head = heads.take();
+                let mut head = small.take();
                 upstream_request(&mut head, &req, &target, &fwd, req.framing);
                 Act::Proxy {
                     upstream: u,

@@ -64,7 +64,7 @@ pub async fn forward(
     }
     // The head and the body bytes that came with it go out in one write,
     // from a pooled buffer (given back below).
-    let mut first = shard.heads.take();
+    let mut first = shard.small.take();
     first.extend_from_slice(head);
     first.extend_from_slice(&c.buf[plan.len..plan.len + body_now]);
 
@@ -119,7 +119,7 @@ pub async fn forward(
             }
         }
     };
-    shard.heads.give(first);
+    shard.small.give(first);
     let gid = up.servers[server].address;
     // Sticky: the cookie names the server that answered.
     if let Some(cookie) = bal.set_cookie(server, &plan.key) {
@@ -179,7 +179,7 @@ pub async fn forward(
         // gzip and/or a copy for the cache, as the body flows.
         _ if changes.gzip || changes.store.is_some() => {
             Box::pin(async {
-                match write_head(c, &shard.heads, client_head, down).await {
+                match write_head(c, &shard.small, client_head, down).await {
                     Ok(()) => {
                         let cap = shard.cache.borrow().entry_cap();
                         let fits = !matches!(framing, Framing::Length(n) if n > cap as u64);
@@ -213,7 +213,7 @@ pub async fn forward(
         }
         Framing::Empty => {
             clean &= pending.is_empty();
-            write_head(c, &shard.heads, client_head, down)
+            write_head(c, &shard.small, client_head, down)
                 .await
                 .map(|()| 0)
         }
@@ -221,7 +221,7 @@ pub async fn forward(
             let now = (n as usize).min(pending.len());
             clean &= pending.len() <= n as usize;
             client_head.extend_from_slice(&pending[..now]);
-            match write_head(c, &shard.heads, client_head, down).await {
+            match write_head(c, &shard.small, client_head, down).await {
                 Ok(()) if now as u64 == n => Ok(n),
                 Ok(()) => {
                     let rest = n - now as u64;
@@ -232,7 +232,7 @@ pub async fn forward(
                 Err(e) => Err(e),
             }
         }
-        Framing::Chunked => match write_head(c, &shard.heads, client_head, down).await {
+        Framing::Chunked => match write_head(c, &shard.small, client_head, down).await {
             Ok(()) => {
                 Box::pin(async {
                     let rechunk = out == OutFraming::Chunked;
@@ -259,7 +259,7 @@ pub async fn forward(
             }
             Err(e) => Err(e),
         },
-        Framing::UntilClose => match write_head(c, &shard.heads, client_head, down).await {
+        Framing::UntilClose => match write_head(c, &shard.small, client_head, down).await {
             Ok(()) => {
                 Box::pin(async {
                     clean = false;
@@ -588,7 +588,7 @@ async fn read_response(
                 upstream: up,
                 client: &c.buf,
             };
-            match interpret(&buf, &cx, draining, upgrade, &shard.heads) {
+            match interpret(&buf, &cx, draining, upgrade, &shard.small) {
                 Err(e) => {
                     shard.heads.give(buf);
                     return Err(Attempt::Fail { error: e, replay });
@@ -673,7 +673,7 @@ fn interpret(
     cx: &response::Context<'_>,
     draining: bool,
     upgrade: bool,
-    heads: &Buffers,
+    small: &Buffers,
 ) -> Result<Parsed, Error> {
     let (plan, route) = (cx.plan, cx.route);
     let mut headers = [EMPTY_HEADER; MAX_RESPONSE_HEADERS];
@@ -723,7 +723,7 @@ fn interpret(
         Persist::Default
     };
     // Pooled: `write_head` gives it back.
-    let mut client_head = heads.take();
+    let mut client_head = small.take();
     if changed {
         response::write_head(&mut client_head, &res, cx, &mut changes, out, persist);
     } else {
