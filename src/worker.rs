@@ -356,6 +356,13 @@ pub fn run(start: Start, ready: std::sync::mpsc::Sender<Result<String, String>>)
     // COOP_TASKRUN: completions are run when the thread next enters the
     // kernel instead of interrupting it: +55-60% requests per CPU-second on
     // small requests in the prototype (see DEVELOPERS.md).
+    //
+    // DEFER_TASKRUN (+ SINGLE_ISSUER) measured 62.4-65.1k req/CPU-s against
+    // 60.0-63.6k for COOP_TASKRUN alone (small64, alternated 3 times,
+    // 2026-11-27), but it runs completions only when the ring is entered
+    // with GETEVENTS, and monoio 0.2.4 submits without it while tasks are
+    // still queued: one task that keeps waking itself would stall every
+    // socket of the worker. Not used for ~4%.
     let coop = io_uring::IoUring::builder().setup_coop_taskrun().clone();
     match builder.uring_builder(coop).build() {
         Ok(mut rt) => {
