@@ -38,7 +38,7 @@ def _ms(text):
 
 
 def parse_wrk(out):
-    """requests, duration, req/s, p50/p99 (ms), errors and non-2xx from wrk's text."""
+    """requests, duration, req/s, p50/p99/p99.9 (ms), errors and non-2xx from wrk's text."""
     r = {}
     m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
     if m:
@@ -51,6 +51,10 @@ def parse_wrk(out):
         m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
         if m:
             r[f"p{pct}_ms"] = _ms(m.group(1))
+    # --latency stops at 99%; perf/paced.lua (the paced workloads) adds 99.9.
+    m = re.search(r"^percentiles \(ms\):.* 99\.9=([\d.]+)", out, re.M)
+    if m:
+        r["p999_ms"] = float(m.group(1))
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     r["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -212,7 +216,8 @@ def main():
         f"  {a.proxy:9} {a.workload:10} r{a.round}: "
         f"{rec.get('rps', 0):>10,.0f} req/s  "
         + (f"mean {rec.get('mean_ms') or 0:.3f} ms  " if h2load else
-           f"p50 {rec.get('p50_ms', 0):.3f} ms  p99 {rec.get('p99_ms', 0):.3f} ms  " if tool == "wrk"
+           f"p50 {rec.get('p50_ms', 0):.3f} ms  p99 {rec.get('p99_ms', 0):.3f} ms  "
+           + (f"p99.9 {rec['p999_ms']:.3f} ms  " if "p999_ms" in rec else "") if tool == "wrk"
            else "")
         + f"cpu {rec['cpu_s']:.2f} s  "
         f"{rec.get('req_per_cpu_s', 0):>9,.0f} req/cpu-s  "

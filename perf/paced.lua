@@ -14,7 +14,7 @@ end
 done = function(summary, latency, requests)
   local s = "percentiles (ms):"
   for _, p in ipairs({ 50, 90, 95, 97, 98, 99, 99.5, 99.9 }) do
-    s = s .. string.format(" %s=%.1f", p, latency:percentile(p) / 1000)
+    s = s .. string.format(" %s=%.3f", p, latency:percentile(p) / 1000)
   end
-  io.write(s .. string.format(" max=%.1f\n", latency.max / 1000))
+  io.write(s .. string.format(" max=%.3f\n", latency.max / 1000))
 end

@@ -3,8 +3,8 @@
 #
 # One command on a fresh Debian machine (run as root):
 #
-#   perf/run.sh                 full: 3 rounds, 10 s per workload (~12 min)
-#   perf/run.sh --quick         1 round, 5 s per workload (~3 min)
+#   perf/run.sh                 full: 3 rounds, 10 s per workload (~16 min)
+#   perf/run.sh --quick         1 round, 5 s per workload (~4 min)
 #   perf/run.sh --only nginx,haproxy --quick
 #
 # What it does, in order:
@@ -29,8 +29,8 @@ usage: perf/run.sh [options]
   --rounds N           rounds (default 3)
   --duration S         seconds of wrk per workload (default 10)
   --only LIST          proxies to run, comma-separated (default ringside,nginx,haproxy)
-  --workloads LIST     default small64,small256,64k,1m,close,idle10k and the TLS ones
-                       tls-handshake,tls12-handshake,tls-small,h2-small,idle-tls
+  --workloads LIST     default small64,small64-paced,small256,64k,64k-paced,1m,close,idle10k
+                       and the TLS ones tls-handshake,tls12-handshake,tls-small,h2-small,idle-tls
                        (`plain` and `tls` stand for each group)
   --idle-conns N       connections held by the idle workload (default 10000)
   --quiet-wait S       before each measurement wait up to S s for idle CPUs (default 60, quick 20; 0 = never)
@@ -39,13 +39,14 @@ usage: perf/run.sh [options]
   --no-build           do not build ringside when its binary is missing
   --no-save            print the report path under the work dir; leave perf/results alone
   -h, --help
-environment: PERF_WORK (default /dev/shm/ringside-perf), LOAD_CPU (0), PROXY_CPU (1)
+environment: PERF_WORK (default /dev/shm/ringside-perf), LOAD_CPU (0), PROXY_CPU (1),
+             PACE_SMALL_MS (2), PACE_64K_MS (6): the pauses of the *-paced workloads
 EOF
 }
 
 ROUNDS=3 DURATION=10 WARMUP=2 MODE=full QUIET_WAIT=60
 ONLY=ringside,nginx,haproxy
-PLAIN_WORKLOADS=small64,small256,64k,1m,close,idle10k
+PLAIN_WORKLOADS=small64,small64-paced,small256,64k,64k-paced,1m,close,idle10k
 TLS_WORKLOADS=tls-handshake,tls12-handshake,tls-small,h2-small,idle-tls
 WORKLOADS=$PLAIN_WORKLOADS,$TLS_WORKLOADS
 IDLE_CONNS=10000
@@ -85,6 +86,17 @@ declare -A PORT
 SMALL_BYTES=128
 # openssl s_time processes at once in the handshake workloads (one connection each).
 S_TIME_PARALLEL=4
+# The paced workloads (perf/paced.lua): each of the 64 connections pauses this
+# many ms between a response and its next request, so the offered load is
+# about 64 / (pace + latency) whatever the proxy, and tails are compared at the
+# same load instead of at each proxy's saturation. Both are well below the
+# slowest proxy's saturation on the 2-core development VM (one worker: /small
+# 53-63k req/s on 2026-11-27, /64k 10-16k for nginx). Measured that day: 2 ms
+# gives 21-23k req/s on /small (proxy CPU 38-48% busy), 6 ms 9.0-9.6k on /64k
+# (nginx 60% busy, the others less); 4 ms on /64k (~13k) kept nginx 78% busy,
+# too close to saturation for its tail to be its own (README.md, "p50/p99").
+PACE_SMALL_MS=${PACE_SMALL_MS:-2}
+PACE_64K_MS=${PACE_64K_MS:-6}
 EXPECT=(--expect /small=$SMALL_BYTES --expect /64k=65536 --expect /1m=1048576)
 
 say() { printf '%s\n' "$*"; }
@@ -478,6 +490,9 @@ wrk_args() {  # wrk_args WORKLOAD SECONDS PORT: sets WRK (the load command: wrk 
         small64)  WRK=("${base[@]}" -c64 "$url/small") ;;
         small256) WRK=("${base[@]}" -c256 "$url/small") ;;
         64k)      WRK=("${base[@]}" -c64 "$url/64k") ;;
+        # the same URLs and connections at a fixed pace per connection (see PACE_SMALL_MS)
+        small64-paced) WRK=(env PACE_MS="$PACE_SMALL_MS" "${base[@]}" -s "$PERF/paced.lua" -c64 "$url/small") ;;
+        64k-paced)     WRK=(env PACE_MS="$PACE_64K_MS" "${base[@]}" -s "$PERF/paced.lua" -c64 "$url/64k") ;;
         1m)       WRK=("${base[@]}" -c256 "$url/1m") ;;
         close)    WRK=("${base[@]}" -c64 -H "Connection: close" "$url/small") ;;
         # A full handshake per connection, one HTTP/1.0 GET on it, closed by
