@@ -232,57 +232,38 @@ pub async fn forward(
                 Err(e) => Err(e),
             }
         }
-        Framing::Chunked => match write_head(c, &shard.small, client_head, down).await {
-            Ok(()) => {
-                Box::pin(async {
-                    let rechunk = out == OutFraming::Chunked;
-                    let (inbuf, outbuf) = (shard.relay.take(), shard.relay.take());
-                    let (r, inbuf, outbuf) = relay::copy_chunked(
-                        &mut s,
-                        &mut c.stream,
-                        pending,
-                        inbuf,
-                        outbuf,
-                        rechunk,
-                        0,
-                        down,
-                    )
-                    .await;
-                    shard.relay.give(inbuf);
-                    shard.relay.give(outbuf);
-                    r.map(|(total, leftover)| {
-                        clean &= leftover.is_empty();
-                        total
-                    })
-                })
-                .await
+        // Bodies ringside has to look at: through two relay buffers.
+        Framing::Chunked | Framing::UntilClose => {
+            match write_head(c, &shard.small, client_head, down).await {
+                Ok(()) => {
+                    let copy = async {
+                        let rechunk = out == OutFraming::Chunked;
+                        let (inbuf, outbuf) = (shard.relay.take(), shard.relay.take());
+                        let (from, to) = (&mut s, &mut c.stream);
+                        let (r, inbuf, outbuf) = if framing == Framing::Chunked {
+                            let (r, i, o) = relay::copy_chunked(
+                                from, to, pending, inbuf, outbuf, rechunk, 0, down,
+                            )
+                            .await;
+                            let r = r.map(|(total, leftover)| {
+                                clean &= leftover.is_empty();
+                                total
+                            });
+                            (r, i, o)
+                        } else {
+                            clean = false;
+                            relay::copy_until_close(from, to, pending, inbuf, outbuf, rechunk, down)
+                                .await
+                        };
+                        shard.relay.give(inbuf);
+                        shard.relay.give(outbuf);
+                        r
+                    };
+                    Box::pin(copy).await
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        },
-        Framing::UntilClose => match write_head(c, &shard.small, client_head, down).await {
-            Ok(()) => {
-                Box::pin(async {
-                    clean = false;
-                    let rechunk = out == OutFraming::Chunked;
-                    let (inbuf, outbuf) = (shard.relay.take(), shard.relay.take());
-                    let (r, inbuf, outbuf) = relay::copy_until_close(
-                        &mut s,
-                        &mut c.stream,
-                        pending,
-                        inbuf,
-                        outbuf,
-                        rechunk,
-                        down,
-                    )
-                    .await;
-                    shard.relay.give(inbuf);
-                    shard.relay.give(outbuf);
-                    r
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        },
+        }
     };
     shard.heads.give(upbuf);
     match result {
