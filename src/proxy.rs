@@ -59,7 +59,7 @@ pub async fn forward(
     // checked as they stream, and a bad one aborts the upstream connection).
     if plan.framing == Framing::Chunked {
         if let Err(e) = precheck_chunked(&c.buf[plan.len..], cfg.limits.max_request_body) {
-            return Box::pin(fail(c, shard, cfg, plan, done, e)).await;
+            return fail(c, shard, cfg, plan, done, e).await;
         }
     }
     // The head and the body bytes that came with it go out in one write,
@@ -84,7 +84,7 @@ pub async fn forward(
         let Some(server) = bal.pick(&plan.key, everyone, usable) else {
             // 503 when every server is out; else the last failure.
             let e = tries.last.unwrap_or_else(Error::no_server);
-            return Box::pin(fail(c, shard, cfg, plan, done, e)).await;
+            return fail(c, shard, cfg, plan, done, e).await;
         };
         done.server = Some((upstream, server));
         let active = bal.begin(server);
@@ -98,7 +98,7 @@ pub async fn forward(
                 // Nothing was sent: any method may go to the next server.
                 Err(e) => match tries.failed(shard, up, bal, server, e, true) {
                     Ok(()) => continue,
-                    Err(e) => return Box::pin(fail(c, shard, cfg, plan, done, e)).await,
+                    Err(e) => return fail(c, shard, cfg, plan, done, e).await,
                 },
             },
         };
@@ -114,7 +114,7 @@ pub async fn forward(
             Err(Attempt::Fail { error, replay }) => {
                 let again = replay && plan.idempotent;
                 if let Err(e) = tries.failed(shard, up, bal, server, error, again) {
-                    return Box::pin(fail(c, shard, cfg, plan, done, e)).await;
+                    return fail(c, shard, cfg, plan, done, e).await;
                 }
             }
         }
@@ -316,7 +316,9 @@ async fn write_head(
     w.map_err(CopyFail::Write)
 }
 
-/// Answers an error that happened before the response head went out.
+/// Answers an error that happened before the response head went out. The
+/// page write is boxed here, once, so its state does not sit in every
+/// request's future at each of `forward`'s four failure exits.
 async fn fail(
     c: &mut Client,
     shard: &Shard,
@@ -329,12 +331,16 @@ async fn fail(
     done.keep = false;
     done.error = Some(e);
     if e.status != 0 {
-        let mut out = shard.heads.take();
-        let route = plan.route.map(|r| &cfg.routes[r]);
-        pages::write_error(&mut out, route, e.status, false, plan).await;
-        c.stamp(&mut out);
-        let (_, out) = relay::write_all(&mut c.stream, out, cfg.limits.client_send_timeout).await;
-        shard.heads.give(out);
+        let write = Box::pin(async {
+            let mut out = shard.heads.take();
+            let route = plan.route.map(|r| &cfg.routes[r]);
+            pages::write_error(&mut out, route, e.status, false, plan).await;
+            c.stamp(&mut out);
+            let limit = cfg.limits.client_send_timeout;
+            let (_, out) = relay::write_all(&mut c.stream, out, limit).await;
+            shard.heads.give(out);
+        });
+        write.await;
         done.body_bytes = 0;
     }
     done

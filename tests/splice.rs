@@ -72,6 +72,26 @@ fn start(limits: &str) -> (Proxy, Upstream, mpsc::Receiver<Vec<u8>>) {
     (Proxy::start(&toml), up, rx)
 }
 
+/// The upstream connection that got the head carrying `t` closes within
+/// `within`, and no complete request with `t` reached the upstream.
+fn assert_half_request_dropped(up: &Upstream, t: &str, within: Duration, open: &str) {
+    let conn = up
+        .seen()
+        .heads
+        .iter()
+        .find(|(_, h)| contains(h, t.as_bytes()))
+        .unwrap()
+        .0;
+    assert!(
+        up.wait_until(within, |s| s.finished.contains(&conn)),
+        "{open}"
+    );
+    assert!(
+        up.requests_with(t).is_empty(),
+        "a complete request reached the upstream"
+    );
+}
+
 fn post(target: &str, body: &[u8]) -> Vec<u8> {
     let mut raw = format!(
         "POST {target} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
@@ -131,20 +151,11 @@ fn a_client_that_stops_mid_body_gets_408_and_the_upstream_connection_closes() {
         "408 after {took:?}; client_body_timeout is 500ms"
     );
     assert!(c.wait_closed(Duration::from_secs(2)), "408 but still open");
-    let conn = up
-        .seen()
-        .heads
-        .iter()
-        .find(|(_, h)| contains(h, t.as_bytes()))
-        .unwrap()
-        .0;
-    assert!(
-        up.wait_until(Duration::from_secs(2), |s| s.finished.contains(&conn)),
-        "the upstream connection with half a body stayed open"
-    );
-    assert!(
-        up.requests_with(&t).is_empty(),
-        "a complete request reached the upstream"
+    assert_half_request_dropped(
+        &up,
+        &t,
+        Duration::from_secs(2),
+        "the upstream connection with half a body stayed open",
     );
     get_ok(&mut Client::connect(proxy.addr()), "/echo/after");
 }
@@ -162,20 +173,11 @@ fn a_client_that_leaves_mid_body_closes_the_upstream_connection() {
         .iter()
         .any(|(_, h)| contains(h, t.as_bytes()))));
     drop(c);
-    let conn = up
-        .seen()
-        .heads
-        .iter()
-        .find(|(_, h)| contains(h, t.as_bytes()))
-        .unwrap()
-        .0;
-    assert!(
-        up.wait_until(Duration::from_secs(3), |s| s.finished.contains(&conn)),
-        "the client left, the upstream connection stayed open"
-    );
-    assert!(
-        up.requests_with(&t).is_empty(),
-        "a complete request reached the upstream"
+    assert_half_request_dropped(
+        &up,
+        &t,
+        Duration::from_secs(3),
+        "the client left, the upstream connection stayed open",
     );
     get_ok(&mut Client::connect(proxy.addr()), "/echo/after");
 }
