@@ -334,10 +334,13 @@ pub fn request(route: &Route, req: &RequestHead<'_, '_>) -> Option<CacheReq> {
     let bypass = req.header("authorization").is_some()
         || has_token(req.headers, "cache-control", b"no-cache");
     let host = req.host.unwrap_or(b"");
-    let mut key = Vec::with_capacity(host.len() + 1 + req.target.len());
+    let mut key = Vec::with_capacity(host.len() + 1 + req.origin.len());
     key.extend(host.iter().map(u8::to_ascii_lowercase));
     key.push(b' ');
-    key.extend_from_slice(req.target.as_bytes());
+    if req.spans.rooted {
+        key.push(b'/');
+    }
+    key.extend_from_slice(req.origin.as_bytes());
     let status = Cell::new(if bypass { Status::Bypass } else { Status::Miss });
     Some(CacheReq {
         key,

@@ -63,6 +63,18 @@ impl Error {
     pub const fn not_implemented(reason: &'static str) -> Self {
         Self::new(501, Fault::Client, reason)
     }
+    /// 405: a method ringside does not forward (TRACE, as nginx).
+    pub const fn method_not_allowed(reason: &'static str) -> Self {
+        Self::new(405, Fault::Client, reason)
+    }
+    /// The client closed its connection while its answer was being made.
+    pub const fn client_left() -> Self {
+        Self::new(
+            0,
+            Fault::Client,
+            "client closed the connection before the answer",
+        )
+    }
     /// The client closed or reset its side: nobody to answer.
     pub fn client_gone(e: io::Error) -> Self {
         Error {
@@ -117,6 +129,13 @@ impl Error {
             io: Some(e.kind()),
             ..Self::new(500, Fault::Internal, "internal I/O error")
         }
+    }
+
+    /// Errors after which the connection closes even when the request was
+    /// read whole: its bytes cannot be trusted to frame the next one (400,
+    /// 413, 414, 431, 501) or the client is too slow to keep (408).
+    pub fn closes(&self) -> bool {
+        matches!(self.status, 400 | 408 | 413 | 414 | 431 | 501)
     }
 
     /// Once a response head went out, no status can be sent any more.

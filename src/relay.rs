@@ -11,6 +11,7 @@ use monoio::{
 };
 
 use crate::{
+    error::Error,
     http::body::{chunk_head, Chunked, LAST_CHUNK},
     timer::timeout,
 };
@@ -63,6 +64,19 @@ pub enum Fail {
     Eof,
     /// A chunked body broke its framing.
     Framing(&'static str),
+    /// A request body passed `max_request_body`.
+    TooLarge,
+}
+
+impl Fail {
+    /// A failed read or write on the client side, once nothing more can be
+    /// sent to it.
+    pub fn client(self) -> Error {
+        match self {
+            Fail::Io(e) => Error::client_gone(e),
+            _ => Error::client_send_timeout(),
+        }
+    }
 }
 
 pub type Step<T> = Result<T, Fail>;
@@ -142,6 +156,34 @@ pub enum CopyFail {
     Write(Fail),
 }
 
+impl CopyFail {
+    /// A failed copy of the request body, client → upstream.
+    pub fn upward(self) -> Error {
+        match self {
+            CopyFail::Read(Fail::Timeout) => Error::body_timeout(),
+            CopyFail::Read(Fail::TooLarge) => Error::body_too_large(),
+            CopyFail::Read(Fail::Framing(why)) => Error::bad_request(why),
+            CopyFail::Read(Fail::Io(e)) => Error::client_gone(e),
+            CopyFail::Read(Fail::Eof) => Error::client_gone(io::ErrorKind::UnexpectedEof.into()),
+            CopyFail::Write(Fail::Timeout) => Error::send_timeout(),
+            CopyFail::Write(Fail::Io(e)) => Error::upstream_io(e),
+            CopyFail::Write(_) => Error::upstream_closed(),
+        }
+    }
+
+    /// A failed copy of the response body, upstream → client (the head
+    /// went out: the client can only see the connection close).
+    pub fn downward(self) -> Error {
+        match self {
+            CopyFail::Read(Fail::Timeout) => Error::read_timeout(),
+            CopyFail::Read(Fail::Framing(why)) => Error::bad_response(why),
+            CopyFail::Read(_) => Error::upstream_closed(),
+            CopyFail::Write(f) => f.client(),
+        }
+        .after_head()
+    }
+}
+
 /// Copies exactly `n` bytes from `from` to `to` through `buf`, never reading
 /// past them (the source connection stays clean for reuse).
 pub async fn copy_length<R: AsyncReadRent, W: AsyncWriteRent>(
@@ -217,11 +259,7 @@ pub async fn copy_chunked<R: AsyncReadRent, W: AsyncWriteRent>(
             Err(why) => return (Err(CopyFail::Read(Fail::Framing(why))), inbuf, out),
         };
         if max > 0 && total > max {
-            return (
-                Err(CopyFail::Read(Fail::Framing("body over the limit"))),
-                inbuf,
-                out,
-            );
+            return (Err(CopyFail::Read(Fail::TooLarge)), inbuf, out);
         }
         if dec.is_done() {
             leftover.extend_from_slice(&input[used..]);
@@ -336,4 +374,79 @@ pub fn recv_now(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     // SAFETY: recv initialised exactly `n` more bytes, and n <= spare.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
+}
+
+/// Writes all of `data` with non-blocking sends, waiting for writability
+/// (at most `limit` each time) when the socket is full. Takes the stream
+/// by shared reference, so a reader of the same socket can run at once
+/// (tunnel.rs) without two `&mut` to one stream.
+pub async fn send_all(s: &TcpStream, mut data: &[u8], limit: Duration) -> Step<()> {
+    use std::os::fd::AsRawFd;
+    while !data.is_empty() {
+        // SAFETY: the pointer and length describe `data`, valid for reads
+        // for the whole call; the fd is owned by `s` and open for the call.
+        let n = unsafe {
+            libc::send(
+                s.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            data = &data[n as usize..];
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::WouldBlock {
+            return Err(Fail::Io(e));
+        }
+        match timeout(limit, s.writable(false)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Fail::Io(e)),
+            None => return Err(Fail::Timeout),
+        }
+    }
+    Ok(())
+}
+
+/// Resolves once the client has closed its side (a FIN or a reset) while
+/// its answer is being made, so the upstream request can be cancelled and
+/// the request logged 499 (nginx's "client prematurely closed connection").
+/// Bytes the client sends meanwhile (a pipelined request) end the watch
+/// without a verdict, and are left in the socket. The watch starts a timer
+/// tick late: an answer that comes within it costs no ring operation.
+pub async fn client_left(s: &TcpStream) {
+    crate::timer::until(crate::timer::later(std::time::Duration::ZERO)).await;
+    loop {
+        if s.readable(false).await.is_err() {
+            return;
+        }
+        match peek(s) {
+            Ok(0) => return,
+            Ok(_) => std::future::pending::<()>().await,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Looks at whether a byte waits on the socket without taking it.
+fn peek(s: &TcpStream) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: the pointer is to one byte on this stack frame, valid and
+    // unaliased for the call; the fd is owned by `s` and open for the call.
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }

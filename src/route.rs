@@ -1,7 +1,7 @@
 //! Stage 3: which route answers a request.
 //!
 //! Host first (exact name, then the longest `*.` suffix, then routes without
-//! a host), then the longest path prefix; among routes with the same host and
+//! a host), then the longest path prefix of the normalised path; among routes with the same host and
 //! path, the first in file order whose `match_header`/`match_cookie` hold.
 //! When no route of the matching host group fits the path, the next group is
 //! tried, so a catch-all route without a host still answers.
@@ -11,11 +11,11 @@ use crate::{
     http::parse::RequestHead,
 };
 
-/// The index of the route for `req`, if any.
-pub fn select(routes: &[Route], req: &RequestHead<'_, '_>) -> Option<usize> {
+/// The index of the route for `req`, if any; `path` is the request's
+/// normalised path (`http::path`).
+pub fn select(routes: &[Route], req: &RequestHead<'_, '_>, path: &[u8]) -> Option<usize> {
     let host = req.host.map(strip_port).unwrap_or(b"");
-    let path = req.path();
-    let fits = |r: &Route| path.starts_with(r.path.as_str()) && conditions_hold(r, req);
+    let fits = |r: &Route| path.starts_with(r.path.as_bytes()) && conditions_hold(r, req);
 
     // Group 1: exact host.
     if let Some(i) = longest(routes, |r| {

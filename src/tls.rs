@@ -60,6 +60,16 @@ impl ClientStream {
         matches!(self, ClientStream::Tls(_) | ClientStream::H2(_))
     }
 
+    /// The TCP socket under a plain or TLS stream (none under an HTTP/2
+    /// stream, which shares its connection).
+    pub fn socket(&self) -> Option<&TcpStream> {
+        match self {
+            ClientStream::Plain(s) => Some(s),
+            ClientStream::Tls(s) => Some(s.socket()),
+            _ => None,
+        }
+    }
+
     /// The connection's local address.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         match self {

@@ -19,7 +19,7 @@ use monoio::{
 };
 
 use crate::{
-    relay::{read_fresh, write_all, Fail},
+    relay::{recv_now, send_all, write_all, Fail},
     splice::{drain, splice, NonBlocking, Pipes, PIPE_CAP},
     tls::{TlsReadHalf, TlsStream, TlsWriteHalf},
     worker::Buffers,
@@ -100,25 +100,19 @@ pub async fn plain(a: &TcpStream, b: &TcpStream, pipes: &Pipes, idle: Duration) 
 /// a stuck write, an error), and the connection closes next.
 pub async fn tls(
     client: TlsStream,
-    up: &mut TcpStream,
+    up: &TcpStream,
     bufs: &Buffers,
     heads: &Buffers,
     idle: Duration,
 ) -> io::Result<()> {
     let last = Cell::new(Instant::now());
     let (mut client_r, mut client_w) = client.into_split();
-    let up: *mut TcpStream = up;
-    // SAFETY: `TcpStream` is `monoio::io::Split` (monoio's promise that a
-    // read and a write may be in flight at once on one socket: they are
-    // separate ring operations on the same fd). The socket is read through
-    // exactly one of these references and written through the other; both
-    // live only inside this function, which holds the `&mut` borrow it was
-    // given, and both futures are dropped before it returns. This is what
-    // `Splitable::into_split` does with an `Rc<UnsafeCell>`, without moving
-    // the pooled stream out of its owner.
-    let (up_r, up_w) = unsafe { (&mut *up, &mut *up) };
-    let mut upward = pin!(tls_to_up(&mut client_r, up_w, heads, idle, &last));
-    let mut downward = pin!(up_to_tls(up_r, &mut client_w, bufs, idle, &last));
+    // Both directions use the upstream socket through a shared reference
+    // (readiness waits and non-blocking send/recv), so reading and writing
+    // it at once needs no second `&mut`.
+    let up: &TcpStream = up;
+    let mut upward = pin!(tls_to_up(&mut client_r, up, heads, idle, &last));
+    let mut downward = pin!(up_to_tls(up, &mut client_w, bufs, idle, &last));
     let mut watchdog = pin!(async {
         loop {
             let until = last.get() + idle;
@@ -149,7 +143,7 @@ pub async fn tls(
 /// upstream's write half is shut down.
 async fn tls_to_up(
     from: &mut TlsReadHalf,
-    to: &mut TcpStream,
+    to: &TcpStream,
     heads: &Buffers,
     idle: Duration,
     last: &Cell<Instant>,
@@ -172,23 +166,23 @@ async fn tls_to_up(
                 return Err(e);
             }
         }
-        let (w, b) = write_all(to, buf, idle).await;
-        buf = b;
-        if let Err(f) = w {
+        if let Err(f) = send_all(to, &buf, idle).await {
             heads.give(buf);
             return Err(io_error(f));
         }
     }
     heads.give(buf);
-    // The client is done sending: pass the half-close on.
-    let _ = to.shutdown().await; // an upstream already gone is fine
+    // The client is done sending: pass the half-close on. Its result is
+    // not looked at: an upstream already gone is fine.
+    // SAFETY: shutdown(2) of the write half of a socket `to` owns.
+    unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
     Ok(())
 }
 
 /// Upstream → client (TLS) until the upstream stops sending, then the
 /// client gets close_notify and the write half of its socket is shut down.
 async fn up_to_tls(
-    from: &mut TcpStream,
+    from: &TcpStream,
     to: &mut TlsWriteHalf,
     bufs: &Buffers,
     idle: Duration,
@@ -197,15 +191,19 @@ async fn up_to_tls(
     loop {
         // Not bounded: the watchdog ends a silent tunnel.
         from.readable(false).await?;
-        let buf = bufs.take();
-        let (r, buf) = read_fresh(from, buf, usize::MAX, idle).await;
-        let n = match r {
+        let mut buf = bufs.take();
+        buf.clear();
+        let n = match recv_now(from, &mut buf) {
             Ok(n) => n,
-            Err(Fail::Io(e)) => {
+            // A spurious wakeup: wait again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                bufs.give(buf);
+                continue;
+            }
+            Err(e) => {
                 bufs.give(buf);
                 return Err(e);
             }
-            Err(_) => 0,
         };
         if n == 0 {
             bufs.give(buf);
@@ -229,6 +227,50 @@ fn io_error(f: Fail) -> io::Error {
     match f {
         Fail::Io(e) => e,
         Fail::Timeout => io::ErrorKind::TimedOut.into(),
-        Fail::Eof | Fail::Framing(_) => io::ErrorKind::WriteZero.into(),
+        Fail::Eof | Fail::Framing(_) | Fail::TooLarge => io::ErrorKind::WriteZero.into(),
+    }
+}
+
+/// After a `101`: the client gets the head (and whatever the upstream sent
+/// after it), the upstream gets whatever the client sent early, then bytes
+/// flow both ways until both sides are done.
+pub async fn after_101(
+    c: &mut crate::request::Client,
+    shard: &crate::worker::Shard,
+    s: &mut TcpStream,
+    mut head: Vec<u8>,
+    early: Vec<u8>,
+    idle: std::time::Duration,
+) {
+    c.stamp(&mut head);
+    let (w, _) = write_all(&mut c.stream, head, idle).await;
+    if w.is_err() {
+        return;
+    }
+    if !early.is_empty() {
+        let (w, _) = write_all(s, early, idle).await;
+        if w.is_err() {
+            return;
+        }
+    }
+    // A new kind of client stream gets no tunnel until it is added here.
+    let r = if let crate::tls::ClientStream::Plain(client) = &mut c.stream {
+        plain(client, s, &shard.pipes, idle).await
+    } else if c.stream.is_tls() {
+        // The tunnel takes the TLS stream apart; the connection ends with it.
+        match std::mem::replace(&mut c.stream, crate::tls::ClientStream::Closed) {
+            crate::tls::ClientStream::Tls(client) => {
+                tls(*client, s, &shard.relay, &shard.heads, idle).await
+            }
+            other => {
+                c.stream = other;
+                Ok(())
+            }
+        }
+    } else {
+        Ok(())
+    };
+    if let Err(e) = r {
+        crate::debug!("worker {}: tunnel from {} ended: {e}", shard.id, c.peer);
     }
 }

@@ -437,7 +437,11 @@ impl Reader {
         });
         let max_fails = count(self, "max_fails", 1) as u32;
         let fail_timeout = self.get(n, "fail_timeout", secs(10), |r, f| r.duration(f, false));
-        let retries = count(self, "retries", 1) as u32;
+        // By default every other server once (as nginx's
+        // proxy_next_upstream_tries 0): a dead primary never costs a 502
+        // while another server, a backup included, lives.
+        let every_other = servers.len().saturating_sub(1) as i64;
+        let retries = count(self, "retries", every_other) as u32;
         let sticky = self.opt(n, "sticky", |r, f| {
             let node = r.table(f)?;
             r.keys(&node, &["cookie"]);

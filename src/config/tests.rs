@@ -80,7 +80,7 @@ servers = [
 # max_fails = 1             # passive (default 1; 0 = off): after this many failed attempts
 # fail_timeout = "10s"      #   (connect error, 502/504 cause) a server is skipped for fail_timeout
 #                           #   (an upstream with a single server never skips it, as nginx)
-# retries = 1               # default 1; 0 = off. On a connect failure try the next server
+# retries = 1               # default: every other server once; 0 = off. On a connect failure try the next server
 #                           #   (any method, backups once no primary is left); after a
 #                           #   request was sent, only idempotent methods are retried
 # sticky = { cookie = "ringside_route" }          # pin a client to the server that first
@@ -214,7 +214,8 @@ fn defaults() {
     );
     assert_eq!((u.servers[0].weight, u.servers[0].backup), (1, false));
     assert!(u.health.is_none() && u.sticky.is_none());
-    assert_eq!((u.max_fails, u.fail_timeout, u.retries), (1, secs(10), 1));
+    // One server: no other to retry on.
+    assert_eq!((u.max_fails, u.fail_timeout, u.retries), (1, secs(10), 0));
     assert!(c.routes.is_empty());
 }
 

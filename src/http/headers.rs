@@ -115,17 +115,10 @@ pub fn upstream_request(
     out.extend_from_slice(b"\r\n");
 
     let listed = Listed::new(req.headers);
-    let mut xff_open = false;
+    let mut xff = false;
     for h in req.headers {
         if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-            // Repeated X-Forwarded-For fields are one list: join them.
-            if !xff_open {
-                out.extend_from_slice(b"X-Forwarded-For: ");
-                xff_open = true;
-            } else {
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(h.value);
+            xff = true;
             continue;
         }
         if dropped_upstream(h.name) || listed.contains(h.name) || overridden(fwd.set, h.name) {
@@ -133,14 +126,19 @@ pub fn upstream_request(
         }
         field(out, h.name.as_bytes(), h.value);
     }
-    // The XFF list, if any, is still open: append the client's address.
+    // Every X-Forwarded-For field the client sent is one list (RFC 9110
+    // section 5.3), written as one field with the client's address last.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if xff {
+        for h in req.headers {
+            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+                out.extend_from_slice(h.value);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
     let mut ip = [0u8; 64];
     let ip = fmt_ip(fwd.client_ip, &mut ip);
-    if xff_open {
-        out.extend_from_slice(b", ");
-    } else {
-        out.extend_from_slice(b"X-Forwarded-For: ");
-    }
     out.extend_from_slice(ip);
     out.extend_from_slice(b"\r\n");
     field(out, b"X-Real-IP", ip);

@@ -5,6 +5,8 @@
 //! because a proxy and its upstream that disagree on that are a smuggling
 //! hole. Anything ambiguous is a 400 and a closed connection.
 
+use std::{borrow::Cow, ops::Range};
+
 use httparse::{Header, Status};
 
 use crate::error::{Error, Result};
@@ -26,12 +28,83 @@ pub enum Framing {
     UntilClose,
 }
 
+/// A byte range of the connection's buffer, as the parser found it.
+///
+/// Every position the later stages keep is one of these, made here where
+/// httparse's slices are made: a slice that does not live in the buffer
+/// can never become a position in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// The bytes of the span in `buf` (empty if `buf` is not the buffer the
+    /// span was made for).
+    pub fn of(self, buf: &[u8]) -> &[u8] {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
+    }
+
+    pub fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.start == self.end
+    }
+
+    fn range(r: Range<usize>) -> Span {
+        // A head is at most `max_request_head` bytes, far below 4 GiB.
+        Span {
+            start: r.start as u32,
+            end: r.end as u32,
+        }
+    }
+}
+
+/// Where the parts of the request the later stages keep sit in the buffer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spans {
+    pub method: Span,
+    /// The request target as sent (the access log's `$request`).
+    pub target: Span,
+    /// The target in origin-form: path and query. For an absolute-form
+    /// target, what follows its authority; see `rooted`.
+    pub origin: Span,
+    /// An absolute-form target without a path (`http://a` or `http://a?q`):
+    /// its origin-form is `/` followed by `origin`.
+    pub rooted: bool,
+    /// The Host value (or the authority of an absolute-form target).
+    pub host: Option<Span>,
+    pub referer: Option<Span>,
+    pub user_agent: Option<Span>,
+}
+
+impl Spans {
+    /// The origin-form target (path and query) in `buf`.
+    pub fn origin<'b>(&self, buf: &'b [u8]) -> Cow<'b, [u8]> {
+        let o = self.origin.of(buf);
+        if self.rooted {
+            let mut t = Vec::with_capacity(o.len() + 1);
+            t.push(b'/');
+            t.extend_from_slice(o);
+            t.into()
+        } else {
+            o.into()
+        }
+    }
+}
+
 /// A parsed request head, borrowing the connection's buffer.
 #[derive(Debug)]
 pub struct RequestHead<'h, 'b> {
     pub method: &'b str,
-    /// Request target as sent (origin-form), or the path of an absolute-form target.
-    pub target: &'b str,
+    /// The target's path and query (origin-form), as sent: the whole target,
+    /// or what follows the authority of an absolute-form target (then empty
+    /// when it has no path: see `Spans::rooted`).
+    pub origin: &'b str,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     pub headers: &'h [Header<'b>],
@@ -45,14 +118,29 @@ pub struct RequestHead<'h, 'b> {
     pub expect_continue: bool,
     /// `Upgrade` value when `Connection` lists `upgrade`.
     pub upgrade: Option<&'b [u8]>,
+    /// Positions in the buffer of what outlives this borrow.
+    pub spans: Spans,
 }
 
 impl RequestHead<'_, '_> {
-    pub fn path(&self) -> &str {
-        match self.target.find('?') {
-            Some(i) => &self.target[..i],
-            None => self.target,
+    /// The path as sent (`/` for an absolute-form target without one).
+    pub fn path(&self) -> &[u8] {
+        let o = self.origin.as_bytes();
+        let p = match memchr(b'?', o) {
+            Some(i) => &o[..i],
+            None => o,
+        };
+        if self.spans.rooted {
+            b"/"
+        } else {
+            p
         }
+    }
+
+    /// The query as sent, without its `?`.
+    pub fn query(&self) -> Option<&[u8]> {
+        let o = self.origin.as_bytes();
+        memchr(b'?', o).map(|i| &o[i + 1..])
     }
 
     pub fn header(&self, name: &str) -> Option<&[u8]> {
@@ -105,7 +193,19 @@ pub fn request<'h, 'b>(
         return Err(Error::bad_request("incomplete request line"));
     };
     let headers: &'h [Header<'b>] = req.headers;
-    head(method, target, minor, headers, len)
+    head(&buf[..len], method, target, minor, headers)
+}
+
+/// The position of `part`, a slice httparse made of `buf`, in `buf`. The
+/// one place where a slice becomes a position; a slice from anywhere else
+/// gives an empty span at 0 instead of a wrong one.
+fn span_in(buf: &[u8], part: &[u8]) -> Span {
+    let base = buf.as_ptr() as usize;
+    let at = (part.as_ptr() as usize).wrapping_sub(base);
+    match at.checked_add(part.len()) {
+        Some(end) if end <= buf.len() => Span::range(at..end),
+        _ => Span::default(),
+    }
 }
 
 fn parse_error(e: httparse::Error) -> &'static str {
@@ -162,16 +262,27 @@ fn head_end(buf: &[u8], scan: &mut Scan) -> Result<Option<usize>> {
 }
 
 fn head<'h, 'b>(
+    buf: &'b [u8],
     method: &'b str,
     target: &'b str,
     minor: u8,
     headers: &'h [Header<'b>],
-    len: usize,
 ) -> Result<Option<RequestHead<'h, 'b>>> {
     if method == "CONNECT" {
         return Err(Error::not_implemented("CONNECT is not supported"));
     }
-    let (target, authority) = split_target(method, target)?;
+    let target_span = span_in(buf, target.as_bytes());
+    let (origin_at, authority) = split_target(method, target)?;
+    let origin = &target[origin_at..];
+    let mut spans = Spans {
+        method: span_in(buf, method.as_bytes()),
+        target: target_span,
+        origin: Span::range(target_span.start as usize + origin_at..target_span.end as usize),
+        rooted: authority.is_some() && !origin.starts_with('/'),
+        host: authority.map(|a| span_in(buf, a)),
+        referer: None,
+        user_agent: None,
+    };
     let mut host = None;
     let mut hosts = 0;
     let mut length: Option<u64> = None;
@@ -189,6 +300,13 @@ fn head<'h, 'b>(
                 return Err(Error::bad_request("invalid Host"));
             }
             host = Some(h.value);
+            if authority.is_none() {
+                spans.host = Some(span_in(buf, h.value));
+            }
+        } else if name.eq_ignore_ascii_case("referer") {
+            spans.referer.get_or_insert(span_in(buf, h.value));
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            spans.user_agent.get_or_insert(span_in(buf, h.value));
         } else if name.eq_ignore_ascii_case("content-length") {
             for item in list(h.value) {
                 let n = content_length(item)?;
@@ -250,10 +368,10 @@ fn head<'h, 'b>(
     };
     Ok(Some(RequestHead {
         method,
-        target,
+        origin,
         minor,
         headers,
-        len,
+        len: buf.len(),
         host: authority.or(host),
         framing,
         keep_alive: if minor == 1 {
@@ -269,38 +387,35 @@ fn head<'h, 'b>(
         } else {
             None
         },
+        spans,
     }))
 }
 
 /// Origin-form stays as it is; an absolute-form target gives its authority
-/// (which then overrides Host, RFC 9112 section 3.2.2) and its path.
-fn split_target<'b>(method: &str, target: &'b str) -> Result<(&'b str, Option<&'b [u8]>)> {
+/// (which then overrides Host, RFC 9112 section 3.2.2). Returns where the
+/// origin-form part (path and query) starts in `target`.
+fn split_target<'b>(method: &str, target: &'b str) -> Result<(usize, Option<&'b [u8]>)> {
     if target.starts_with('/') {
-        return Ok((target, None));
+        return Ok((0, None));
     }
     if target == "*" && method == "OPTIONS" {
-        return Ok((target, None));
+        return Ok((0, None));
     }
-    let rest = strip_prefix_ci(target, "http://").or_else(|| strip_prefix_ci(target, "https://"));
-    let Some(rest) = rest else {
+    let scheme = ["http://", "https://"]
+        .into_iter()
+        .find(|p| strip_prefix_ci(target, p).is_some());
+    let Some(scheme) = scheme else {
         return Err(Error::bad_request("request target is not origin-form"));
     };
+    let rest = &target[scheme.len()..];
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
+    let authority = &rest[..end];
     if authority.is_empty() || authority.contains('@') || !valid_host(authority.as_bytes()) {
         return Err(Error::bad_request(
             "invalid authority in the request target",
         ));
     }
-    // "http://h?q" has an empty path: the origin-form is "/?q", which has no
-    // borrowed form here; such requests are rare enough to refuse.
-    if !path.is_empty() && !path.starts_with('/') {
-        return Err(Error::bad_request("absolute-form target without a path"));
-    }
-    Ok((
-        if path.is_empty() { "/" } else { path },
-        Some(authority.as_bytes()),
-    ))
+    Ok((scheme.len() + end, Some(authority.as_bytes())))
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -383,6 +498,8 @@ pub struct ResponseHead<'h, 'b> {
     pub framing: Framing,
     /// The upstream lets the connection be reused after this response.
     pub keep_alive: bool,
+    /// The response has a `Date` field.
+    pub has_date: bool,
 }
 
 /// Parses an upstream response head. Unlike requests, a bare LF is tolerated
@@ -407,7 +524,8 @@ pub fn response<'h, 'b>(
     let (Some(status), Some(minor)) = (res.code, res.version) else {
         return Err(Error::bad_response("upstream response is not HTTP"));
     };
-    if !(100..=999).contains(&status) {
+    // RFC 9110 section 15: a status is three digits from 100 to 599.
+    if !(100..=599).contains(&status) {
         return Err(Error::bad_response("invalid upstream status"));
     }
     let headers: &'h [Header<'b>] = res.headers;
@@ -415,8 +533,11 @@ pub fn response<'h, 'b>(
     let mut chunked = false;
     let mut close = false;
     let mut keep_alive = false;
+    let mut has_date = false;
     for h in headers {
-        if h.name.eq_ignore_ascii_case("content-length") {
+        if h.name.eq_ignore_ascii_case("date") {
+            has_date = true;
+        } else if h.name.eq_ignore_ascii_case("content-length") {
             for item in list(h.value) {
                 let n = content_length(item)
                     .map_err(|_| Error::bad_response("invalid upstream Content-Length"))?;
@@ -467,5 +588,6 @@ pub fn response<'h, 'b>(
             } else {
                 keep_alive && !close
             },
+        has_date,
     }))
 }

@@ -1,5 +1,5 @@
 //! Both heads of a stream in HTTP/1.1 terms: the request an h2 client sent,
-//! written as the HTTP/1.1 head `conn::exchange` parses, and the HTTP/1.1
+//! written as the HTTP/1.1 head `exchange::exchange` parses, and the HTTP/1.1
 //! response head `exchange` writes, read back into an h2 response.
 
 use bytes::Bytes;

@@ -3,7 +3,7 @@
 //! The `h2` crate runs the protocol (HPACK, streams, flow control, and the
 //! limits below); each stream then runs the same request path as HTTP/1.1:
 //! its request is written as an HTTP/1.1 head (`head::request`) and handed
-//! to `conn::exchange` with the stream as its byte stream
+//! to `exchange::exchange` with the stream as its byte stream
 //! (`stream::H2Stream`), so routing, balancing, the keep-alive pool, cache,
 //! gzip, static files, error pages, logs and counters are the very ones
 //! HTTP/1.1 requests use. Upstream, every stream is an HTTP/1.1 request
@@ -43,7 +43,9 @@ pub use stream::H2Stream;
 
 use crate::{
     accept::Listen,
-    conn::{self, CatchUnwind, Client},
+    conn::CatchUnwind,
+    exchange,
+    request::Client,
     tls::{ClientStream, TlsStream},
     worker::Shard,
 };
@@ -205,7 +207,7 @@ async fn connection(
     shard.sessions.set(shard.sessions.get() - 1);
 }
 
-/// One stream: its request through `conn::exchange`, then its end.
+/// One stream: its request through `exchange::exchange`, then its end.
 async fn run_stream(
     origin: Rc<Origin>,
     req: http::Request<RecvStream>,
@@ -234,7 +236,7 @@ async fn run_stream(
     // (CVE-2023-44487).
     let was_reset = {
         // Pinned in place: this task is already on the heap.
-        let exchange = std::pin::pin!(conn::exchange(
+        let exchange = std::pin::pin!(exchange::exchange(
             &mut c,
             &origin.listen,
             shard,

@@ -1,4 +1,4 @@
-//! One HTTP/2 stream as the byte stream `conn::exchange` reads a request
+//! One HTTP/2 stream as the byte stream `exchange::exchange` reads a request
 //! from and writes a response to.
 //!
 //! Reading gives the request body as the synthesized head framed it (DATA

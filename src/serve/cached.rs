@@ -17,13 +17,13 @@ use monoio::io::AsyncWriteRentExt;
 use super::{body::BodyOut, content_length, gzip, own_answer_keep, persist, response::Store};
 use crate::{
     cache::{Entry, Join, Lookup, Status},
-    conn::{Client, Done, Plan},
     error::Error,
     http::{
         headers::{end_head, field, OutFraming},
         parse::{self, Scan, MAX_HEADERS},
     },
     proxy, relay,
+    request::{Client, Done, Plan},
     worker::{Generation, Shard},
 };
 

@@ -21,13 +21,13 @@ pub mod static_files;
 
 use crate::{
     config::Route,
-    conn::{Client, Done, Plan},
     http::{
         headers::{end_head, field, status_line, OutFraming, Persist},
         parse::Framing,
         respond::{reason, with_date},
     },
     relay,
+    request::{Client, Done, Plan},
     worker::Shard,
 };
 

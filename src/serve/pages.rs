@@ -16,11 +16,14 @@ use monoio::{buf::IoBufMut, fs::File};
 use super::{content_length, end_own_head, send_own, start_head};
 use crate::{
     config::Route,
-    conn::{Client, Done, Plan},
+    error::Error,
     http::{
         headers::{field, OutFraming},
         respond,
     },
+    relay,
+    request::{Client, Done, Plan},
+    worker::Shard,
 };
 
 /// Largest error page read, in bytes: error pages are small HTML files;
@@ -50,12 +53,14 @@ pub async fn read(path: &Path) -> std::io::Result<Vec<u8>> {
 /// Writes an error answer for `status` into `out`: the route's page when it
 /// has one that can be read, else the built-in one. Returns the body size.
 /// On a cached route the answer carries `X-Cache-Status` like every other.
+/// Without a plan (the head did not parse) the answer is HTTP/1.1.
 pub async fn write_error(
     out: &mut Vec<u8>,
     route: Option<&Route>,
     status: u16,
     keep: bool,
-    plan: &Plan,
+    plan: Option<&Plan>,
+    head_only: bool,
 ) -> usize {
     let mut page = None;
     if let Some(path) = page_for(route, status) {
@@ -68,17 +73,18 @@ pub async fn write_error(
     start_head(out, status);
     field(out, b"Content-Type", ct.as_bytes());
     content_length(out, body.len() as u64);
-    if let Some(c) = &plan.cache {
+    if let Some(c) = plan.and_then(|p| p.cache.as_ref()) {
         field(out, b"X-Cache-Status", c.status.get().as_bytes());
     }
-    end_own_head(out, None, OutFraming::AsIs, keep, plan.minor);
-    if !plan.head_only {
+    let minor = plan.map_or(1, |p| p.minor);
+    end_own_head(out, None, OutFraming::AsIs, keep, minor);
+    if !head_only {
         out.extend_from_slice(&body);
     }
     body.len()
 }
 
-/// ringside's own page for a status (as `http::respond::error`).
+/// ringside's own page for a status.
 fn built_in(status: u16) -> Vec<u8> {
     let title = format!("{status} {}", respond::reason(status));
     format!(
@@ -87,16 +93,64 @@ fn built_in(status: u16) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The one place an `Error` becomes an answer, before any of a response
+/// went out: the route's error page or the built-in one, with the error's
+/// status (no body for HEAD). `whole` is the request's length in the
+/// client buffer when it was read whole; the connection then stays open
+/// (as nginx) unless the error is one that closes it (`Error::closes`).
+/// An error without a status (the client went away) writes nothing and
+/// is logged as 499.
+pub async fn fail(
+    c: &mut Client,
+    shard: &Shard,
+    plan: Option<&Plan>,
+    e: Error,
+    whole: Option<usize>,
+) -> Done {
+    let mut done = Done {
+        status: if e.status == 0 { 499 } else { e.status },
+        body_bytes: 0,
+        server: None,
+        keep: false,
+        consumed: whole.unwrap_or(0),
+        error: Some(e),
+    };
+    if e.status == 0 {
+        return done;
+    }
+    let gen = shard.gen();
+    let route = plan.and_then(|p| p.route).map(|r| &gen.config.routes[r]);
+    let head_only = match plan {
+        Some(p) => p.head_only,
+        None => c.buf.starts_with(b"HEAD "),
+    };
+    let keep = whole.is_some()
+        && plan.is_some_and(|p| p.keep_alive)
+        && !e.closes()
+        && !shard.draining.get();
+    let mut out = shard.heads.take();
+    let n = write_error(&mut out, route, e.status, keep, plan, head_only).await;
+    c.stamp(&mut out);
+    let limit = gen.config.limits.client_send_timeout;
+    let (w, out) = relay::write_all(&mut c.stream, out, limit).await;
+    shard.heads.give(out);
+    if !head_only {
+        done.body_bytes = n as u64;
+    }
+    done.keep = keep && w.is_ok();
+    done
+}
+
 /// Answers `status` on `route` and ends the exchange.
 pub async fn answer(
     c: &mut Client,
-    shard: &crate::worker::Shard,
+    shard: &Shard,
     plan: &Plan,
     route: Option<&Route>,
     status: u16,
     (keep, consumed): (bool, usize),
 ) -> Done {
     let mut out = shard.heads.take();
-    let n = write_error(&mut out, route, status, keep, plan).await;
+    let n = write_error(&mut out, route, status, keep, Some(plan), plan.head_only).await;
     send_own(c, shard, plan, out, status, n, (keep, consumed)).await
 }

@@ -10,8 +10,8 @@
 use super::{content_length, end_own_head, own_answer_keep, send_own, start_head};
 use crate::{
     config::Action,
-    conn::{Client, Done, Plan},
     http::headers::{field, OutFraming},
+    request::{Client, Done, Plan},
     worker::{Generation, Shard},
 };
 
@@ -77,8 +77,8 @@ pub async fn answer(
     let Action::Redirect { to, status } = &route.action else {
         unreachable!("a redirect plan is made for redirect routes only");
     };
-    let host = match plan.host_span() {
-        Some(span) => host_without_port(&c.buf[span]),
+    let host = match plan.host(&c.buf) {
+        Some(h) => host_without_port(h),
         None => c
             .stream
             .local_addr()
@@ -88,7 +88,7 @@ pub async fn answer(
     let location = expand(
         to,
         &Vars {
-            request_uri: &c.buf[plan.target_span()],
+            request_uri: &plan.origin(&c.buf),
             host: &host,
             scheme: plan.scheme,
         },
@@ -111,20 +111,21 @@ pub async fn answer(
 }
 
 /// A `redirect_https` listener's answer: 301 to `https://` + the Host
-/// without its port + the target as sent.
+/// without its port + the target as sent (in origin-form).
 pub async fn to_https(c: &mut Client, shard: &Shard, plan: &Plan) -> Done {
-    let host = match plan.host_span() {
-        Some(span) => host_without_port(&c.buf[span]),
+    let host = match plan.host(&c.buf) {
+        Some(h) => host_without_port(h),
         None => c
             .stream
             .local_addr()
             .map(|a| a.ip().to_string().into_bytes())
             .unwrap_or_default(),
     };
-    let mut location = Vec::with_capacity(8 + host.len() + plan.target_span().len());
+    let origin = plan.origin(&c.buf);
+    let mut location = Vec::with_capacity(8 + host.len() + origin.len());
     location.extend_from_slice(b"https://");
     location.extend_from_slice(&host);
-    location.extend_from_slice(&c.buf[plan.target_span()]);
+    location.extend_from_slice(&origin);
     let (keep, consumed) = own_answer_keep(c, shard, plan);
     let mut out = shard.heads.take();
     start_head(&mut out, 301);

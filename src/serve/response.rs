@@ -10,11 +10,11 @@ use super::{gzip, pages};
 use crate::{
     cache,
     config::{Route, Upstream},
-    conn::Plan,
     http::{
         headers::{end_head, field, passed_fields, status_line, OutFraming, Persist},
         parse::{Framing, ResponseHead},
     },
+    request::Plan,
 };
 
 /// What happens to one upstream answer beyond passing it on.
@@ -164,7 +164,7 @@ pub fn write_head(
 /// (`http://` and the address as written or as resolved) becomes
 /// `$scheme://$Host` and the rest of it.
 fn rewrite_location(v: &[u8], cx: &Context<'_>) -> Option<Vec<u8>> {
-    let host = &cx.client[cx.plan.host_span()?];
+    let host = cx.plan.host(cx.client)?;
     let rest = v
         .get(..7)
         .filter(|s| s.eq_ignore_ascii_case(b"http://"))

@@ -114,6 +114,11 @@ impl TlsStream {
         self.io.local_addr()
     }
 
+    /// The socket under the TLS session.
+    pub fn socket(&self) -> &TcpStream {
+        &self.io
+    }
+
     /// The protocol both sides agreed on by ALPN.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         self.conn.alpn_protocol()

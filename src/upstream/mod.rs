@@ -1,5 +1,7 @@
-//! Stage 4: reaching an upstream server — a pooled keep-alive connection if
-//! the worker has one, a new connection otherwise.
+//! Stages 4-5: reaching an upstream server — a pooled keep-alive connection
+//! if the worker has one, a new connection otherwise — and sending it the
+//! request, with the retry rules (`attempt`).
 
+pub mod attempt;
 pub mod connect;
 pub mod pool;

@@ -1,0 +1,434 @@
+//! Stages 2-7 for one request: the whole request path in one function.
+//!
+//! ```text
+//! read_request (head, parsed once → plan: normalised path, route, upstream
+//! head) → proxy::forward (balance, connect, send, response head, relay) or
+//! an answer of ringside's own (serve/) → count and log
+//! ```
+//!
+//! Every error before a response went out is answered in one place,
+//! `serve::pages::fail`.
+
+use std::{net::IpAddr, time::Duration};
+
+use httparse::EMPTY_HEADER;
+use monoio::time::Instant;
+
+use crate::{
+    accept::Listen,
+    config::{Action, Config, Level},
+    error::{Error, Fault},
+    http::{
+        headers::{upstream_request, Forwarding},
+        parse::{self, Framing, RequestHead, Scan, MAX_HEADERS},
+        path, respond,
+    },
+    log::Record,
+    proxy, relay,
+    request::{Act, Client, Done, Plan},
+    route, serve,
+    tls::ClientStream,
+    worker::{Buffers, Generation, Shard},
+};
+
+/// One request and its response. Returns whether the connection stays open.
+pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Instant) -> bool {
+    let start = Instant::now();
+    // From the first byte on, a graceful stop waits for this request.
+    let _busy = shard.busy();
+    let gen = shard.gen();
+    let config: &Config = &gen.config;
+
+    // 2-3. The head within client_header_timeout, parsed once, routed.
+    let plan = match read_request(c, shard, &gen, listen, deadline).await {
+        Ok(Some(plan)) => plan,
+        Ok(None) => return false,
+        Err(e) => {
+            let done = Box::pin(serve::pages::fail(c, shard, None, e, None)).await;
+            finish_refused(c, shard, &gen, &done, start.elapsed());
+            return false;
+        }
+    };
+
+    // 4-6. Answer. Only the plain proxied request runs inline: the other
+    // answers are boxed, so their state does not make every request's
+    // future larger (it is boxed and moved once per request).
+    let done = match plan.act {
+        Act::Proxy {
+            upstream,
+            ref head,
+            upgrade,
+        } if plan.cache.is_some() => {
+            let cached = serve::cached::serve(c, shard, &gen, &plan, upstream, head, upgrade);
+            Box::pin(cached).await
+        }
+        Act::Proxy {
+            upstream,
+            ref head,
+            upgrade,
+        } => proxy::forward(c, shard, &gen, &plan, upstream, head, upgrade).await,
+        Act::Static { route } => {
+            Box::pin(serve::static_files::serve(c, shard, &gen, &plan, route)).await
+        }
+        Act::Redirect { route } => {
+            Box::pin(serve::redirect::answer(c, shard, &gen, &plan, route)).await
+        }
+        Act::ToHttps => Box::pin(serve::redirect::to_https(c, shard, &plan)).await,
+        Act::Respond { route } => Box::pin(respond_route(c, shard, config, &plan, route)).await,
+        Act::NotFound => {
+            let whole = plan.whole_in(c.buf.len());
+            let fail = serve::pages::fail(c, shard, Some(&plan), Error::not_found(), whole);
+            Box::pin(fail).await
+        }
+    };
+
+    // 7. Count and log, then drop the head (and the body bytes read with it).
+    let took = start.elapsed();
+    let route_id = plan.route.map_or(gen.ids.no_route, |r| gen.ids.routes[r]);
+    shard.stats.request(route_id, done.status, took);
+    if let Some(cache) = &plan.cache {
+        shard.stats.cache(cache.status.get().index());
+    }
+    if let Some((u, s)) = done.server {
+        let (name, servers) = &gen.ids.upstreams[u];
+        shard.stats.upstream(*name, servers[s], done.status);
+    }
+    log_access(c, shard, config, &plan, &done, took.as_secs_f64());
+    if let Some(e) = done.error {
+        log_error(shard, config, c.peer, Some(&plan), &e, &done);
+    }
+    let consumed = done.consumed.min(c.buf.len());
+    c.buf.drain(..consumed);
+    if let Act::Proxy { head, .. } = plan.act {
+        shard.small.give(head);
+    }
+    done.keep
+}
+
+/// Counts and logs a request refused before it had a plan (a head that is
+/// not HTTP, too large or too slow): its access-log line shows the request
+/// line as far as it came.
+fn finish_refused(c: &Client, shard: &Shard, gen: &Generation, done: &Done, took: Duration) {
+    if done.status != 499 {
+        shard.stats.request(gen.ids.no_route, done.status, took);
+    }
+    if let Some(e) = done.error {
+        log_error(shard, &gen.config, c.peer, None, &e, done);
+    }
+    if !shard.access.is_on() || c.buf.is_empty() {
+        return;
+    }
+    let line = c.buf.split(|&b| b == b'\r' || b == b'\n').next();
+    let mut parts = line.unwrap_or_default().splitn(3, |&b| b == b' ');
+    let method = parts.next().filter(|m| !m.is_empty()).unwrap_or(b"-");
+    let target = parts.next().unwrap_or(b"-");
+    shard.access.write(&Record {
+        remote: c.peer,
+        method,
+        target,
+        protocol: if parts.next() == Some(b"HTTP/1.0") {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        },
+        status: done.status,
+        body_bytes: done.body_bytes,
+        referer: None,
+        user_agent: None,
+        upstream: None,
+        seconds: took.as_secs_f64(),
+    });
+}
+
+/// Reads until the buffer holds a complete head, then parses it once and
+/// plans the answer. `Ok(None)`: the client closed before sending anything.
+async fn read_request(
+    c: &mut Client,
+    shard: &Shard,
+    gen: &Generation,
+    listen: &Listen,
+    deadline: Instant,
+) -> Result<Option<Plan>, Error> {
+    let max = gen.config.limits.max_request_head;
+    let mut scan = Scan::default();
+    if c.buf.capacity() == 0 {
+        c.buf = shard.heads.take();
+    }
+    if let (true, ClientStream::Plain(s)) = (c.buf.is_empty(), &c.stream) {
+        // Readiness was just reported: take the bytes without a ring op.
+        match relay::recv_now(s, &mut c.buf) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            // A spurious wakeup: the ring read below waits for the bytes.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Ok(None),
+        }
+    }
+    loop {
+        if !c.buf.is_empty() {
+            let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+            if let Some(req) = parse::request(&c.buf, &mut headers, &mut scan, max)? {
+                return plan(&req, c, gen, listen, &shard.small).map(Some);
+            }
+            if c.buf.len() >= max {
+                return Err(parse::too_large(&c.buf[..max]));
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (r, buf) = relay::read_more(&mut c.stream, std::mem::take(&mut c.buf), left).await;
+        c.buf = buf;
+        match r {
+            Ok(0) if c.buf.is_empty() => return Ok(None),
+            Ok(0) => return Err(Error::bad_request("connection closed inside the head")),
+            Ok(_) => {}
+            Err(relay::Fail::Timeout) => return Err(Error::head_timeout()),
+            Err(_) if c.buf.is_empty() => return Ok(None),
+            Err(_) => return Err(Error::bad_request("connection failed inside the head")),
+        }
+    }
+}
+
+/// What to do with a parsed head: the route (chosen by the normalised
+/// path), and for a proxied request the balancer key and the head to send.
+fn plan(
+    req: &RequestHead<'_, '_>,
+    c: &Client,
+    gen: &Generation,
+    listen: &Listen,
+    small: &Buffers,
+) -> Result<Plan, Error> {
+    let config = &*gen.config;
+    let limit = config.limits.max_request_body;
+    if let Framing::Length(n) = req.framing {
+        if limit > 0 && n > limit {
+            return Err(Error::body_too_large());
+        }
+    }
+    if req.method == "TRACE" {
+        return Err(Error::method_not_allowed("TRACE is not forwarded"));
+    }
+    let normal = match path::normalize(req.path()) {
+        std::borrow::Cow::Owned(p) => Some(p),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    let path = normal.as_deref().unwrap_or(req.path());
+    // A redirect_https listener routes nothing: every request is sent on.
+    let route = if c.to_https {
+        None
+    } else {
+        route::select(&config.routes, req, path)
+    };
+    let mut key = crate::balance::Key::default();
+    let act = match route.map(|i| (i, &config.routes[i])) {
+        None if c.to_https => Act::ToHttps,
+        None => Act::NotFound,
+        Some((i, r)) => match (&r.action, gen.upstream_for(i)) {
+            // A split route picks its upstream here, once per request.
+            (Action::Upstream(_) | Action::Split(_), Some(u)) => {
+                let up = &config.upstreams[u];
+                let origin = req.spans.origin(&c.buf);
+                key =
+                    crate::balance::Key::new(up, c.peer, &origin, |name| route::cookie(req, name));
+                let upgrade = req.upgrade.filter(|_| r.websocket);
+                let fwd = Forwarding {
+                    client_ip: c.peer,
+                    proto: listen.proto,
+                    port: listen.port,
+                    fallback_host: &up.name,
+                    set: &r.set_request_headers,
+                    upgrade,
+                };
+                let target = upstream_target(&origin, path, r);
+                // A pooled buffer (given back at the end of `exchange`): no
+                // allocation per request.
+                let mut head = small.take();
+                upstream_request(&mut head, req, &target, &fwd, req.framing);
+                Act::Proxy {
+                    upstream: u,
+                    head,
+                    upgrade: upgrade.is_some(),
+                }
+            }
+            (Action::Respond { .. }, _) => Act::Respond { route: i },
+            (Action::Static(_), _) => Act::Static { route: i },
+            (Action::Redirect { .. }, _) => Act::Redirect { route: i },
+            // A route without an upstream cannot pass --check.
+            _ => return Err(Error::not_implemented("route action not available")),
+        },
+    };
+    Ok(Plan {
+        len: req.len,
+        minor: req.minor,
+        keep_alive: req.keep_alive,
+        head_only: req.method == "HEAD",
+        idempotent: req.idempotent(),
+        framing: req.framing,
+        expect_continue: req.expect_continue,
+        route,
+        key,
+        spans: req.spans,
+        normal,
+        scheme: listen.proto,
+        accepts_gzip: route.is_some_and(|i| config.routes[i].gzip.is_some())
+            && crate::serve::gzip::accepts(
+                req.headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("accept-encoding"))
+                    .map(|h| h.value),
+            ),
+        cache: match &act {
+            Act::Proxy { .. } => route.and_then(|i| crate::cache::request(&config.routes[i], req)),
+            _ => None,
+        },
+        act,
+    })
+}
+
+/// The target sent upstream: the client's, as sent (origin-form). With
+/// `strip_prefix`, the route's path (less a trailing slash) is cut off, so
+/// `/api/users` on route `/api/` becomes `/users` (nginx
+/// `proxy_pass http://app/;`); when the path as sent does not start with
+/// the route's path (it matched once normalised), the normalised path is
+/// cut and sent instead, with the query as sent.
+fn upstream_target<'t>(
+    origin: &'t [u8],
+    normal: &[u8],
+    r: &crate::config::Route,
+) -> std::borrow::Cow<'t, [u8]> {
+    if !r.strip_prefix {
+        return origin.into();
+    }
+    let prefix = r.path.trim_end_matches('/').as_bytes();
+    let rest = match origin.strip_prefix(prefix) {
+        Some(rest) => rest.to_vec(),
+        None => {
+            let query = origin
+                .iter()
+                .position(|&b| b == b'?')
+                .map_or(&b""[..], |q| &origin[q..]);
+            let mut t = normal.get(prefix.len()..).unwrap_or_default().to_vec();
+            escape_path(&mut t);
+            t.extend_from_slice(query);
+            t
+        }
+    };
+    if rest.starts_with(b"/") {
+        rest.into()
+    } else {
+        let mut t = Vec::with_capacity(rest.len() + 1);
+        t.push(b'/');
+        t.extend_from_slice(&rest);
+        t.into()
+    }
+}
+
+/// Percent-encodes what a decoded path may hold that cannot go on a
+/// request line as it is (controls, space, `%`, `?`, `#`, non-ASCII).
+fn escape_path(p: &mut Vec<u8>) {
+    if !p.iter().any(|&b| needs_escape(b)) {
+        return;
+    }
+    let raw = std::mem::take(p);
+    for b in raw {
+        if needs_escape(b) {
+            p.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            p.push(b);
+        }
+    }
+}
+
+fn needs_escape(b: u8) -> bool {
+    b <= b' ' || b >= 0x7f || matches!(b, b'%' | b'?' | b'#')
+}
+
+/// A `respond` route's answer. The connection stays open when the
+/// request's body, if any, was already read with the head.
+async fn respond_route(
+    c: &mut Client,
+    shard: &Shard,
+    config: &Config,
+    plan: &Plan,
+    route: usize,
+) -> Done {
+    let whole = plan.whole_in(c.buf.len());
+    let keep = plan.keep_alive && whole.is_some() && !shard.draining.get();
+    let r = &config.routes[route];
+    let Action::Respond { status, body } = &r.action else {
+        unreachable!("a respond plan is made for respond routes only");
+    };
+    let mut out = shard.heads.take();
+    serve::start_head(&mut out, *status);
+    crate::http::headers::field(&mut out, b"Content-Type", respond::content_type_of(body));
+    serve::content_length(&mut out, body.len() as u64);
+    let framing = crate::http::headers::OutFraming::AsIs;
+    serve::end_own_head(&mut out, Some(r), framing, keep, plan.minor);
+    if !plan.head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    let consumed = whole.unwrap_or(plan.len);
+    let answer = (keep, consumed);
+    serve::send_own(c, shard, plan, out, *status, body.len(), answer).await
+}
+
+fn log_access(c: &Client, shard: &Shard, config: &Config, plan: &Plan, done: &Done, seconds: f64) {
+    if !shard.access.is_on() {
+        return;
+    }
+    let b = &c.buf;
+    let server = done
+        .server
+        .map(|(u, s)| config.upstreams[u].servers[s].label.as_str());
+    shard.access.write(&Record {
+        remote: c.peer,
+        method: plan.spans.method.of(b),
+        target: plan.spans.target.of(b),
+        protocol: match (&c.stream, plan.minor) {
+            (ClientStream::H2(_), _) => "HTTP/2.0",
+            (_, 0) => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
+        status: done.status,
+        body_bytes: done.body_bytes,
+        referer: plan.spans.referer.map(|s| s.of(b)),
+        user_agent: plan.spans.user_agent.map(|s| s.of(b)),
+        upstream: server,
+        seconds,
+    });
+}
+
+fn level_of(e: &Error) -> Level {
+    match e.fault {
+        Fault::Client => Level::Info,
+        Fault::Upstream | Fault::Internal => Level::Error,
+    }
+}
+
+fn log_error(
+    shard: &Shard,
+    config: &Config,
+    peer: IpAddr,
+    plan: Option<&Plan>,
+    e: &Error,
+    done: &Done,
+) {
+    let level = level_of(e);
+    if !crate::log::enabled(level) {
+        return;
+    }
+    let server = done
+        .server
+        .map(|(u, s)| config.upstreams[u].servers[s].label.as_str())
+        .unwrap_or("-");
+    let route = plan
+        .and_then(|p| p.route)
+        .map(|r| config.routes[r].label.as_str())
+        .unwrap_or("-");
+    crate::log::error_line(
+        level,
+        format_args!(
+            "worker {}: {e}, client {peer}, route {route}, upstream {server}, status {}",
+            shard.id, done.status
+        ),
+    );
+}
