@@ -39,6 +39,7 @@ pub mod error;
 pub mod handoff;
 pub mod http;
 pub mod http2;
+pub mod idle;
 pub mod mailbox;
 pub mod proxy;
 pub mod relay;
