@@ -646,6 +646,36 @@ fn a_frame_or_header_block_left_unfinished_is_closed_after_client_header_timeout
 }
 
 #[test]
+fn a_body_that_keeps_coming_in_pieces_is_not_cut_by_client_header_timeout() {
+    let up = Upstream::echo();
+    let limits = "client_header_timeout = \"1s\"\nkeepalive_timeout = \"30s\"";
+    let p = H2Proxy::start(up.addr(), 1, limits, "");
+    let mut raw = Raw::open(p.addr(), &p.client);
+    let mut f = get_fields("/slow-body");
+    f[0].1 = "POST".into();
+    f.push(("content-length", "1000".into()));
+    raw.send(&frame(HEADERS, END_HEADERS, 1, &block(&f)));
+    // Ten DATA frames of 100 bytes, each sent in two halves 300 ms apart:
+    // at every moment some frame is unfinished, for 3 s in all, but none
+    // stays unfinished for long.
+    let frames: Vec<u8> = (0..10)
+        .flat_map(|i| frame(DATA, if i == 9 { END_STREAM } else { 0 }, 1, &[b'b'; 100]))
+        .collect();
+    for piece in frames.chunks(109 / 2).collect::<Vec<_>>().chunks(2) {
+        raw.send(piece[0]);
+        std::thread::sleep(Duration::from_millis(150));
+        if let Some(rest) = piece.get(1) {
+            raw.send(rest);
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let data = raw
+        .until(|f| f.ty == DATA && f.stream == 1)
+        .expect("the upload is answered");
+    assert_eq!(data.payload, b"target=/slow-body\nbodylen=1000\n");
+}
+
+#[test]
 fn an_idle_client_that_ignores_goaway_and_ping_is_closed_soon_after() {
     let up = Upstream::echo();
     let p = H2Proxy::start(up.addr(), 1, "keepalive_timeout = \"1s\"", "");

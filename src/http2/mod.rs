@@ -42,7 +42,16 @@ mod io;
 mod partial;
 mod stream;
 
-use std::{cell::Cell, net::IpAddr, rc::Rc, sync::Arc, time::Duration};
+use std::{
+    cell::Cell,
+    future::Future,
+    net::IpAddr,
+    pin::Pin,
+    rc::Rc,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use h2::{server::SendResponse, RecvStream};
@@ -206,7 +215,6 @@ async fn connection(
         }
         let next = {
             let wake = wake_at(&origin, times, partial, &ending);
-            partial.arm(wake);
             let stop = async {
                 match &notice {
                     Some(n) => {
@@ -219,7 +227,7 @@ async fn connection(
                 s = conn.accept() => Next::Stream(s),
                 _ = stop => Next::Stop,
                 _ = std::future::poll_fn(|cx| origin.idle.poll_evicted(cx)) => Next::Evicted,
-                _ = crate::timer::until(wake) => Next::Tick,
+                _ = wake => Next::Tick,
             }
         };
         let now = Instant::now();
@@ -337,17 +345,50 @@ impl Ending {
 
 /// The connection loop's next wake-up: the keep-alive deadline while no
 /// stream is open; while closing, the end of GRACE, or of LINGER for the
-/// last GOAWAY's write; and the deadline of a frame the client left
+/// last GOAWAY's write; and the deadline of a frame the client leaves
 /// unfinished.
-fn wake_at(origin: &Origin, times: Times, partial: &Partial, ending: &Ending) -> Instant {
+fn wake_at<'p>(origin: &Origin, times: Times, partial: &'p Partial, ending: &Ending) -> Wake<'p> {
     let quiet = origin.quiet_since.get();
-    let at = match (ending.since, ending.abrupt) {
+    let (at, partial) = match (ending.since, ending.abrupt) {
         // The stalled frame no longer matters.
-        (_, Some(a)) => return a + LINGER,
-        (Some(c), None) => c.max(quiet) + GRACE,
-        (None, None) => quiet + times.keepalive,
+        (_, Some(a)) => (a + LINGER, None),
+        (Some(c), None) => (c.max(quiet) + GRACE, Some(partial)),
+        (None, None) => (quiet + times.keepalive, Some(partial)),
     };
-    partial.deadline().map_or(at, |d| d.min(at))
+    Wake {
+        at,
+        partial,
+        armed: None,
+    }
+}
+
+/// The loop's timer: fires at `at`, or earlier at the deadline of a frame
+/// the client leaves unfinished while it waits (`Partial::feed` wakes the
+/// task when one begins; each poll re-arms for the earlier time).
+struct Wake<'p> {
+    at: Instant,
+    partial: Option<&'p Partial>,
+    armed: Option<(Instant, crate::timer::Deadline)>,
+}
+
+impl Future for Wake<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let stalled = this.partial.and_then(Partial::deadline);
+        let at = stalled.map_or(this.at, |d| d.min(this.at));
+        let armed = match &mut this.armed {
+            Some((t, d)) if *t == at => d,
+            slot => {
+                if let Some(p) = this.partial {
+                    p.arm(at);
+                }
+                &mut slot.insert((at, crate::timer::until(at))).1
+            }
+        };
+        Pin::new(armed).poll(cx)
+    }
 }
 
 /// One stream: its request through `conn::exchange`, then its end.

@@ -69,12 +69,16 @@ impl Partial {
         let skip = self.preface.get().min(bytes.len());
         self.preface.set(self.preface.get() - skip);
         bytes = &bytes[skip..];
+        // A frame ended outside a header block: what is unfinished now
+        // began in these bytes.
+        let mut ended = false;
         while !bytes.is_empty() {
             let left = self.payload.get();
             if left > 0 {
                 let n = left.min(bytes.len());
                 self.payload.set(left - n);
                 bytes = &bytes[n..];
+                ended |= n == left && !self.block.get();
                 continue;
             }
             let mut head = self.head.get();
@@ -96,14 +100,16 @@ impl Partial {
                 CONTINUATION if flags & END_HEADERS != 0 => self.block.set(false),
                 _ => {}
             }
+            ended |= len == 0 && !self.block.get();
         }
         let open = self.head_len.get() > 0 || self.payload.get() > 0 || self.block.get();
         match (open, self.since.get()) {
             (false, _) => self.since.set(None),
-            (true, Some(_)) => {}
-            (true, None) => {
-                // The exact clock (once per unfinished unit): the coarse
-                // one can be a tick early, and the bound must not be.
+            (true, Some(_)) if !ended => {}
+            (true, _) => {
+                // The exact clock (once per read that ends inside a frame):
+                // the coarse one can be a tick early, and the bound must
+                // not be.
                 let now = Instant::now();
                 self.since.set(Some(now));
                 if self.armed.get().is_none_or(|a| a > now + self.limit) {
