@@ -2,7 +2,7 @@
 //! `[[listen]]`, so the kernel spreads new connections across workers and no
 //! accept is ever shared between cores.
 
-use std::{io, net::SocketAddr, rc::Rc, time::Duration};
+use std::{io, net::SocketAddr, os::fd::AsRawFd, rc::Rc, time::Duration};
 
 use monoio::{io::Canceller, net::TcpListener};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -52,10 +52,14 @@ pub async fn run(
 ) {
     let listen = Rc::new(listen);
     let canceller = Canceller::new();
+    let mut room = crate::idle::Room::default();
     loop {
-        // Over `max_connections`, leave new connections in the backlog.
+        // At `max_connections`, close the longest-idle keep-alive
+        // connection to admit the next one (as nginx); with none idle, new
+        // connections wait in the backlog.
         let max = shard.gen().config.limits.max_connections;
         while max > 0 && shard.connections.get() >= max {
+            room.make(shard.connections.get(), listener.as_raw_fd());
             monoio::select! {
                 _ = monoio::time::sleep(Duration::from_millis(5)) => {}
                 _ = stop.recv() => return,

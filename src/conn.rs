@@ -129,7 +129,7 @@ fn run(
                 } else {
                     crate::timer::later(shard.gen().config.limits.keepalive_timeout)
                 };
-                if !idle(&mut c.stream, until).await {
+                if !idle(&mut c.stream, until, !first).await {
                     // Idle too long, or the socket failed: close without a word.
                     break;
                 }
@@ -171,12 +171,13 @@ fn run(
 }
 
 /// Waits, holding no buffer, until the client sends something (true) or
-/// `until` passes or the socket fails (false).
-async fn idle(stream: &mut ClientStream, until: Instant) -> bool {
+/// `until` passes, the socket fails or, for a keep-alive wait, the accept
+/// loop evicts it to admit a new client (false).
+async fn idle(stream: &mut ClientStream, until: Instant, keepalive: bool) -> bool {
     match stream {
         ClientStream::Plain(s) => monoio::select! {
             r = s.readable(false) => r.is_ok(),
-            _ = crate::timer::until(until) => false,
+            _ = crate::idle::until(until, keepalive) => false,
         },
         // Plaintext rustls already holds counts as ready too; no buffer is
         // held while waiting (tls/stream.rs). Boxed, as the handshake is:
@@ -187,7 +188,7 @@ async fn idle(stream: &mut ClientStream, until: Instant) -> bool {
             let wait = Box::pin(async {
                 monoio::select! {
                     r = s.readable() => r.is_ok(),
-                    _ = crate::timer::until(until) => false,
+                    _ = crate::idle::until(until, keepalive) => false,
                 }
             });
             wait.await

@@ -40,6 +40,7 @@ pub mod exchange;
 pub mod handoff;
 pub mod http;
 pub mod http2;
+pub mod idle;
 pub mod mailbox;
 pub mod proxy;
 pub mod relay;

@@ -7,6 +7,7 @@ mod common;
 
 use common::h2kit::*;
 use common::*;
+use std::time::Duration;
 
 fn proxy() -> (Upstream, H2Proxy) {
     let up = Upstream::echo();
@@ -210,20 +211,28 @@ fn a_preface_followed_by_garbage_gets_goaway() {
     // SETTINGS_MAX_FRAME_SIZE (RFC 9113 4.2).
     raw.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!(raw.goaway(), Some(FRAME_SIZE_ERROR));
-    // A preface cut into garbage.
-    let mut s = tls_connect(p.addr(), &p.client);
-    use std::io::{Read, Write};
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    assert!(out.len() < 200, "{}", show(&out));
-    // Not even a preface: the connection is closed.
-    let mut s = tls_connect(p.addr(), &p.client);
-    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    assert!(!out.starts_with(b"HTTP/1.1 200"), "{}", show(&out));
+    assert!(raw.closed(), "the connection ends");
+    // A preface cut into garbage, and no preface at all: an invalid preface
+    // is a connection error PROTOCOL_ERROR, its GOAWAY optional (3.4). The
+    // server's SETTINGS may come first; then the connection closes.
+    for bad in [
+        &b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    ] {
+        let mut raw = Raw::bare(p.addr(), &p.client);
+        raw.send(bad);
+        let mut frames = Vec::new();
+        while let Some(f) = raw.next() {
+            frames.push(f);
+        }
+        assert_eq!(raw.end, Some(End::Closed), "{}: closed", show(bad));
+        let fine = frames.iter().all(|f| match f.ty {
+            SETTINGS => f.flags & ACK == 0,
+            GOAWAY => f.code() == PROTOCOL_ERROR,
+            _ => false,
+        });
+        assert!(fine, "{}: {frames:?}", show(bad));
+    }
     bystander(&p);
 }
 
@@ -399,5 +408,292 @@ fn an_idle_connection_gets_goaway_after_keepalive_timeout() {
             _ => {}
         }
     }
+    assert_eq!(raw.end, Some(End::Closed), "the connection ends");
     assert_eq!(last, 1, "the final GOAWAY names the stream served");
+}
+
+/// What the server must answer to a frame in a given stream state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    /// A connection error: GOAWAY with this code, then the connection ends.
+    Goaway(u32),
+    /// A stream error on stream 1: RST_STREAM with this code.
+    Reset(u32),
+    /// Nothing: the frame is allowed (or ignored) and the connection goes on.
+    Nothing,
+}
+
+/// How stream 1 is brought to the state under test before the frame.
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// Stream 1 never opened.
+    Idle,
+    /// Stream 1 skipped: the client opened stream 3 first (5.1.1).
+    Skipped,
+    /// A request with a body under way (HEADERS without END_STREAM).
+    Open,
+    /// A request whose answer is held upstream (HEADERS with END_STREAM).
+    HalfClosedRemote,
+    /// Answered in full: END_STREAM both ways.
+    ClosedByEndStream,
+    /// Reset by the client (RST_STREAM CANCEL) while under way.
+    ClosedByClientReset,
+    /// Reset by the server (a WINDOW_UPDATE of 0 is a stream error).
+    ClosedByServerReset,
+}
+
+/// Opens a raw connection and brings stream 1 to `state`.
+fn in_state(p: &H2Proxy, state: State) -> Raw {
+    let mut raw = Raw::open(p.addr(), &p.client);
+    let hold = |end: u8| {
+        let mut f = get_fields("/hold");
+        f[0].1 = "POST".into();
+        frame(HEADERS, END_HEADERS | end, 1, &block(&f))
+    };
+    match state {
+        State::Idle => {}
+        State::Skipped => assert!(raw.get(3, "/skip").is_some()),
+        State::Open => raw.send(&hold(0)),
+        State::HalfClosedRemote => raw.send(&hold(END_STREAM)),
+        State::ClosedByEndStream => assert!(raw.get(1, "/done").is_some()),
+        State::ClosedByClientReset => {
+            raw.send(&hold(0));
+            raw.send(&frame(RST_STREAM, 0, 1, &8u32.to_be_bytes()));
+        }
+        State::ClosedByServerReset => {
+            raw.send(&hold(0));
+            raw.send(&frame(WINDOW_UPDATE, 0, 1, &[0; 4]));
+            assert_eq!(raw.reset_of(1), Some(PROTOCOL_ERROR));
+        }
+    }
+    raw
+}
+
+/// Every frame type a client can send, on stream `id`; its HEADERS hold a
+/// request on an idle stream, trailers on another.
+fn frames_on(id: u32, idle: bool) -> Vec<(&'static str, Vec<u8>)> {
+    let mut promise = 2u32.to_be_bytes().to_vec();
+    promise.extend(block(&get_fields("/pushed")));
+    let fields = match idle {
+        true => block(&get_fields("/late")),
+        false => hpack(&[("x-late", "1")]),
+    };
+    vec![
+        ("DATA", frame(DATA, 0, id, b"late")),
+        ("DATA with END_STREAM", frame(DATA, END_STREAM, id, b"late")),
+        ("HEADERS", frame(HEADERS, END_HEADERS, id, &fields)),
+        (
+            "HEADERS with END_STREAM",
+            frame(HEADERS, END_HEADERS | END_STREAM, id, &fields),
+        ),
+        ("PRIORITY", frame(PRIORITY, 0, id, &[0, 0, 0, 0, 15])),
+        ("RST_STREAM", frame(RST_STREAM, 0, id, &8u32.to_be_bytes())),
+        (
+            "WINDOW_UPDATE",
+            frame(WINDOW_UPDATE, 0, id, &1000u32.to_be_bytes()),
+        ),
+        (
+            "CONTINUATION",
+            frame(CONTINUATION, END_HEADERS, id, &hpack(&[("x-late", "1")])),
+        ),
+        (
+            "PUSH_PROMISE",
+            frame(PUSH_PROMISE, END_HEADERS, id, &promise),
+        ),
+    ]
+}
+
+/// RFC 9113 5.1, state by state, for every frame a client can send. Where
+/// the RFC leaves a choice (a frame on a closed stream: "MAY treat … as a
+/// connection error of type STREAM_CLOSED"), the answer is the one ringside
+/// gives whether h2 still holds the stream or has forgotten it: DATA gets
+/// RST_STREAM STREAM_CLOSED (6.1), HEADERS GOAWAY PROTOCOL_ERROR (an
+/// identifier not above those opened, 5.1.1), and WINDOW_UPDATE,
+/// RST_STREAM and PRIORITY are ignored (5.1, 6.9). The reserved states
+/// never occur: ringside does not push, and a client cannot (8.4).
+fn want(state: State, what: &str) -> Want {
+    use State::*;
+    use Want::*;
+    let kind = what.split(' ').next().unwrap();
+    match (state, kind) {
+        // 6.10: a CONTINUATION must follow an unfinished header block; 8.4:
+        // a client cannot push.
+        (_, "CONTINUATION" | "PUSH_PROMISE") => Goaway(PROTOCOL_ERROR),
+        (_, "PRIORITY") => Nothing,
+        // idle: only HEADERS or PRIORITY.
+        (Idle, "HEADERS") => Nothing,
+        (Idle, _) => Goaway(PROTOCOL_ERROR),
+        // open: any frame; a second HEADERS must end the stream (8.1).
+        (Open, "HEADERS") if !what.contains("END_STREAM") => Reset(PROTOCOL_ERROR),
+        (Open, "RST_STREAM" | "WINDOW_UPDATE" | "DATA" | "HEADERS") => Nothing,
+        // half-closed (remote): WINDOW_UPDATE, PRIORITY, RST_STREAM, else
+        // a stream error STREAM_CLOSED.
+        (HalfClosedRemote, "WINDOW_UPDATE" | "RST_STREAM") => Nothing,
+        (HalfClosedRemote, _) => Reset(STREAM_CLOSED),
+        // Closed by our RST_STREAM: late frames are processed and dropped.
+        (ClosedByServerReset, _) => Nothing,
+        // Closed by END_STREAM, by the client's RST_STREAM, or skipped.
+        (_, "WINDOW_UPDATE" | "RST_STREAM") => Nothing,
+        (_, "DATA") => Reset(STREAM_CLOSED),
+        (_, _) => Goaway(PROTOCOL_ERROR),
+    }
+}
+
+#[test]
+fn every_stream_state_answers_each_frame_as_rfc_9113_says() {
+    let up = Upstream::start(|c: &mut UpConn| {
+        while let Some(req) = c.read_request() {
+            if req.target == "/hold" {
+                c.hold_until_closed();
+                return;
+            }
+            if !c.write(&echo_response(&req)) {
+                return;
+            }
+        }
+    });
+    let p = H2Proxy::start(up.addr(), 1, "", "");
+    use State::*;
+    let mut wrong = Vec::new();
+    for state in [
+        Idle,
+        Skipped,
+        Open,
+        HalfClosedRemote,
+        ClosedByEndStream,
+        ClosedByClientReset,
+        ClosedByServerReset,
+    ] {
+        for (what, bytes) in frames_on(1, matches!(state, Idle)) {
+            let want = want(state, what);
+            let case = format!("{what} in {state:?}");
+            let mut raw = in_state(&p, state);
+            raw.send(&bytes);
+            let got = match want {
+                Want::Goaway(_) => match raw.goaway() {
+                    Some(code) if raw.closed() => Want::Goaway(code),
+                    Some(code) => {
+                        wrong.push(format!("{case}: GOAWAY {code} and still open"));
+                        continue;
+                    }
+                    None => Want::Nothing,
+                },
+                _ => {
+                    // The same connection serves a new stream; what came
+                    // before that answer is what the frame was answered.
+                    let Some(seen) = raw.get(101, "/next") else {
+                        let g = raw.goaway();
+                        wrong.push(format!("{case}: not served after it (GOAWAY {g:?})"));
+                        continue;
+                    };
+                    match seen
+                        .iter()
+                        .find(|f| f.ty == GOAWAY || f.ty == RST_STREAM && f.stream == 1)
+                    {
+                        Some(f) if f.ty == GOAWAY => Want::Goaway(f.code()),
+                        Some(f) => Want::Reset(f.code()),
+                        None => Want::Nothing,
+                    }
+                }
+            };
+            if got != want {
+                wrong.push(format!("{case}: {got:?} instead of {want:?}"));
+            }
+            if let Want::Goaway(_) = want {
+                bystander(&p);
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn a_frame_or_header_block_left_unfinished_is_closed_after_client_header_timeout() {
+    let up = Upstream::echo();
+    let limits = "client_header_timeout = \"1s\"\nkeepalive_timeout = \"30s\"";
+    let p = H2Proxy::start(up.addr(), 1, limits, "");
+    let get = frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &block(&get_fields("/")),
+    );
+    let open_block = frame(HEADERS, END_STREAM, 1, &block(&get_fields("/")));
+    let cases: [(&str, &[u8]); 3] = [
+        ("a frame header cut short", &get[..5]),
+        ("a payload cut short", &get[..get.len() - 3]),
+        ("HEADERS without END_HEADERS", &open_block),
+    ];
+    // All at once: each must be closed about a second after it stopped.
+    let mut conns: Vec<_> = cases
+        .iter()
+        .map(|(what, bytes)| {
+            let mut raw = Raw::open(p.addr(), &p.client);
+            raw.send(bytes);
+            (what, raw, std::time::Instant::now())
+        })
+        .collect();
+    for (what, raw, sent) in &mut conns {
+        assert_eq!(raw.goaway(), Some(PROTOCOL_ERROR), "{what}");
+        assert!(raw.closed(), "{what}: closed");
+        let took = sent.elapsed();
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+            "{what}: closed after {took:?}"
+        );
+    }
+    bystander(&p);
+}
+
+#[test]
+fn a_body_that_keeps_coming_in_pieces_is_not_cut_by_client_header_timeout() {
+    let up = Upstream::echo();
+    let limits = "client_header_timeout = \"1s\"\nkeepalive_timeout = \"30s\"";
+    let p = H2Proxy::start(up.addr(), 1, limits, "");
+    let mut raw = Raw::open(p.addr(), &p.client);
+    let mut f = get_fields("/slow-body");
+    f[0].1 = "POST".into();
+    f.push(("content-length", "1000".into()));
+    raw.send(&frame(HEADERS, END_HEADERS, 1, &block(&f)));
+    // Ten DATA frames of 100 bytes, each sent in two halves 300 ms apart:
+    // at every moment some frame is unfinished, for 3 s in all, but none
+    // stays unfinished for long.
+    let frames: Vec<u8> = (0..10)
+        .flat_map(|i| frame(DATA, if i == 9 { END_STREAM } else { 0 }, 1, &[b'b'; 100]))
+        .collect();
+    for piece in frames.chunks(109 / 2).collect::<Vec<_>>().chunks(2) {
+        raw.send(piece[0]);
+        std::thread::sleep(Duration::from_millis(150));
+        if let Some(rest) = piece.get(1) {
+            raw.send(rest);
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let data = raw
+        .until(|f| f.ty == DATA && f.stream == 1)
+        .expect("the upload is answered");
+    assert_eq!(data.payload, b"target=/slow-body\nbodylen=1000\n");
+}
+
+#[test]
+fn an_idle_client_that_ignores_goaway_and_ping_is_closed_soon_after() {
+    let up = Upstream::echo();
+    let p = H2Proxy::start(up.addr(), 1, "keepalive_timeout = \"1s\"", "");
+    let mut raw = Raw::open(p.addr(), &p.client);
+    assert!(raw.get(1, "/once").is_some());
+    let g = raw.until(|f| f.ty == GOAWAY).expect("GOAWAY when idle");
+    assert_eq!(g.code(), NO_ERROR);
+    let first = std::time::Instant::now();
+    // The PING that follows is never answered; the final GOAWAY comes
+    // anyway, naming the stream served, and the connection ends.
+    let last = raw.until(|f| f.ty == GOAWAY).expect("the final GOAWAY");
+    assert_eq!(last.code(), NO_ERROR);
+    assert_eq!(u32::from_be_bytes(last.payload[..4].try_into().unwrap()), 1);
+    assert!(raw.closed(), "closed");
+    let took = first.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "closed {took:?} after GOAWAY"
+    );
+    bystander(&p);
 }

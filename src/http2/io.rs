@@ -21,6 +21,7 @@ use std::{
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use tokio::io::ReadBuf;
 
+use super::partial::Partial;
 use crate::tls::{TlsReadHalf as Reader, TlsStream, TlsWriteHalf as Writer};
 type Op<H, R> = Pin<Box<dyn Future<Output = (H, Vec<u8>, io::Result<R>)>>>;
 
@@ -47,6 +48,8 @@ enum WriteSide {
 pub struct PollIo {
     /// Where the read side goes when h2 drops us (`Linger`).
     linger: Rc<RefCell<Option<Linger>>>,
+    /// Follows the framing of what is read, for the stalled-frame bound.
+    partial: Rc<Partial>,
     read: ReadSide,
     /// Read bytes not yet handed to h2, from `at`.
     got: Vec<u8>,
@@ -60,11 +63,12 @@ pub struct PollIo {
 
 impl PollIo {
     /// The adapter, and the slot its read side is left in once h2 is done.
-    pub fn new(tls: TlsStream) -> (Self, Rc<RefCell<Option<Linger>>>) {
+    pub fn new(tls: TlsStream, partial: Rc<Partial>) -> (Self, Rc<RefCell<Option<Linger>>>) {
         let (r, w) = tls.into_split();
         let linger = Rc::new(RefCell::new(None));
         let io = PollIo {
             linger: linger.clone(),
+            partial,
             read: ReadSide::Idle(r),
             got: Vec::new(),
             at: 0,
@@ -204,6 +208,7 @@ impl tokio::io::AsyncRead for PollIo {
                     if res? == 0 {
                         return Poll::Ready(Ok(()));
                     }
+                    this.partial.feed(&this.got, cx);
                 }
                 ReadSide::Gone => return Poll::Ready(Ok(())),
             }

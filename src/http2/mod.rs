@@ -28,23 +28,42 @@
 //! connection ends with GOAWAY ENHANCE_YOUR_CALM. A stream whose client
 //! stops reading (zero window) is bounded by `client_send_timeout`, like an
 //! HTTP/1.1 client that stops reading.
+//!
+//! Time bounds on the connection: a frame or header block the client starts
+//! and does not finish within `client_header_timeout` ends it with GOAWAY
+//! PROTOCOL_ERROR (as nginx; `partial`); with no stream open for
+//! `keepalive_timeout` it gets GOAWAY, and a client that does not answer
+//! h2's PING within `GRACE` gets the final GOAWAY and the close. While no
+//! stream is open it is listed in the worker's `idle` registry, so the
+//! accept loop can evict it (GOAWAY NO_ERROR) at `max_connections`.
 
 mod head;
 mod io;
+mod partial;
 mod stream;
 
-use std::{cell::Cell, net::IpAddr, rc::Rc, sync::Arc};
+use std::{
+    cell::Cell,
+    future::Future,
+    net::IpAddr,
+    pin::Pin,
+    rc::Rc,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use h2::{server::SendResponse, RecvStream};
 use monoio::time::Instant;
 
+use partial::Partial;
 pub use stream::H2Stream;
 
 use crate::{
     accept::Listen,
     conn::CatchUnwind,
-    exchange,
+    exchange, idle,
     request::Client,
     tls::{ClientStream, TlsStream},
     worker::Shard,
@@ -69,6 +88,10 @@ struct Origin {
     streams: Cell<usize>,
     resets: Cell<usize>,
     quiet_since: Cell<Instant>,
+    /// Listed in the worker's idle registry while no stream is open.
+    idle: idle::Entry,
+    /// GOAWAY sent: the connection is not listed again.
+    closing: Cell<bool>,
 }
 
 /// A stream as h2 hands it over.
@@ -86,8 +109,9 @@ impl Origin {
 }
 
 /// Serves one HTTP/2 connection until the client closes it, an idle
-/// keepalive_timeout passes, or a graceful stop (GOAWAY) has let its
-/// streams finish. `deadline` bounds the connection preface.
+/// keepalive_timeout passes, the accept loop evicts it while it has no open
+/// stream, or a graceful stop (GOAWAY) has let its streams finish.
+/// `deadline` bounds the connection preface.
 pub async fn serve(
     tls: Box<TlsStream>,
     client: (IpAddr, Option<Arc<str>>, bool),
@@ -95,10 +119,16 @@ pub async fn serve(
     shard: Rc<Shard>,
     deadline: Instant,
 ) {
-    let (max_head, keepalive) = {
+    let (max_head, times) = {
         let gen = shard.gen();
         let l = &gen.config.limits;
-        (l.max_request_head, l.keepalive_timeout)
+        (
+            l.max_request_head,
+            Times {
+                keepalive: l.keepalive_timeout,
+                header: l.client_header_timeout,
+            },
+        )
     };
     let mut builder = h2::server::Builder::new();
     builder
@@ -109,32 +139,52 @@ pub async fn serve(
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(Some(1024));
     let left = deadline.saturating_duration_since(Instant::now());
-    let (io, linger) = io::PollIo::new(*tls);
+    let partial = Rc::new(Partial::new(times.header));
+    let (io, linger) = io::PollIo::new(*tls, partial.clone());
     let handshake = builder.handshake::<_, Bytes>(io);
     let conn = match monoio::time::timeout(left, handshake).await {
         Ok(Ok(c)) => Some(c),
         // No preface in time, or not HTTP/2: h2 sent GOAWAY if it could.
         _ => None,
     };
+    let mut evicted = false;
     if let Some(conn) = conn {
-        connection(conn, client, listen, &shard, keepalive).await;
+        evicted = connection(conn, client, listen, &shard, times, &partial).await;
     }
     let rest = linger.borrow_mut().take();
-    if let Some(rest) = rest {
+    // An evicted connection had no stream open: nothing the client sends
+    // now is answered, and the new client waits for this one to close.
+    if let (Some(rest), false) = (rest, evicted) {
         rest.drain(LINGER).await;
     }
 }
 
 /// How long a closed connection's late bytes are read and dropped.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER: Duration = Duration::from_secs(1);
 
+/// How long a client has, after the GOAWAY that closes an idle connection,
+/// to answer h2's PING before the connection is closed without it (the
+/// final GOAWAY then names the last stream served). nginx closes at once;
+/// this leaves a well-behaved client its round trip.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// The connection's timeouts, from the config current at its accept.
+#[derive(Clone, Copy)]
+struct Times {
+    keepalive: Duration,
+    /// Bounds a frame or header block the client started and did not finish.
+    header: Duration,
+}
+
+/// Runs the connection; true when the accept loop evicted it.
 async fn connection(
     mut conn: h2::server::Connection<io::PollIo, Bytes>,
     client: (IpAddr, Option<Arc<str>>, bool),
     listen: Rc<Listen>,
     shard: &Rc<Shard>,
-    keepalive: std::time::Duration,
-) {
+    times: Times,
+    partial: &Partial,
+) -> bool {
     let origin = Rc::new(Origin {
         peer: client.0,
         hsts: client.1,
@@ -145,20 +195,27 @@ async fn connection(
         streams: Cell::new(0),
         resets: Cell::new(0),
         quiet_since: Cell::new(Instant::now()),
+        idle: idle::Entry::new(),
+        closing: Cell::new(false),
     });
+    // No stream open yet: evictable from the start (the GOAWAY names
+    // stream 0, so the client knows nothing was processed).
+    origin.idle.enter();
     shard.sessions.set(shard.sessions.get() + 1);
     let mut notice = Some(shard.stop_notice());
-    let mut closing = false;
+    let mut ending = Ending::default();
+    let mut evicted = false;
     loop {
         // Lives for one turn of the loop, on the stack: its size is moot.
         #[allow(clippy::large_enum_variant)]
         enum Next {
             Stream(Option<Result<Accepted, h2::Error>>),
             Stop,
+            Evicted,
             Tick,
         }
         let next = {
-            let idle_at = origin.quiet_since.get() + keepalive;
+            let wake = wake_at(&origin, times, partial, &ending);
             let stop = async {
                 match &notice {
                     Some(n) => {
@@ -170,16 +227,19 @@ async fn connection(
             monoio::select! {
                 s = conn.accept() => Next::Stream(s),
                 _ = stop => Next::Stop,
-                _ = crate::timer::until(idle_at) => Next::Tick,
+                _ = std::future::poll_fn(|cx| origin.idle.poll_evicted(cx)) => Next::Evicted,
+                _ = wake => Next::Tick,
             }
         };
+        let now = Instant::now();
         match next {
             Next::Stream(Some(Ok((req, respond)))) => {
                 if origin.abusive() {
                     // Closes at once; the loop ends when h2 has sent it.
-                    conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    ending.close(&mut conn, &origin, Some(h2::Reason::ENHANCE_YOUR_CALM), now);
                     continue;
                 }
+                origin.idle.leave();
                 origin.streams.set(origin.streams.get() + 1);
                 origin.open.set(origin.open.get() + 1);
                 monoio::spawn(run_stream(origin.clone(), req, respond));
@@ -188,23 +248,148 @@ async fn connection(
             Next::Stream(Some(Err(_))) | Next::Stream(None) => break,
             Next::Stop => {
                 notice = None;
-                if !closing {
-                    closing = true;
-                    conn.graceful_shutdown();
+                if !origin.closing.get() {
+                    ending.close(&mut conn, &origin, None, now);
+                }
+            }
+            Next::Evicted => {
+                // Listed only while no stream is open.
+                if origin.open.get() == 0 && !origin.closing.get() {
+                    evicted = true;
+                    ending.close(&mut conn, &origin, Some(h2::Reason::NO_ERROR), now);
                 }
             }
             Next::Tick => {
-                let quiet = origin.open.get() == 0;
-                if quiet && !closing && origin.quiet_since.get() + keepalive <= Instant::now() {
-                    closing = true;
-                    conn.graceful_shutdown();
-                } else if !quiet {
-                    origin.quiet_since.set(Instant::now());
+                if ending.tick(&mut conn, &origin, partial, times.keepalive, now) {
+                    break;
                 }
             }
         }
     }
     shard.sessions.set(shard.sessions.get() - 1);
+    evicted
+}
+
+/// How the connection is closing.
+#[derive(Default)]
+struct Ending {
+    /// When the first GOAWAY was sent.
+    since: Option<Instant>,
+    /// When it was told to close now: no more waiting for a PING answer
+    /// or for streams.
+    abrupt: Option<Instant>,
+}
+
+impl Ending {
+    /// GOAWAY: graceful (`None`: streams under way finish, h2 closes once
+    /// its PING is answered) or at once with `reason`.
+    fn close(
+        &mut self,
+        conn: &mut h2::server::Connection<io::PollIo, Bytes>,
+        origin: &Origin,
+        reason: Option<h2::Reason>,
+        now: Instant,
+    ) {
+        origin.closing.set(true);
+        origin.idle.leave();
+        self.since.get_or_insert(now);
+        match reason {
+            Some(r) => {
+                self.abrupt = Some(now);
+                conn.abrupt_shutdown(r);
+            }
+            None => conn.graceful_shutdown(),
+        }
+    }
+}
+
+impl Ending {
+    /// The timer's turn: starts or hastens the close that is due. True:
+    /// give up on the connection (its last GOAWAY could not be written).
+    fn tick(
+        &mut self,
+        conn: &mut h2::server::Connection<io::PollIo, Bytes>,
+        origin: &Origin,
+        partial: &Partial,
+        keepalive: Duration,
+        now: Instant,
+    ) -> bool {
+        let quiet = origin.open.get() == 0;
+        if !quiet {
+            origin.quiet_since.set(now);
+        }
+        if self.abrupt.is_some_and(|a| a + LINGER <= now) {
+            return true;
+        }
+        if self.abrupt.is_some() {
+            return false;
+        }
+        if partial.deadline().is_some_and(|d| d <= now) {
+            // A frame or header block started and not finished within
+            // client_header_timeout (as nginx).
+            self.close(conn, origin, Some(h2::Reason::PROTOCOL_ERROR), now);
+        } else if quiet && !origin.closing.get() {
+            if origin.quiet_since.get() + keepalive <= now {
+                self.close(conn, origin, None, now);
+            }
+        } else if quiet {
+            // Closing, and the streams are done: the client had GRACE to
+            // answer the PING; now the final GOAWAY.
+            let since = self.since.unwrap_or(now).max(origin.quiet_since.get());
+            if since + GRACE <= now {
+                self.close(conn, origin, Some(h2::Reason::NO_ERROR), now);
+            }
+        }
+        false
+    }
+}
+
+/// The connection loop's next wake-up: the keep-alive deadline while no
+/// stream is open; while closing, the end of GRACE, or of LINGER for the
+/// last GOAWAY's write; and the deadline of a frame the client leaves
+/// unfinished.
+fn wake_at<'p>(origin: &Origin, times: Times, partial: &'p Partial, ending: &Ending) -> Wake<'p> {
+    let quiet = origin.quiet_since.get();
+    let (at, partial) = match (ending.since, ending.abrupt) {
+        // The stalled frame no longer matters.
+        (_, Some(a)) => (a + LINGER, None),
+        (Some(c), None) => (c.max(quiet) + GRACE, Some(partial)),
+        (None, None) => (quiet + times.keepalive, Some(partial)),
+    };
+    Wake {
+        at,
+        partial,
+        armed: None,
+    }
+}
+
+/// The loop's timer: fires at `at`, or earlier at the deadline of a frame
+/// the client leaves unfinished while it waits (`Partial::feed` wakes the
+/// task when one begins; each poll re-arms for the earlier time).
+struct Wake<'p> {
+    at: Instant,
+    partial: Option<&'p Partial>,
+    armed: Option<(Instant, crate::timer::Deadline)>,
+}
+
+impl Future for Wake<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let stalled = this.partial.and_then(Partial::deadline);
+        let at = stalled.map_or(this.at, |d| d.min(this.at));
+        let armed = match &mut this.armed {
+            Some((t, d)) if *t == at => d,
+            slot => {
+                if let Some(p) = this.partial {
+                    p.arm(at);
+                }
+                &mut slot.insert((at, crate::timer::until(at))).1
+            }
+        };
+        Pin::new(armed).poll(cx)
+    }
 }
 
 /// One stream: its request through `exchange::exchange`, then its end.
@@ -257,4 +442,7 @@ async fn run_stream(
     shard.heads.give(std::mem::take(&mut c.buf));
     origin.open.set(origin.open.get() - 1);
     origin.quiet_since.set(Instant::now());
+    if origin.open.get() == 0 && !origin.closing.get() {
+        origin.idle.enter();
+    }
 }

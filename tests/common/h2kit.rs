@@ -10,7 +10,7 @@ use rustls::{
     ClientConfig, ClientConnection, RootCertStore, StreamOwned,
 };
 use std::{
-    io::{Read, Write},
+    io::{ErrorKind, Read, Write},
     net::TcpStream,
     sync::Arc,
     time::Instant,
@@ -18,8 +18,10 @@ use std::{
 
 pub const DATA: u8 = 0;
 pub const HEADERS: u8 = 1;
+pub const PRIORITY: u8 = 2;
 pub const RST_STREAM: u8 = 3;
 pub const SETTINGS: u8 = 4;
+pub const PUSH_PROMISE: u8 = 5;
 pub const PING: u8 = 6;
 pub const GOAWAY: u8 = 7;
 pub const WINDOW_UPDATE: u8 = 8;
@@ -32,6 +34,7 @@ pub const END_HEADERS: u8 = 4;
 pub const NO_ERROR: u32 = 0;
 pub const PROTOCOL_ERROR: u32 = 1;
 pub const FLOW_CONTROL_ERROR: u32 = 3;
+pub const STREAM_CLOSED: u32 = 5;
 pub const FRAME_SIZE_ERROR: u32 = 6;
 pub const REFUSED_STREAM: u32 = 7;
 pub const COMPRESSION_ERROR: u32 = 9;
@@ -192,21 +195,42 @@ pub fn block(fields: &[(&str, String)]) -> Vec<u8> {
     hpack(&pairs)
 }
 
+/// How a raw connection's reading ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum End {
+    /// The server closed it (end of stream, with or without close_notify,
+    /// or a reset).
+    Closed,
+    /// Nothing came within the read timeout: the connection is still open.
+    TimedOut,
+}
+
 /// A raw HTTP/2 client connection.
 pub struct Raw {
     pub s: TlsSync,
     buf: Vec<u8>,
+    /// Why the last `next` returned `None`.
+    pub end: Option<End>,
 }
 
 impl Raw {
     /// Connects with ALPN h2 and sends the preface and an empty SETTINGS.
     pub fn open(addr: SocketAddr, config: &Arc<ClientConfig>) -> Raw {
-        let s = tls_connect(addr, config);
-        assert_eq!(s.conn.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
-        let mut r = Raw { s, buf: Vec::new() };
+        let mut r = Raw::bare(addr, config);
         r.send(PREFACE);
         r.send(&frame(SETTINGS, 0, 0, &[]));
         r
+    }
+
+    /// Connects with ALPN h2 and sends nothing.
+    pub fn bare(addr: SocketAddr, config: &Arc<ClientConfig>) -> Raw {
+        let s = tls_connect(addr, config);
+        assert_eq!(s.conn.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
+        Raw {
+            s,
+            buf: Vec::new(),
+            end: None,
+        }
     }
 
     /// Writes bytes; false once the server has closed.
@@ -218,7 +242,8 @@ impl Raw {
         assert!(self.try_send(b), "write failed");
     }
 
-    /// The next frame; `None` at end of stream, on error or after `IO_TIMEOUT`.
+    /// The next frame; `None` at end of stream, on error or after
+    /// `IO_TIMEOUT` (`end` says which).
     pub fn next(&mut self) -> Option<Frame> {
         let mut chunk = [0u8; 16384];
         loop {
@@ -239,23 +264,58 @@ impl Raw {
                 }
             }
             match self.s.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
+                Ok(0) => {
+                    self.end = Some(End::Closed);
+                    return None;
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    self.end = Some(End::TimedOut);
+                    return None;
+                }
+                Err(_) => {
+                    self.end = Some(End::Closed);
+                    return None;
+                }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
     }
 
     /// Reads until a frame matches `want` (answering nothing); `None` if
-    /// the connection ended first.
+    /// the connection ended or went quiet first.
     pub fn until(&mut self, want: impl Fn(&Frame) -> bool) -> Option<Frame> {
+        self.until_seen(want).0
+    }
+
+    /// As `until`, with every frame read before the match.
+    pub fn until_seen(&mut self, want: impl Fn(&Frame) -> bool) -> (Option<Frame>, Vec<Frame>) {
         let deadline = Instant::now() + IO_TIMEOUT * 2;
+        let mut seen = Vec::new();
         while Instant::now() < deadline {
-            let f = self.next()?;
+            let Some(f) = self.next() else { break };
             if want(&f) {
-                return Some(f);
+                return (Some(f), seen);
             }
+            seen.push(f);
         }
-        None
+        if self.end.is_none() {
+            self.end = Some(End::TimedOut);
+        }
+        (None, seen)
+    }
+
+    /// GETs `path` on `stream` and reads to the end of its answer: the
+    /// frames before the last DATA, or `None` if the answer never ends.
+    pub fn get(&mut self, stream: u32, path: &str) -> Option<Vec<Frame>> {
+        self.send(&frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            stream,
+            &block(&get_fields(path)),
+        ));
+        let (last, seen) =
+            self.until_seen(|f| f.ty == DATA && f.stream == stream && f.flags & END_STREAM != 0);
+        last.map(|_| seen)
     }
 
     /// The GOAWAY's error code, if one comes before the connection ends.
@@ -269,9 +329,12 @@ impl Raw {
             .map(|f| f.code())
     }
 
-    /// True once the server has closed the connection (reads give EOF).
+    /// True once the server has closed the connection (end of stream or a
+    /// reset); false if it is still open after the read timeout.
     pub fn closed(&mut self) -> bool {
-        self.until(|_| false).is_none()
+        self.end = None;
+        self.until(|_| false);
+        self.end == Some(End::Closed)
     }
 }
 

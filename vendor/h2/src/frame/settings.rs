@@ -174,6 +174,8 @@ impl Settings {
                 }
                 Some(InitialWindowSize(val)) => {
                     if val as usize > MAX_INITIAL_WINDOW_SIZE {
+                        // ringside: its own error, so that framed_read answers
+                        // FLOW_CONTROL_ERROR (RFC 9113 6.5.2).
                         return Err(Error::InvalidInitialWindowSize);
                     } else {
                         settings.initial_window_size = Some(val);

@@ -660,10 +660,20 @@ impl Recv {
 
         let is_ignoring_frame = stream.state.is_local_error();
 
-        if !is_ignoring_frame && !stream.state.is_recv_streaming() {
-            // TODO: There are cases where this can be a stream error of
-            // STREAM_CLOSED instead...
+        // ringside: DATA on a stream the client has ended (half-closed
+        // (remote), or closed by its END_STREAM or its RST_STREAM) is a
+        // stream error STREAM_CLOSED (RFC 9113 5.1, 6.1), as h2 already
+        // answers once such a stream is forgotten. The frame still counts
+        // against the connection window; the caller releases it.
+        if !is_ignoring_frame
+            && (stream.state.is_recv_end_stream() || stream.state.is_remote_reset())
+        {
+            proto_err!(stream: "DATA on a closed stream; stream={:?}", stream.id);
+            self.consume_connection_window(sz)?;
+            return Err(Error::library_reset(stream.id, Reason::STREAM_CLOSED));
+        }
 
+        if !is_ignoring_frame && !stream.state.is_recv_streaming() {
             // Receiving a DATA frame when not expecting one is a protocol
             // error.
             proto_err!(conn: "unexpected DATA frame; stream={:?}", stream.id);

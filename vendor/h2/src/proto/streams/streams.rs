@@ -540,6 +540,27 @@ impl Inner {
             return Ok(RecvOutcome::Processed);
         }
 
+        // ringside: HEADERS on a stream the client has ended. Half-closed
+        // (remote): a stream error STREAM_CLOSED (RFC 9113 5.1). Closed (by
+        // its END_STREAM or its RST_STREAM): a connection error
+        // PROTOCOL_ERROR, as h2 already answers once such a stream is
+        // forgotten (an identifier not above those opened, 5.1.1).
+        if stream.state.is_recv_end_stream() || stream.state.is_remote_reset() {
+            if stream.state.is_closed() {
+                proto_err!(conn: "recv_headers: stream closed; stream={:?}", id);
+                return Err(Error::library_go_away(Reason::PROTOCOL_ERROR));
+            }
+            proto_err!(stream: "recv_headers: half-closed (remote); stream={:?}", id);
+            let res = Err(Error::library_reset(id, Reason::STREAM_CLOSED));
+            let actions = &mut self.actions;
+            return self
+                .counts
+                .transition(stream, |counts, stream| {
+                    actions.reset_on_recv_stream_err_deferred(send_buffer, stream, counts, res)
+                })
+                .map(|()| RecvOutcome::Processed);
+        }
+
         let actions = &mut self.actions;
 
         self.counts.transition(stream, |counts, stream| {
@@ -837,6 +858,14 @@ impl Inner {
     ) -> Result<RecvOutcome, Error> {
         let id = frame.stream_id();
         let promised_id = frame.promised_id();
+
+        // ringside: a client cannot push: a PUSH_PROMISE to a server is a
+        // connection error PROTOCOL_ERROR on any stream (RFC 9113 8.4), a
+        // stream it reset included (where h2 dropped the frame).
+        if self.counts.peer().is_server() {
+            proto_err!(conn: "recv_push_promise: a client cannot push");
+            return Err(Error::library_go_away(Reason::PROTOCOL_ERROR));
+        }
 
         // First, ensure that the initiating stream is still in a valid state.
         let parent_key = match self.store.find_mut(&id) {
