@@ -482,7 +482,7 @@ async fn read_head(
     }
 }
 
-fn plan(
+pub(crate) fn plan(
     buf: &[u8],
     len: usize,
     gen: &Generation,

@@ -36,6 +36,8 @@ pub mod cache;
 pub mod conn;
 pub mod control;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handoff;
 pub mod http;
 pub mod http2;
