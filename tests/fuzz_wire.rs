@@ -95,29 +95,12 @@ const METHODS: &[&str] = &[
 const ODD_METHODS: &[&str] = &["CONNECT", "get", "PRI", "M-SEARCH", "G@T", ""];
 
 /// A path per route kind, and some that route nowhere in particular.
+#[rustfmt::skip]
 const PATHS: &[&str] = &[
-    "/",
-    "/app/x",
-    "/api/users?id=1",
-    "/api",
-    "/split/y",
-    "/static/",
-    "/static/index.html",
-    "/static/a.txt",
-    "/static/../ringside.toml",
-    "/static/%2e%2e/ringside.toml",
-    "/static/sub/",
-    "/old/page?x=1&y=2",
-    "/old",
-    "/hello",
-    "/hello?x",
-    "/down/z",
-    "/c/cached",
-    "//hello",
-    "/./hello",
-    "/%00",
-    "/a%zz",
-    "/%ff%fe",
+    "/", "/app/x", "/api/users?id=1", "/api", "/split/y", "/static/", "/static/index.html",
+    "/static/a.txt", "/static/../ringside.toml", "/static/%2e%2e/ringside.toml", "/static/sub/",
+    "/old/page?x=1&y=2", "/old", "/hello", "/hello?x", "/down/z", "/c/cached", "//hello",
+    "/./hello", "/%00", "/a%zz", "/%ff%fe",
 ];
 
 const SUFFIXES: &[&str] = &[
@@ -125,50 +108,28 @@ const SUFFIXES: &[&str] = &[
 ];
 
 /// Hosts that pick the host routes, and some that pick none.
+#[rustfmt::skip]
 const HOSTS: &[&str] = &[
-    "h",
-    "h",
-    "a",
-    "x.example.com",
-    "example.org",
-    "h:8080",
-    "[::1]:80",
-    "127.0.0.1",
+    "h", "h", "a", "x.example.com", "example.org", "h:8080", "[::1]:80", "127.0.0.1",
 ];
 
 const BAD_HOSTS: &[&str] = &["", "b@d", "h h", "h\x01"];
 
 /// What comes after the target (`None`: an HTTP/0.9-style line).
+#[rustfmt::skip]
 const ODD_VERSIONS: &[Option<&str>] = &[
-    Some("HTTP/2.0"),
-    Some("HTTP/1.2"),
-    Some("http/1.1"),
-    Some("HTTP/1.1 "),
-    None,
+    Some("HTTP/2.0"), Some("HTTP/1.2"), Some("http/1.1"), Some("HTTP/1.1 "), None,
 ];
 
+#[rustfmt::skip]
 const EXTRA_FIELDS: &[&str] = &[
-    "User-Agent: fuzz",
-    "Accept-Encoding: gzip",
-    "Accept-Encoding: gzip;q=0, br",
-    "Cookie: beta=1; srv=0",
-    "X-Canary: 1",
-    "Connection: close",
-    "Connection: keep-alive",
-    "Connection: upgrade\r\nUpgrade: websocket",
-    "Expect: 100-continue",
-    "Authorization: Basic eDp5",
-    "Cache-Control: no-cache",
-    "Referer: http://r/",
-    "X-Forwarded-For: 192.0.2.1",
-    "Range: bytes=0-1",
-    "Range: bytes=5-1",
-    "Range: bytes=-0",
-    "Range: bytes=0-0,2-3",
-    "If-None-Match: *",
-    "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT",
-    "Keep-Alive: timeout=5",
-    "X-Empty:",
+    "User-Agent: fuzz", "Accept-Encoding: gzip", "Accept-Encoding: gzip;q=0, br",
+    "Cookie: beta=1; srv=0", "X-Canary: 1", "Connection: close", "Connection: keep-alive",
+    "Connection: upgrade\r\nUpgrade: websocket", "Expect: 100-continue",
+    "Authorization: Basic eDp5", "Cache-Control: no-cache", "Referer: http://r/",
+    "X-Forwarded-For: 192.0.2.1", "Range: bytes=0-1", "Range: bytes=5-1", "Range: bytes=-0",
+    "Range: bytes=0-0,2-3", "If-None-Match: *", "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT",
+    "Keep-Alive: timeout=5", "X-Empty:",
     "X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
 ];
 
@@ -193,26 +154,19 @@ fn target(rng: &mut Rng) -> String {
     }
 }
 
+#[rustfmt::skip]
 const ODD_LENGTHS: &[&str] = &[
-    "Content-Length: +5",
-    "Content-Length:  5 ",
-    "Content-Length: 0x5",
-    "Content-Length: 99999999999999999999",
-    "Content-Length: 5, 6",
-    "Content-Length: 5, 5",
-    "Content-Length: 1000000",
-    "Content-Length:",
+    "Content-Length: +5", "Content-Length:  5 ", "Content-Length: 0x5",
+    "Content-Length: 99999999999999999999", "Content-Length: 5, 6", "Content-Length: 5, 5",
+    "Content-Length: 1000000", "Content-Length:",
 ];
 
+#[rustfmt::skip]
 const ODD_CODINGS: &[&str] = &[
-    "Transfer-Encoding: gzip, chunked",
-    "Transfer-Encoding: chunked, chunked",
-    "Transfer-Encoding:  chunked",
-    "Transfer-Encoding : chunked",
-    "Transfer-Encoding: chunked\r\n Transfer-Encoding: x",
-    "Transfer-Encoding: identity",
-    "Transfer-Encoding: CHUNKED",
-    "Transfer-Encoding:",
+    "Transfer-Encoding: gzip, chunked", "Transfer-Encoding: chunked, chunked",
+    "Transfer-Encoding:  chunked", "Transfer-Encoding : chunked",
+    "Transfer-Encoding: chunked\r\n Transfer-Encoding: x", "Transfer-Encoding: identity",
+    "Transfer-Encoding: CHUNKED", "Transfer-Encoding:",
 ];
 
 /// Content-Length and Transfer-Encoding fields, and a body of that shape
@@ -255,16 +209,10 @@ fn framing(rng: &mut Rng) -> (Vec<String>, Vec<u8>) {
 const CHUNK_ENDS: &[&str] = &["\r\n", "\r\n", "\r\n", "\r\n", "\r\n", "\n", "", "xx\r\n"];
 
 /// The end of a chunked body.
+#[rustfmt::skip]
 const LAST_CHUNKS: &[&str] = &[
-    "0\r\n\r\n",
-    "0\r\n\r\n",
-    "0\r\n\r\n",
-    "0\r\n\r\n",
-    "0\r\nTrailer: t\r\n\r\n",
-    "0;e=1\r\n\r\n",
-    "0\r\n",
-    "",
-    "0\n\n",
+    "0\r\n\r\n", "0\r\n\r\n", "0\r\n\r\n", "0\r\n\r\n", "0\r\nTrailer: t\r\n\r\n", "0;e=1\r\n\r\n",
+    "0\r\n", "", "0\n\n",
 ];
 
 /// A chunked body: sizes, extensions and trailers, well-formed or not.
@@ -667,6 +615,40 @@ impl Findings {
         self.problems_seen = problems.len();
     }
 
+    /// A panic's log line can come after the next input was sent: each
+    /// new crash is put down to whichever of its input and the two before
+    /// it panics at the same place when sent again alone.
+    fn confirm(&mut self, b: &Bench, seed: u64, i: usize) {
+        let fresh: Vec<String> = (self.crashes.values())
+            .filter(|c| c.first == i)
+            .map(|c| c.place.clone())
+            .collect();
+        for place in fresh {
+            for cand in (i.saturating_sub(2)..=i).rev() {
+                let inp = input(seed, cand);
+                // Only the log matters here.
+                let _ = send(b, &inp);
+                let until = Instant::now() + Duration::from_millis(200);
+                let hit = loop {
+                    let lines = b.proxy.stderr_lines();
+                    let hit = lines[self.lines_seen..]
+                        .iter()
+                        .any(|l| l.ends_with(&format!("{place}:")));
+                    if hit || Instant::now() >= until {
+                        self.lines_seen = lines.len();
+                        break hit;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                };
+                if hit {
+                    let c = self.crashes.get_mut(&place).unwrap();
+                    (c.first, c.input, c.via) = (cand, inp.bytes(), inp.via);
+                    break;
+                }
+            }
+        }
+    }
+
     fn failed(&self) -> bool {
         !self.crashes.is_empty()
             || !self.unattributed.is_empty()
@@ -788,17 +770,14 @@ impl Bench {
 // ------------------------------------------------------------------ run
 
 fn env_or(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => {
-            let v = v.trim();
-            let parsed = match v.strip_prefix("0x") {
-                Some(hex) => u64::from_str_radix(hex, 16),
-                None => v.parse(),
-            };
-            parsed.unwrap_or_else(|e| panic!("{name}={v}: {e}"))
-        }
-        Err(_) => default,
-    }
+    std::env::var(name).map_or(default, |v| {
+        let v = v.trim();
+        let parsed = match v.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => v.parse(),
+        };
+        parsed.unwrap_or_else(|e| panic!("{name}={v}: {e}"))
+    })
 }
 
 /// The status code of the first response in `answer`, or what came instead.
@@ -854,6 +833,9 @@ fn mutated_requests_never_crash_or_starve_a_worker() {
                 std::thread::sleep(Duration::from_millis(2));
                 panicked = f.scan_log(&b.proxy, Some((i, &inp)));
             }
+        }
+        if panicked {
+            f.confirm(&b, seed, i);
         }
         if (i + 1) % CHECK_EVERY == 0 || i + 1 == count {
             let dead = liveness(&b, &mut bystanders, i);
