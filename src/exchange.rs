@@ -190,7 +190,7 @@ async fn read_request(
 
 /// What to do with a parsed head: the route (chosen by the normalised
 /// path), and for a proxied request the balancer key and the head to send.
-fn plan(
+pub(crate) fn plan(
     req: &RequestHead<'_, '_>,
     c: &Client,
     gen: &Generation,

@@ -37,6 +37,8 @@ pub mod conn;
 pub mod control;
 pub mod error;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handoff;
 pub mod http;
 pub mod http2;

@@ -231,7 +231,7 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn new(
+    pub(crate) fn new(
         id: usize,
         config: Arc<Config>,
         health: Arc<health::Table>,

@@ -6,6 +6,6 @@ mod admin;
 pub mod health;
 mod listeners;
 mod reload;
-mod start;
+pub(crate) mod start;
 
 pub use start::{check, run};

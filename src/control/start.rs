@@ -70,7 +70,7 @@ pub(super) fn log_warnings(warnings: &config::Warnings) {
 
 /// The contract's file, with every TLS listener's certificates and keys
 /// read (at start and on each reload), and its warnings.
-pub(super) fn load(path: &Path) -> Result<(Config, config::Warnings), config::Problems> {
+pub(crate) fn load(path: &Path) -> Result<(Config, config::Warnings), config::Problems> {
     let (mut config, warnings) = config::load(path)?;
     crate::tls::attach(&mut config).map_err(|list| config::Problems {
         file: path.to_path_buf(),

@@ -109,10 +109,14 @@ pub fn upstream_request(
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target);
-    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    let host = req.host.unwrap_or(fwd.fallback_host.as_bytes());
-    out.extend_from_slice(host);
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // A field `set_request_headers` names is written once, with its value.
+    let own = |out: &mut Vec<u8>, name: &str, value: &[u8]| {
+        if !overridden(fwd.set, name) {
+            field(out, name.as_bytes(), value);
+        }
+    };
+    own(out, "Host", req.host.unwrap_or(fwd.fallback_host.as_bytes()));
 
     let listed = Listed::new(req.headers);
     let mut xff = false;
@@ -131,7 +135,7 @@ pub fn upstream_request(
     out.extend_from_slice(b"X-Forwarded-For: ");
     if xff {
         for h in req.headers {
-            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            if h.name.eq_ignore_ascii_case("x-forwarded-for") && !h.value.is_empty() {
                 out.extend_from_slice(h.value);
                 out.extend_from_slice(b", ");
             }
@@ -141,11 +145,11 @@ pub fn upstream_request(
     let ip = fmt_ip(fwd.client_ip, &mut ip);
     out.extend_from_slice(ip);
     out.extend_from_slice(b"\r\n");
-    field(out, b"X-Real-IP", ip);
-    field(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
-    field(out, b"X-Forwarded-Host", req.host.unwrap_or(b""));
+    own(out, "X-Real-IP", ip);
+    own(out, "X-Forwarded-Proto", fwd.proto.as_bytes());
+    own(out, "X-Forwarded-Host", req.host.unwrap_or(b""));
     let mut port = itoa::Buffer::new();
-    field(out, b"X-Forwarded-Port", port.format(fwd.port).as_bytes());
+    own(out, "X-Forwarded-Port", port.format(fwd.port).as_bytes());
     for (k, v) in fwd.set {
         field(out, k.as_bytes(), v.as_bytes());
     }
