@@ -75,10 +75,9 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
         }
         Act::ToHttps => Box::pin(serve::redirect::to_https(c, shard, &plan)).await,
         Act::Respond { route } => Box::pin(respond_route(c, shard, config, &plan, route)).await,
-        Act::NotFound => {
+        Act::Refuse(e) => {
             let whole = plan.whole_in(c.buf.len());
-            let fail = serve::pages::fail(c, shard, Some(&plan), Error::not_found(), whole);
-            Box::pin(fail).await
+            Box::pin(serve::pages::fail(c, shard, Some(&plan), e, whole)).await
         }
     };
 
@@ -204,9 +203,6 @@ pub(crate) fn plan(
             return Err(Error::body_too_large());
         }
     }
-    if req.method == "TRACE" {
-        return Err(Error::method_not_allowed("TRACE is not forwarded"));
-    }
     let normal = match path::normalize(req.path()) {
         std::borrow::Cow::Owned(p) => Some(p),
         std::borrow::Cow::Borrowed(_) => None,
@@ -220,8 +216,13 @@ pub(crate) fn plan(
     };
     let mut key = crate::balance::Key::default();
     let act = match route.map(|i| (i, &config.routes[i])) {
+        // TRACE is answered 405, as nginx: it would echo the head (cookies
+        // included) back from the upstream.
+        _ if req.method == "TRACE" => {
+            Act::Refuse(Error::method_not_allowed("TRACE is not forwarded"))
+        }
         None if c.to_https => Act::ToHttps,
-        None => Act::NotFound,
+        None => Act::Refuse(Error::not_found()),
         Some((i, r)) => match (&r.action, gen.upstream_for(i)) {
             // A split route picks its upstream here, once per request.
             (Action::Upstream(_) | Action::Split(_), Some(u)) => {

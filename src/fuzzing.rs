@@ -31,14 +31,14 @@ use httparse::EMPTY_HEADER;
 
 use crate::{
     accept::Listen,
-    request::{Act, Client},
-    tls::ClientStream,
     control::health,
     http::{
         body::{chunk_head, Chunked, LAST_CHUNK},
         headers::{client_response, OutFraming, Persist},
         parse::{self, Framing, Scan, MAX_HEADERS},
     },
+    request::{Act, Client},
+    tls::ClientStream,
     worker::{Buffers, Generation, Shard},
 };
 
@@ -176,10 +176,19 @@ fn plan_with(p: &Planner, pick: u8, buf: &[u8]) {
     // Later stages read the client buffer through these spans (access log,
     // redirects, static files): each must lie in the head.
     let s = &plan.spans;
-    for (name, span) in [("method", Some(s.method)), ("target", Some(s.target)), ("origin", Some(s.origin)), ("host", s.host)] {
+    for (name, span) in [
+        ("method", Some(s.method)),
+        ("target", Some(s.target)),
+        ("origin", Some(s.origin)),
+        ("host", s.host),
+    ] {
         if let Some(span) = span {
             let bytes = span.of(&c.buf[..len]);
-            assert_eq!(bytes.len(), span.len(), "{name} span outside the head (0..{len})");
+            assert_eq!(
+                bytes.len(),
+                span.len(),
+                "{name} span outside the head (0..{len})"
+            );
         }
     }
     let origin = plan.origin(&c.buf);

@@ -127,20 +127,15 @@ pub enum Act {
         upgrade: bool,
     },
     /// A `static` route.
-    Static {
-        route: usize,
-    },
+    Static { route: usize },
     /// A `redirect` route.
-    Redirect {
-        route: usize,
-    },
+    Redirect { route: usize },
     /// A `respond` route.
-    Respond {
-        route: usize,
-    },
+    Respond { route: usize },
     /// A `redirect_https` listener: 301 to the same target over https.
     ToHttps,
-    NotFound,
+    /// Answered with this error (404: no route; 405: TRACE).
+    Refuse(crate::error::Error),
 }
 
 /// How an exchange ended.

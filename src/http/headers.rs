@@ -116,7 +116,11 @@ pub fn upstream_request(
             field(out, name.as_bytes(), value);
         }
     };
-    own(out, "Host", req.host.unwrap_or(fwd.fallback_host.as_bytes()));
+    own(
+        out,
+        "Host",
+        req.host.unwrap_or(fwd.fallback_host.as_bytes()),
+    );
 
     let listed = Listed::new(req.headers);
     let mut xff = false;
