@@ -114,7 +114,9 @@ fn finish_refused(c: &Client, shard: &Shard, gen: &Generation, done: &Done, took
     if let Some(e) = done.error {
         log_error(shard, &gen.config, c.peer, None, &e, done);
     }
-    if !shard.access.is_on() || c.buf.is_empty() {
+    // A timed-out read takes the buffer with it: the line then has no
+    // request line ("-").
+    if !shard.access.is_on() || done.status == 499 {
         return;
     }
     let line = c.buf.split(|&b| b == b'\r' || b == b'\n').next();
