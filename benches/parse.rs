@@ -68,7 +68,7 @@ fn benches(c: &mut Criterion) {
             upstream_request(
                 &mut out,
                 black_box(&req),
-                req.target.as_bytes(),
+                req.origin.as_bytes(),
                 &fwd,
                 Framing::Empty,
             );
@@ -78,7 +78,10 @@ fn benches(c: &mut Criterion) {
 
     let table = routes();
     c.bench_function("route_lookup_20_routes", |b| {
-        b.iter(|| black_box(route::select(black_box(&table), &req)))
+        b.iter(|| {
+            let path = ringside::http::path::normalize(req.path());
+            black_box(route::select(black_box(&table), &req, &path))
+        })
     });
 
     let mut body = Vec::new();

@@ -347,7 +347,7 @@ fn refused_heads_and_error_pages_are_logged_with_their_bytes() {
         let line = wait_access(&log, &needle);
         let want = format!("\" {status} {} ", r.body.len());
         assert!(
-            r.body.len() > 0 && line.contains(&want),
+            !r.body.is_empty() && line.contains(&want),
             "{line} (want {want:?})"
         );
     }
