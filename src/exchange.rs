@@ -50,35 +50,24 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
         }
     };
 
-    // 4-6. Answer. Only the plain proxied request runs inline: the other
-    // answers are boxed, so their state does not make every request's
-    // future larger (it is boxed and moved once per request).
-    let done = match plan.act {
-        Act::Proxy {
-            upstream,
-            ref head,
-            upgrade,
-        } if plan.cache.is_some() => {
-            let cached = serve::cached::serve(c, shard, &gen, &plan, upstream, head, upgrade);
-            Box::pin(cached).await
-        }
-        Act::Proxy {
-            upstream,
-            ref head,
-            upgrade,
-        } => proxy::forward(c, shard, &gen, &plan, upstream, head, upgrade).await,
-        Act::Static { route } => {
-            Box::pin(serve::static_files::serve(c, shard, &gen, &plan, route)).await
-        }
-        Act::Redirect { route } => {
-            Box::pin(serve::redirect::answer(c, shard, &gen, &plan, route)).await
-        }
-        Act::ToHttps => Box::pin(serve::redirect::to_https(c, shard, &plan)).await,
-        Act::Respond { route } => Box::pin(respond_route(c, shard, config, &plan, route)).await,
-        Act::Refuse(e) => {
-            let whole = plan.whole_in(c.buf.len());
-            Box::pin(serve::pages::fail(c, shard, Some(&plan), e, whole)).await
-        }
+    // 4-6. Answer; an HTTP/2 stream the client resets ends it at once
+    // (its upstream request cancelled) and is logged 499.
+    let reset = c.stream.reset_signal();
+    let done = monoio::select! {
+        done = answer(c, shard, &gen, &plan) => done,
+        () = async {
+            match reset {
+                Some(r) => r.await,
+                None => std::future::pending().await,
+            }
+        } => Done {
+            status: 499,
+            body_bytes: 0,
+            server: None,
+            keep: false,
+            consumed: 0,
+            error: Some(Error::client_left()),
+        },
     };
 
     // 7. Count and log, then drop the head (and the body bytes read with it).
@@ -102,6 +91,40 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
         shard.small.give(head);
     }
     done.keep
+}
+
+/// The answer the plan calls for. Only the plain proxied request runs
+/// inline: the other answers are boxed, so their state does not make every
+/// request's future larger (it is boxed and moved once per request).
+async fn answer(c: &mut Client, shard: &Shard, gen: &Generation, plan: &Plan) -> Done {
+    let config = &*gen.config;
+    match plan.act {
+        Act::Proxy {
+            upstream,
+            ref head,
+            upgrade,
+        } if plan.cache.is_some() => {
+            let cached = serve::cached::serve(c, shard, gen, plan, upstream, head, upgrade);
+            Box::pin(cached).await
+        }
+        Act::Proxy {
+            upstream,
+            ref head,
+            upgrade,
+        } => proxy::forward(c, shard, gen, plan, upstream, head, upgrade).await,
+        Act::Static { route } => {
+            Box::pin(serve::static_files::serve(c, shard, gen, plan, route)).await
+        }
+        Act::Redirect { route } => {
+            Box::pin(serve::redirect::answer(c, shard, gen, plan, route)).await
+        }
+        Act::ToHttps => Box::pin(serve::redirect::to_https(c, shard, plan)).await,
+        Act::Respond { route } => Box::pin(respond_route(c, shard, config, plan, route)).await,
+        Act::Refuse(e) => {
+            let whole = plan.whole_in(c.buf.len());
+            Box::pin(serve::pages::fail(c, shard, Some(plan), e, whole)).await
+        }
+    }
 }
 
 /// Counts and logs a request refused before it had a plan (a head that is

@@ -70,6 +70,14 @@ impl ClientStream {
         }
     }
 
+    /// For an HTTP/2 stream, a future ready once the client resets it.
+    pub fn reset_signal(&self) -> Option<crate::http2::ResetSignal> {
+        match self {
+            ClientStream::H2(s) => Some(s.reset_signal()),
+            _ => None,
+        }
+    }
+
     /// The connection's local address.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         match self {

@@ -375,3 +375,75 @@ fn within_file(path: &std::path::Path, needle: &str) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn x_forwarded_for_before_other_fields_reaches_the_upstream_as_one_field() {
+    let up = Upstream::echo();
+    let p = H2Proxy::start(up.addr(), 1, "", "");
+    let t = token();
+    real::runtime().block_on(async {
+        let send = real::connect(p.addr(), &p.client, 65_535).await;
+        let mut s = send.ready().await.unwrap();
+        let mut req = real::request("GET", &format!("/{t}"));
+        let h = req.headers_mut();
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        h.insert("x-pad", ",6.6.6.6".parse().unwrap());
+        h.insert("a", "b".parse().unwrap());
+        let (resp, _) = s.send_request(req, true).unwrap();
+        assert_eq!(resp.await.unwrap().status(), 200);
+    });
+    let req = up.only(&t);
+    assert_eq!(
+        req.header_all("x-forwarded-for"),
+        vec!["1.2.3.4, 127.0.0.1"],
+        "{}",
+        show(&req.raw_head)
+    );
+    assert_eq!(req.header("a"), Some("b"));
+    assert!(up.seen().problems.is_empty(), "{:?}", up.seen().problems);
+}
+
+#[test]
+fn a_stream_reset_before_its_answer_is_logged_499_and_its_upstream_request_cancelled() {
+    let silent = Upstream::start(|c| {
+        if c.read_request().is_some() {
+            c.hold_until_closed();
+        }
+    });
+    let dir = TestDir::new();
+    let log = dir.path().join("access.log");
+    let p = H2Proxy::start_logged(
+        silent.addr(),
+        1,
+        "",
+        "",
+        &format!("access = \"{}\"", log.display()),
+    );
+    let t = token();
+    real::runtime().block_on(async {
+        let send = real::connect(p.addr(), &p.client, 65_535).await;
+        let mut s = send.ready().await.unwrap();
+        let (_resp, mut body) = s
+            .send_request(real::request("GET", &format!("/{t}")), false)
+            .unwrap();
+        // Polled, not waited on: the client's connection runs on this thread.
+        let seen = until(|| silent.seen().heads.len() == 1).await;
+        assert!(seen, "the request never reached the upstream");
+        body.send_reset(h2::Reason::CANCEL);
+        let cancelled = until(|| !silent.seen().finished.is_empty()).await;
+        assert!(cancelled, "the upstream request went on after the reset");
+    });
+    let line = within_file(&log, &t);
+    assert!(line.contains("\" 499 "), "{line}");
+}
+
+/// Polls `cond` every 10 ms for up to 5 s, yielding to the runtime between.
+async fn until(cond: impl Fn() -> bool) -> bool {
+    for _ in 0..500 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}

@@ -58,7 +58,7 @@ use h2::{server::SendResponse, RecvStream};
 use monoio::time::Instant;
 
 use partial::Partial;
-pub use stream::H2Stream;
+pub use stream::{H2Stream, ResetSignal};
 
 use crate::{
     accept::Listen,
@@ -416,10 +416,10 @@ async fn run_stream(
     };
     let timeout = shard.gen().config.limits.client_header_timeout;
     // A stream the client resets stops its work at once (its upstream
-    // request included): h2 no longer counts it against the concurrency
-    // cap, so running on would let a rapid reset pile up work
-    // (CVE-2023-44487).
-    let was_reset = {
+    // request included), inside `exchange`, which logs it 499: h2 no longer
+    // counts it against the concurrency cap, so running on would let a
+    // rapid reset pile up work (CVE-2023-44487).
+    {
         // Pinned in place: this task is already on the heap.
         let exchange = std::pin::pin!(exchange::exchange(
             &mut c,
@@ -427,12 +427,11 @@ async fn run_stream(
             shard,
             Instant::now() + timeout,
         ));
-        let reset = std::future::poll_fn(|cx| tx.borrow_mut().poll_reset(cx));
-        monoio::select! {
-            _ = CatchUnwind(exchange) => false,
-            _ = reset => true,
-        }
-    };
+        // A panic is contained here; the stream is reset by `finish`.
+        let _ = CatchUnwind(exchange).await;
+    }
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let was_reset = tx.borrow_mut().poll_reset(&mut cx).is_ready();
     if was_reset {
         origin.resets.set(origin.resets.get() + 1);
     }

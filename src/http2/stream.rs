@@ -44,6 +44,17 @@ pub struct H2Stream {
     out: Out,
 }
 
+/// Ready once the client reset its stream (`H2Stream::reset_signal`).
+pub struct ResetSignal(Rc<RefCell<Tx>>);
+
+impl std::future::Future for ResetSignal {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.borrow_mut().poll_reset(cx)
+    }
+}
+
 /// The sending half of a stream: before the response head, then after.
 pub struct Tx {
     respond: Option<SendResponse<Bytes>>,
@@ -102,6 +113,11 @@ impl H2Stream {
     /// The sending half, for the task to watch for a reset.
     pub fn tx(&self) -> Rc<RefCell<Tx>> {
         self.tx.clone()
+    }
+
+    /// A future that is ready once the client resets the stream.
+    pub fn reset_signal(&self) -> ResetSignal {
+        ResetSignal(self.tx.clone())
     }
 
     /// Ends the stream once `exchange` is done with it: a close-delimited
