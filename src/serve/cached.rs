@@ -203,11 +203,7 @@ async fn answer_hit(
 }
 
 fn fail(f: relay::Fail) -> Error {
-    match f {
-        relay::Fail::Io(e) => Error::client_gone(e),
-        _ => Error::client_send_timeout(),
-    }
-    .after_head()
+    f.client().after_head()
 }
 
 /// A head and a shared body as one vectored write.

@@ -476,11 +476,7 @@ fn expires(out: &mut Vec<u8>, e: Duration) {
 }
 
 fn client_error(e: relay::Fail) -> Error {
-    match e {
-        relay::Fail::Io(e) => Error::client_gone(e),
-        _ => Error::client_send_timeout(),
-    }
-    .after_head()
+    e.client().after_head()
 }
 
 /// Sends `n` bytes of `file` from `from`, through `zip` when it is given.
