@@ -42,6 +42,7 @@ pub mod http2;
 pub mod mailbox;
 pub mod proxy;
 pub mod relay;
+pub mod rlimit;
 pub mod route;
 pub mod serve;
 pub mod splice;
