@@ -83,11 +83,82 @@ pub async fn run(
                 monoio::spawn(conn::serve(stream, peer, listen.clone(), shard.clone()));
             }
             Err(e) => {
-                // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the
-                // connection stays in the backlog.
-                crate::error!("worker {}: accept failed: {e}", shard.id);
-                monoio::time::sleep(Duration::from_millis(10)).await;
+                // The connection stays in the backlog; waiting keeps the
+                // loop from spinning on an error that repeats at once.
+                let wait =
+                    ACCEPT_FAILURES.with(|f| f.failed(shard.id, &e, std::time::Instant::now()));
+                monoio::select! {
+                    _ = monoio::time::sleep(wait) => {}
+                    _ = stop.recv() => return,
+                }
+                continue;
             }
         }
+        ACCEPT_FAILURES.with(Failures::accepted);
+    }
+}
+
+/// Shortest and longest wait after a failed accept. A lack of descriptors
+/// (EMFILE, ENFILE) or memory lasts until connections close, so the wait
+/// doubles up to `ACCEPT_BACKOFF_MAX`: a new connection waits at most that
+/// long once a descriptor is free again.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// At most one accept-failure line per worker per this interval; the next
+/// line says how many were left out.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// This worker's accept failures (one worker per thread), across its
+    /// listeners.
+    static ACCEPT_FAILURES: Failures = const { Failures::new() };
+}
+
+/// Rate limit and back-off for one worker's failed accepts.
+struct Failures {
+    /// When the last line was logged.
+    logged: std::cell::Cell<Option<std::time::Instant>>,
+    /// Failures since then that were not logged.
+    suppressed: std::cell::Cell<u64>,
+    /// The wait after the next failure; reset by a successful accept.
+    backoff: std::cell::Cell<Duration>,
+}
+
+impl Failures {
+    const fn new() -> Self {
+        Failures {
+            logged: std::cell::Cell::new(None),
+            suppressed: std::cell::Cell::new(0),
+            backoff: std::cell::Cell::new(ACCEPT_BACKOFF_MIN),
+        }
+    }
+
+    /// Counts a failure, logs it if a line is due, and says how long to
+    /// wait before the next accept.
+    fn failed(&self, worker: usize, e: &io::Error, now: std::time::Instant) -> Duration {
+        let due = self
+            .logged
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= ACCEPT_LOG_EVERY);
+        if due {
+            let why =
+                crate::rlimit::explain_accept_error(e).map_or(String::new(), |w| format!(": {w}"));
+            let left_out = match self.suppressed.replace(0) {
+                0 => String::new(),
+                n => format!(" ({n} more failures not logged)"),
+            };
+            crate::error!("worker {worker}: accept failed: {e}{why}{left_out}");
+            self.logged.set(Some(now));
+        } else {
+            self.suppressed.set(self.suppressed.get() + 1);
+        }
+        let wait = self.backoff.get();
+        self.backoff.set((wait * 2).min(ACCEPT_BACKOFF_MAX));
+        wait
+    }
+
+    fn accepted(&self) {
+        self.backoff.set(ACCEPT_BACKOFF_MIN);
     }
 }

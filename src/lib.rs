@@ -47,6 +47,7 @@ pub mod mailbox;
 pub mod proxy;
 pub mod relay;
 pub mod request;
+pub mod rlimit;
 pub mod route;
 pub mod serve;
 pub mod splice;

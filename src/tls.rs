@@ -33,7 +33,7 @@ use rustls::{
     ServerConfig, SupportedProtocolVersion,
 };
 
-use crate::config::{CertPair, Tls, TlsVersion};
+use crate::config::{files, CertPair, Tls, TlsVersion};
 
 mod split;
 mod stream;
@@ -161,10 +161,12 @@ fn ticketer() -> Result<Arc<dyn ProducesTickets>, String> {
     Ok(TICKETER.get_or_init(|| t).clone())
 }
 
-/// Reads one certificate chain and its key, and checks they belong together.
+/// Reads one certificate chain and its key (regular files of at most
+/// `files::MAX_PEM` bytes), and checks they belong together.
 pub fn certified_key(pair: &CertPair) -> Result<CertifiedKey, String> {
     let chain = read_chain(&pair.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&pair.key)
+    let pem = files::read_regular(&pair.key, files::MAX_PEM)?;
+    let key = PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| format!("cannot read a private key from {}: {e}", pair.key.display()))?;
     let signer = any_supported_type(&key)
         .map_err(|e| format!("unusable private key in {}: {e}", pair.key.display()))?;
@@ -180,8 +182,9 @@ pub fn certified_key(pair: &CertPair) -> Result<CertifiedKey, String> {
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let chain = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+    let pem = files::read_regular(path, files::MAX_PEM)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
     if chain.is_empty() {
         return Err(format!("{} holds no PEM certificate", path.display()));

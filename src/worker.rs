@@ -23,6 +23,7 @@ use crate::{
     control::health,
     log::{AccessLog, Sink},
     mailbox::{Control, Reload},
+    rlimit::MIN_RING_ENTRIES,
     stats::{LabelIds, Stats},
     timer::TICK,
     upstream::pool::Pool,
@@ -30,8 +31,9 @@ use crate::{
 
 /// io_uring submission queue size per worker. Each connection has at most a
 /// few ops in flight; 4096 entries leave room for thousands of connections
-/// without `EBUSY` back-pressure from the ring.
-const RING_ENTRIES: u32 = 4096;
+/// without `EBUSY` back-pressure from the ring. Smaller when the locked-memory
+/// limit cannot hold it (`rlimit::ring_entries`).
+pub const RING_ENTRIES: u32 = 4096;
 
 /// Size of a relay buffer. 256 KiB moved 1 MiB responses at 1,743 requests
 /// per CPU-second against 1,381 with 64 KiB (+26%, `perf/run.sh --quick
@@ -340,19 +342,75 @@ pub struct Start {
     pub stop: async_channel::Receiver<()>,
     /// Reloads and scrapes.
     pub control: async_channel::Receiver<Control>,
+    /// io_uring submission entries: `RING_ENTRIES`, or what fits the
+    /// locked-memory limit.
+    pub ring_entries: u32,
 }
 
+/// The event loop a worker runs on, for the start-up log.
+pub struct Driver {
+    /// The worker's id.
+    pub worker: usize,
+    /// `io_uring (COOP_TASKRUN)`, or what it fell back to.
+    pub name: String,
+    /// Why io_uring could not be set up, when the worker runs on epoll.
+    pub uring_error: Option<std::io::Error>,
+}
+
+/// What a worker sends the control plane once its listeners accept.
+pub type Ready = std::sync::mpsc::Sender<Result<Driver, String>>;
+
 /// Runs a worker on the current thread until it has drained after a stop.
-/// `ready` receives the driver description once listeners are accepting.
-pub fn run(start: Start, ready: std::sync::mpsc::Sender<Result<String, String>>) {
+/// `ready` receives the driver once listeners are accepting.
+pub fn run(start: Start, ready: Ready) {
     if let Some(core) = start.core {
         if !core_affinity::set_for_current(core) {
             crate::warn!("worker {}: could not pin to CPU {}", start.id, core.id);
         }
     }
-    let builder = RuntimeBuilder::<IoUringDriver>::new()
-        .enable_timer()
-        .with_entries(RING_ENTRIES);
+    // A ring the kernel cannot allocate (ENOMEM: locked memory or the memory
+    // cgroup) is tried again at a quarter of the size before epoll.
+    let mut entries = start.ring_entries;
+    let error = loop {
+        match uring(entries) {
+            Ok((mut rt, name)) => {
+                let driver = Driver {
+                    worker: start.id,
+                    name,
+                    uring_error: None,
+                };
+                rt.block_on(serve(start, ready, driver));
+                return;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && entries > MIN_RING_ENTRIES => {
+                entries = (entries / 4).max(MIN_RING_ENTRIES);
+            }
+            Err(e) => break e,
+        }
+    };
+    let driver = Driver {
+        worker: start.id,
+        name: format!("legacy epoll: io_uring could not be set up ({error})"),
+        uring_error: Some(error),
+    };
+    match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+        Ok(mut rt) => rt.block_on(serve(start, ready, driver)),
+        Err(e) => {
+            // A closed receiver only means the control plane is already stopping.
+            let _ = ready.send(Err(format!("no event loop could be built: {e}")));
+        }
+    }
+}
+
+type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>;
+
+/// An io_uring runtime with `entries` submission entries, and its name for
+/// the log: with COOP_TASKRUN, else without it (kernels before 5.19).
+fn uring(entries: u32) -> std::io::Result<(UringRuntime, String)> {
+    let size = match entries {
+        RING_ENTRIES => String::new(),
+        n => format!(", {n} entries"),
+    };
     // COOP_TASKRUN: completions are run when the thread next enters the
     // kernel instead of interrupting it: +55-60% requests per CPU-second on
     // small requests in the prototype (see DEVELOPERS.md).
@@ -364,40 +422,23 @@ pub fn run(start: Start, ready: std::sync::mpsc::Sender<Result<String, String>>)
     // still queued: one task that keeps waking itself would stall every
     // socket of the worker. Not used for ~4%.
     let coop = io_uring::IoUring::builder().setup_coop_taskrun().clone();
-    match builder.uring_builder(coop).build() {
-        Ok(mut rt) => {
-            let desc = "io_uring (COOP_TASKRUN)".to_string();
-            rt.block_on(serve(start, ready, desc));
-        }
-        Err(e) => {
-            let plain = RuntimeBuilder::<IoUringDriver>::new()
-                .enable_timer()
-                .with_entries(RING_ENTRIES)
-                .build();
-            match plain {
-                Ok(mut rt) => {
-                    let desc = format!("io_uring without COOP_TASKRUN ({e})");
-                    rt.block_on(serve(start, ready, desc));
-                }
-                Err(e2) => {
-                    let desc = format!("legacy epoll: io_uring could not be set up ({e2})");
-                    match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
-                        Ok(mut rt) => rt.block_on(serve(start, ready, desc)),
-                        Err(e3) => {
-                            let _ = ready.send(Err(format!("no event loop could be built: {e3}")));
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let with_coop = RuntimeBuilder::<IoUringDriver>::new()
+        .enable_timer()
+        .with_entries(entries)
+        .uring_builder(coop)
+        .build();
+    let e = match with_coop {
+        Ok(rt) => return Ok((rt, format!("io_uring (COOP_TASKRUN{size})"))),
+        Err(e) => e,
+    };
+    let plain = RuntimeBuilder::<IoUringDriver>::new()
+        .enable_timer()
+        .with_entries(entries)
+        .build()?;
+    Ok((plain, format!("io_uring without COOP_TASKRUN ({e}{size})")))
 }
 
-async fn serve(
-    start: Start,
-    ready: std::sync::mpsc::Sender<Result<String, String>>,
-    driver: String,
-) {
+async fn serve(start: Start, ready: Ready, driver: Driver) {
     let shard = Rc::new(Shard::new(
         start.id,
         start.config.clone(),

@@ -12,7 +12,7 @@ use std::{
     path::Path,
 };
 
-use super::{Action, Config, LogTarget, Problem};
+use super::{files, Action, Config, LogTarget, Problem};
 
 /// Where the values `check.rs` looks at were written, so that problems found
 /// outside the file still print with a line and the key as written.
@@ -97,7 +97,7 @@ pub(super) fn outside(config: &Config, places: &Places) -> Vec<Problem> {
             problems.extend(folder_problem(folder).map(|m| rp.folder.problem(m)));
         }
         for ((_, page), place) in route.error_pages.iter().zip(&rp.error_pages) {
-            problems.extend(readable_file(page).map(|m| place.problem(m)));
+            problems.extend(readable_file(page, files::MAX_ERROR_PAGE).map(|m| place.problem(m)));
         }
     }
 
@@ -148,9 +148,9 @@ fn appendable(path: &Path) -> Option<String> {
 /// Reads the whole file and looks for a PEM label; parsing is left to the
 /// TLS stage, this only catches the wrong file or a swapped cert and key.
 fn pem(path: &Path, labels: &[&str], what: &str) -> Option<String> {
-    let bytes = match fs::read(path) {
+    let bytes = match files::read_regular(path, files::MAX_PEM) {
         Ok(bytes) => bytes,
-        Err(e) => return Some(format!("cannot read {}: {e}", path.display())),
+        Err(message) => return Some(message),
     };
     let found = labels
         .iter()
@@ -166,12 +166,8 @@ fn folder_problem(path: &Path) -> Option<String> {
     }
 }
 
-fn readable_file(path: &Path) -> Option<String> {
-    if path.is_dir() {
-        return Some(format!("{} is a folder, not a file", path.display()));
-    }
-    let e = fs::File::open(path).err()?;
-    Some(format!("cannot read {}: {e}", path.display()))
+fn readable_file(path: &Path, cap: u64) -> Option<String> {
+    files::open_regular(path, cap).err()
 }
 
 /// Two listeners, or the admin and a listener, on one address. A wildcard

@@ -451,7 +451,7 @@ impl Reader {
                 r.report(
                     f.line,
                     &f.key,
-                    format!("\"{cookie}\" is not a valid cookie name"),
+                    format!("\"{}\" is not a valid cookie name", cookie.escape_debug()),
                 );
                 return None;
             }
@@ -526,6 +526,12 @@ impl Reader {
             let path = r.string(f)?;
             if !path.starts_with('/') {
                 r.report(f.line, &f.key, format!("\"{path}\" must start with \"/\""));
+                return None;
+            }
+            // The path goes into the probe's request line as written.
+            if path.contains(|c: char| c.is_ascii_control() || c == ' ') {
+                let message = "must not contain spaces or control characters";
+                r.report(f.line, &f.key, message);
                 return None;
             }
             Some(path)
@@ -729,6 +735,10 @@ impl Reader {
                 self.keys(&node, &["to", "status"]);
                 let to = self.required(&node, "to").and_then(|f| {
                     let to = self.text(&f)?;
+                    // The target becomes the Location field.
+                    if !self.header_value(&f, to) {
+                        return None;
+                    }
                     let unknown = unknown_variables(to);
                     for var in &unknown {
                         let known = REDIRECT_VARIABLES.map(|v| format!("${v}")).join(", ");
@@ -792,7 +802,7 @@ impl Reader {
     }
 
     /// Header or cookie (name, value) pairs; names are tokens, values carry
-    /// no CR, LF or NUL (which would split one header into two).
+    /// no control character but HTAB (`header_value`).
     fn pairs(&mut self, n: &Node<'_>, key: &str, lowercase: bool) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let Some(f) = self.field(n, key) else {
@@ -803,7 +813,8 @@ impl Reader {
                 continue;
             };
             if !is_token(name) {
-                self.report(f.line, &f.key, format!("\"{name}\" is not a valid name"));
+                let message = format!("\"{}\" is not a valid name", name.escape_debug());
+                self.report(f.line, &f.key, message);
             } else if self.header_value(&f, value) {
                 let name = if lowercase {
                     name.to_ascii_lowercase()
@@ -816,16 +827,19 @@ impl Reader {
         out
     }
 
+    /// RFC 9110 `field-value`: no control character but HTAB. CR or LF
+    /// would end the field and start another (header injection); the rest
+    /// are refused by clients and by ringside's own parser alike.
     fn header_value(&mut self, f: &Field<'_>, value: &str) -> bool {
-        let ok = !value.contains(['\r', '\n', '\0']);
-        if !ok {
-            self.report(
-                f.line,
-                &f.key,
-                "a header value must not contain CR, LF or NUL",
+        let bad = value.chars().find(|&c| c.is_ascii_control() && c != '\t');
+        if let Some(c) = bad {
+            let message = format!(
+                "a header value must not contain control characters (found {})",
+                c.escape_default()
             );
+            self.report(f.line, &f.key, message);
         }
-        ok
+        bad.is_none()
     }
 }
 

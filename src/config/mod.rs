@@ -17,8 +17,11 @@ use std::{
 
 mod check;
 mod file;
+pub mod files;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_headers;
 pub mod units;
 mod walk;
 
@@ -64,10 +67,25 @@ fn write_list(f: &mut fmt::Formatter<'_>, file: &Path, list: &[Problem], tag: &s
         if i > 0 {
             writeln!(f)?;
         }
-        let (line, key, message) = (p.line, &p.key, &p.message);
+        let (line, key, message) = (p.line, one_line(&p.key), one_line(&p.message));
         write!(f, "{}:{line}: {tag}{key}: {message}", file.display())?;
     }
     Ok(())
+}
+
+/// `s` with its control characters escaped (`\r`, `\u{1}`), so that a
+/// value quoted from a hostile file keeps each problem on one line.
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(|c: char| c.is_control()) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
 }
 
 impl std::error::Error for Problems {}
@@ -79,13 +97,16 @@ pub fn load(path: &Path) -> Result<(Config, Warnings), Problems> {
         file: path.to_path_buf(),
         list,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let unreadable = |message| {
         fail(vec![Problem {
             line: 0,
             key: String::new(),
-            message: format!("cannot read: {e}"),
+            message,
         }])
-    })?;
+    };
+    let bytes = files::read_regular(path, files::MAX_CONFIG).map_err(unreadable)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| unreadable(format!("{} is not UTF-8 text: {e}", path.display())))?;
     let (config, places) = file::read(&text, path).map_err(fail)?;
     let problems = check::outside(&config, &places);
     if !problems.is_empty() {

@@ -143,7 +143,7 @@ fn expect(text: &str, wanted: &[&str]) {
 }
 
 /// `BASE` followed by `snippet`, which therefore starts on line 6.
-fn expect_after_base(snippet: &str, wanted: &[&str]) {
+pub(super) fn expect_after_base(snippet: &str, wanted: &[&str]) {
     expect(&format!("{BASE}{snippet}"), wanted);
 }
 
@@ -613,7 +613,7 @@ hsts = "max-age=1\nX-Evil: 1"
             "4: log.level: \"loud\" is not one of \"error\", \"warn\", \"info\", \"debug\"",
             "5: log.access_format: \"xml\" is not one of \"combined\", \"json\"",
             "8: listen.http2: needs tls",
-            "9: listen.hsts: a header value must not contain CR, LF or NUL",
+            "9: listen.hsts: a header value must not contain control characters (found \\n)",
         ],
     );
 }
@@ -726,7 +726,7 @@ upstream = "app"
             "26: route.error_pages: must not be empty",
             "28: route.host: a wildcard is only allowed as a leading \"*.\"",
             "31: route.match_header: \"Bad Name\" is not a valid name",
-            "32: route.add_response_headers: a header value must not contain CR, LF or NUL",
+            "32: route.add_response_headers: a header value must not contain control characters (found \\r)",
             "34: route.host: must be a bare host name, without port, path or spaces",
         ],
     );

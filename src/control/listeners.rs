@@ -2,9 +2,12 @@
 //! listener, or the sockets a previous process handed over (binary upgrade).
 
 use std::{
+    io::ErrorKind,
     net::{SocketAddr, TcpListener},
     sync::{Arc, Mutex},
 };
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{accept, handoff::Passed};
 
@@ -32,6 +35,9 @@ pub fn bind_one(
         } else {
             i += 1;
         }
+    }
+    if mine.is_empty() {
+        ensure_free(configured, kept)?;
     }
     let mut bind_to = mine.first().map_or(configured, |p| p.bound);
     let workers = per_worker.len();
@@ -84,10 +90,60 @@ pub fn copies(kept: &Kept) -> Vec<Passed> {
         .collect()
 }
 
-/// The admin socket: SO_REUSEPORT too, so a new process can bind it while
-/// the old one still serves (the admin listener is not handed over).
-pub fn bind_admin(addr: SocketAddr) -> Result<TcpListener, String> {
+/// The admin socket: SO_REUSEPORT too, so that in a binary upgrade
+/// (`upgrading`) the new process binds it while the old one still serves
+/// (the admin listener is not handed over). Otherwise another process
+/// listening there is an error, as for `bind_one`.
+pub fn bind_admin(addr: SocketAddr, upgrading: bool) -> Result<TcpListener, String> {
+    if !upgrading {
+        ensure_free(addr, &Kept::default()).map_err(|e| format!("{e} (admin)"))?;
+    }
     let l = accept::bind(addr).map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?;
     l.set_nonblocking(false).map_err(|e| e.to_string())?;
     Ok(l)
+}
+
+/// Refuses `addr` when another process already listens there. ringside's
+/// sockets use SO_REUSEPORT, which would let it bind the address beside that
+/// process (same user) and silently take part of its connections; a probe
+/// socket without SO_REUSEPORT fails with `EADDRINUSE` while any socket
+/// listens on the address (SO_REUSEADDR lets it ignore TIME_WAIT leftovers).
+/// A listener of this process that overlaps `addr` (a reload that moves
+/// from 0.0.0.0:P to 127.0.0.1:P) is not another process: the probe cannot
+/// tell them apart, so the bind goes ahead as before. Port 0 is always free.
+fn ensure_free(addr: SocketAddr, kept: &Kept) -> Result<(), String> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = || -> std::io::Result<()> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(false)?;
+        }
+        socket.bind(&addr.into())
+    };
+    match probe() {
+        Err(e) if e.kind() == ErrorKind::AddrInUse && !holds_overlapping(kept, addr) => {
+            Err(format!(
+                "cannot listen on {addr}: another process already listens there \
+             (only a binary upgrade, --upgrade-socket, shares listeners)"
+            ))
+        }
+        // Any other failure shows again, with its reason, at the real bind.
+        _ => Ok(()),
+    }
+}
+
+/// Whether this process already listens on a socket that takes `addr`'s
+/// port on `addr`'s address (the same address, or a wildcard of its family).
+fn holds_overlapping(kept: &Kept, addr: SocketAddr) -> bool {
+    let Ok(k) = kept.lock() else { return false };
+    k.iter().any(|p| {
+        let b = p.bound;
+        b.port() == addr.port()
+            && (b.ip() == addr.ip()
+                || (b.is_ipv4() == addr.is_ipv4()
+                    && (b.ip().is_unspecified() || addr.ip().is_unspecified())))
+    })
 }

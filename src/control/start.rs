@@ -21,7 +21,7 @@ use crate::{
     config::{self, Config},
     handoff,
     log::{self, Sink},
-    worker,
+    rlimit, worker,
 };
 
 /// `--check`: prints `FILE: ok` and returns 0, or every problem and 1.
@@ -95,6 +95,11 @@ fn start(
     log::init_error_log(&config.log.error, config.log.level)
         .map_err(|e| format!("cannot open the error log: {e}"))?;
     log_warnings(warnings);
+    // Every connection is a descriptor, and many kernels charge io_uring
+    // rings to locked memory: take what the hard limits allow.
+    for line in rlimit::raise_at_start() {
+        crate::info!("{line}");
+    }
     // Registered before any worker exists, so no signal finds the default
     // disposition (which would kill the process on SIGHUP).
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
@@ -135,7 +140,7 @@ fn start(
     drop(inherited);
     let admin = match &config.admin {
         Some(a) => {
-            let l = listeners::bind_admin(a.address)?;
+            let l = listeners::bind_admin(a.address, link.is_some())?;
             bound.push(l.local_addr().map_err(|e| e.to_string())?);
             Some(l)
         }
@@ -148,6 +153,14 @@ fn start(
     // Active health checks run once per process until `checks` drops.
     let checks = super::health::Checks::start(&config)
         .map_err(|e| format!("cannot start the health checks: {e}"))?;
+    let charged = rlimit::rings_use_memlock();
+    let memlock = rlimit::get(rlimit::Resource::Memlock).ok();
+    let ring_entries = rlimit::ring_entries(
+        worker::RING_ENTRIES,
+        workers,
+        memlock.map_or(u64::MAX, |l| l.soft),
+        charged,
+    );
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(workers);
@@ -166,6 +179,7 @@ fn start(
             workers,
             stop: stop_rx.clone(),
             control: control_rx,
+            ring_entries,
         };
         let ready = ready_tx.clone();
         let t = thread::Builder::new()
@@ -175,19 +189,15 @@ fn start(
         threads.push(t);
     }
     drop(ready_tx);
-    for id in 0..workers {
+    let mut drivers = Vec::with_capacity(workers);
+    for _ in 0..workers {
         match ready_rx.recv() {
-            Ok(Ok(driver)) => {
-                if driver.starts_with("io_uring (") {
-                    crate::info!("worker {id}: event loop on {driver}");
-                } else {
-                    crate::warn!("worker {id}: event loop on {driver}");
-                }
-            }
+            Ok(Ok(driver)) => drivers.push(driver),
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err("a worker stopped during start".into()),
         }
     }
+    log_drivers(&drivers, charged, memlock);
     let mut running = Running {
         path: path.to_path_buf(),
         config: Arc::new(Mutex::new(config.clone())),
@@ -255,4 +265,33 @@ fn start(
         thread::sleep(Duration::from_millis(10));
     }
     Ok(0)
+}
+
+/// Logs the workers' event loops: one line when they all run on the same
+/// one (the usual case, and the usual failure: every worker's io_uring fails
+/// for the same reason), which then says why io_uring could not be set up
+/// and what to change.
+fn log_drivers(drivers: &[worker::Driver], charged: bool, memlock: Option<rlimit::Limit>) {
+    let Some(first) = drivers.first() else { return };
+    let line = |who: &str, d: &worker::Driver| match &d.uring_error {
+        None if d.name.starts_with("io_uring (") => {
+            crate::info!("{who}: event loop on {}", d.name);
+        }
+        None => crate::warn!("{who}: event loop on {}", d.name),
+        Some(e) => {
+            let why = rlimit::explain_uring_error(e, charged, memlock);
+            crate::warn!("{who}: event loop on {}; {why}", d.name);
+        }
+    };
+    if drivers.iter().all(|d| d.name == first.name) {
+        let who = match drivers.len() {
+            1 => "1 worker".to_string(),
+            n => format!("{n} workers"),
+        };
+        line(&who, first);
+    } else {
+        for d in drivers {
+            line(&format!("worker {}", d.worker), d);
+        }
+    }
 }

@@ -7,11 +7,12 @@
 //! read), so an edited page shows at once and a reload needs no cache
 //! invalidation; the page cache keeps it in memory. A page that cannot be
 //! read then (it was there for `--check`) falls back to ringside's built-in
-//! page for the status. Pages are capped at [`MAX_PAGE`].
+//! page for the status, and so does one that is not a regular file or is
+//! larger than [`MAX_PAGE`].
 
-use std::path::Path;
+use std::{os::unix::fs::OpenOptionsExt, path::Path};
 
-use monoio::{buf::IoBufMut, fs::File};
+use monoio::{buf::IoBufMut, fs::OpenOptions};
 
 use super::{content_length, end_own_head, send_own, start_head};
 use crate::{
@@ -26,9 +27,8 @@ use crate::{
     worker::Shard,
 };
 
-/// Largest error page read, in bytes: error pages are small HTML files;
-/// a bigger file is a mistake and would cost memory per answer.
-pub const MAX_PAGE: u64 = 1 << 20;
+/// Largest error page read, in bytes (as `--check` allows).
+pub const MAX_PAGE: u64 = crate::config::files::MAX_ERROR_PAGE;
 
 /// The route's page for `status`, if it has one.
 pub fn page_for(route: Option<&Route>, status: u16) -> Option<&Path> {
@@ -39,10 +39,25 @@ pub fn page_for(route: Option<&Route>, status: u16) -> Option<&Path> {
         .map(|(_, p)| p.as_path())
 }
 
-/// Reads a page through io_uring.
+/// Reads a page through io_uring: a regular file of at most [`MAX_PAGE`]
+/// bytes (the file may have been replaced since `--check` saw it).
 pub async fn read(path: &Path) -> std::io::Result<Vec<u8>> {
-    let file = File::open(path).await?;
-    let len = file.metadata().await?.len().min(MAX_PAGE) as usize;
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .await?;
+    let meta = file.metadata().await?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_PAGE {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_PAGE} bytes"
+        )));
+    }
+    let len = meta.len() as usize;
     let (r, buf) = file
         .read_exact_at(Vec::with_capacity(len).slice_mut(0..len), 0)
         .await;

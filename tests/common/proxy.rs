@@ -48,11 +48,24 @@ impl Proxy {
     }
 
     fn start_full(dir: TestDir, toml: &str, args: &[&std::ffi::OsStr], uid: Option<u32>) -> Proxy {
+        Proxy::start_with(dir, toml, args, |command| {
+            if let Some(uid) = uid {
+                std::os::unix::process::CommandExt::uid(command, uid);
+            }
+        })
+    }
+
+    /// As [`Proxy::start_args`], with `setup` applied to the command before
+    /// it runs (a user, resource limits set in `pre_exec`).
+    pub fn start_with(
+        dir: TestDir,
+        toml: &str,
+        args: &[&std::ffi::OsStr],
+        setup: impl FnOnce(&mut Command),
+    ) -> Proxy {
         let config = dir.write("ringside.toml", toml);
         let mut command = Command::new(bin());
-        if let Some(uid) = uid {
-            std::os::unix::process::CommandExt::uid(&mut command, uid);
-        }
+        setup(&mut command);
         let mut child = command
             .arg("-c")
             .arg(&config)
