@@ -423,8 +423,9 @@ fn a_stream_reset_before_its_answer_is_logged_499_and_its_upstream_request_cance
     real::runtime().block_on(async {
         let send = real::connect(p.addr(), &p.client, 65_535).await;
         let mut s = send.ready().await.unwrap();
+        // No body: the exchange waits on the upstream, not on the client.
         let (_resp, mut body) = s
-            .send_request(real::request("GET", &format!("/{t}")), false)
+            .send_request(real::request("GET", &format!("/{t}")), true)
             .unwrap();
         // Polled, not waited on: the client's connection runs on this thread.
         let seen = until(|| silent.seen().heads.len() == 1).await;
