@@ -377,8 +377,7 @@ async fn respond_route(
     plan: &Plan,
     route: usize,
 ) -> Done {
-    let whole = plan.whole_in(c.buf.len());
-    let keep = plan.keep_alive && whole.is_some() && !shard.draining.get();
+    let (keep, consumed) = serve::own_answer_keep(c, shard, plan);
     let r = &config.routes[route];
     let Action::Respond { status, body } = &r.action else {
         unreachable!("a respond plan is made for respond routes only");
@@ -392,7 +391,6 @@ async fn respond_route(
     if !plan.head_only {
         out.extend_from_slice(body.as_bytes());
     }
-    let consumed = whole.unwrap_or(plan.len);
     let answer = (keep, consumed);
     serve::send_own(c, shard, plan, out, *status, body.len(), answer).await
 }

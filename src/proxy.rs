@@ -63,17 +63,20 @@ pub async fn forward(
     first.extend_from_slice(&c.buf[plan.len..plan.len + body_now]);
     let reached = reach(&cx, c, &mut first, remaining).await;
     shard.small.give(first);
+    // The request's bytes in the client buffer once it was read whole:
+    // after a chunked body, copy_chunked left the buffer as head + next
+    // request.
+    let consumed = if plan.framing == Framing::Chunked {
+        plan.len
+    } else {
+        plan.len + body_now
+    };
     let mut r = match reached {
         Ok(r) => r,
         Err(f) => {
             // Nothing went to the client yet: the error is answered, and
             // the connection goes on when the request was read whole.
-            let whole = f.whole.then(|| c.buf.len().min(plan.len + body_now));
-            let whole = if plan.framing == Framing::Chunked {
-                whole.map(|_| plan.len)
-            } else {
-                whole
-            };
+            let whole = f.whole.then_some(consumed);
             let mut done = Box::pin(pages::fail(c, shard, Some(plan), f.error, whole)).await;
             done.server = f.server.map(|s| (upstream, s));
             return done;
@@ -89,13 +92,7 @@ pub async fn forward(
         body_bytes: 0,
         server: Some((upstream, r.server)),
         keep: false,
-        // After a chunked body, copy_chunked left the client buffer as
-        // head + next request.
-        consumed: if plan.framing == Framing::Chunked {
-            plan.len
-        } else {
-            plan.len + body_now
-        },
+        consumed,
         error: None,
     };
     let gid = cx.up.servers[r.server].address;

@@ -23,7 +23,6 @@ use crate::{
     config::Route,
     http::{
         headers::{end_head, field, status_line, OutFraming, Persist},
-        parse::Framing,
         respond::{reason, with_date},
     },
     relay,
@@ -36,14 +35,9 @@ use crate::{
 /// It stays open only when the request's body, if any, came with its head
 /// (nothing of it is left unread on the socket).
 pub fn own_answer_keep(c: &Client, shard: &Shard, plan: &Plan) -> (bool, usize) {
-    let in_buf = (c.buf.len() - plan.len) as u64;
-    let body = match plan.framing {
-        Framing::Empty => Some(0),
-        Framing::Length(n) if n <= in_buf => Some(n as usize),
-        _ => None,
-    };
-    let keep = plan.keep_alive && body.is_some() && !shard.draining.get();
-    (keep, plan.len + body.unwrap_or(0))
+    let whole = plan.whole_in(c.buf.len());
+    let keep = plan.keep_alive && whole.is_some() && !shard.draining.get();
+    (keep, whole.unwrap_or(plan.len))
 }
 
 /// The status line and the fields every answer of ringside's own carries.
