@@ -50,6 +50,7 @@ pub mod request;
 pub mod rlimit;
 pub mod route;
 pub mod serve;
+pub mod shield;
 pub mod splice;
 pub mod stats;
 pub mod timer;
