@@ -44,6 +44,42 @@ struct Counts {
     duration_sum: f64,
     /// Per `X-Cache-Status`, in `CACHE_STATUSES` order.
     cache: [u64; 4],
+    /// (route label, reason) → requests or connections the shield refused
+    limited: HashMap<(u32, Limited), u64>,
+}
+
+/// Why the edge shield refused a request or a connection: the `reason`
+/// label of `ringside_limited_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Limited {
+    /// A `[[rule]]` matched (403 or the rule's status).
+    Rule,
+    /// The route's `allow`/`deny` (403).
+    Deny,
+    /// A method outside the route's `methods` (405).
+    Method,
+    /// A `[[limit]]` bucket was empty (429 or the limit's status).
+    Rate,
+    /// `limits.max_connections_per_ip` at accept.
+    ConnPerIp,
+    /// The listener's `allow`/`deny` at accept.
+    ListenerDeny,
+    /// No valid PROXY protocol header.
+    ProxyProtocol,
+}
+
+impl Limited {
+    pub fn label(self) -> &'static str {
+        match self {
+            Limited::Rule => "rule",
+            Limited::Deny => "deny",
+            Limited::Method => "method",
+            Limited::Rate => "rate",
+            Limited::ConnPerIp => "conn_per_ip",
+            Limited::ListenerDeny => "listener_deny",
+            Limited::ProxyProtocol => "proxy_protocol",
+        }
+    }
 }
 
 /// The `X-Cache-Status` values, in the order `Stats::cache` counts them.
@@ -106,6 +142,17 @@ impl Stats {
         self.counts.borrow_mut().cache[status] += 1;
     }
 
+    /// A refusal by the shield; connection-level reasons count under the
+    /// route label of "no route" (`LabelIds::no_route`, the empty label).
+    pub fn limited(&self, route: u32, reason: Limited) {
+        *self
+            .counts
+            .borrow_mut()
+            .limited
+            .entry((route, reason))
+            .or_insert(0) += 1;
+    }
+
     pub fn upstream(&self, upstream: u32, server: u32, status: u16) {
         let mut c = self.counts.borrow_mut();
         *c.upstream.entry((upstream, server, status)).or_insert(0) += 1;
@@ -129,6 +176,11 @@ impl Stats {
             duration: c.duration,
             duration_sum: c.duration_sum,
             cache: c.cache,
+            limited: c
+                .limited
+                .iter()
+                .map(|(&(r, why), &n)| ((name(r), why), n))
+                .collect(),
             connections,
             up: Vec::new(),
         }
@@ -143,6 +195,7 @@ pub struct Snapshot {
     pub duration: [u64; BUCKETS.len() + 1],
     pub duration_sum: f64,
     pub cache: [u64; 4],
+    pub limited: HashMap<(String, Limited), u64>,
     pub connections: usize,
     /// (upstream, server, up) — filled in by the control plane.
     pub up: Vec<(String, String, bool)>,
@@ -162,6 +215,9 @@ impl Snapshot {
         self.duration_sum += o.duration_sum;
         for (a, b) in self.cache.iter_mut().zip(o.cache) {
             *a += b;
+        }
+        for (k, n) in &o.limited {
+            *self.limited.entry(k.clone()).or_insert(0) += n;
         }
         self.connections += o.connections;
     }
@@ -228,6 +284,18 @@ impl Snapshot {
             self.duration_sum
         );
         let _ = writeln!(out, "ringside_request_duration_seconds_count {cumulative}");
+        out.push_str("# HELP ringside_limited_total Requests and connections the edge shield refused, by route and reason.\n");
+        out.push_str("# TYPE ringside_limited_total counter\n");
+        let mut limited: Vec<_> = self.limited.iter().collect();
+        limited.sort();
+        for ((route, why), n) in limited {
+            let _ = writeln!(
+                out,
+                "ringside_limited_total{{route=\"{}\",reason=\"{}\"}} {n}",
+                esc(route),
+                why.label()
+            );
+        }
         out
     }
 }
