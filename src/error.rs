@@ -24,6 +24,18 @@ pub struct Error {
     /// A short fixed reason for the error log.
     pub reason: &'static str,
     pub io: Option<io::ErrorKind>,
+    /// Set when the edge shield refused the request: why (the
+    /// `ringside_limited_total` reason) and what the answer adds.
+    pub refused: Option<Refused>,
+}
+
+/// A request the edge shield turned away. The answer carries `Allow` (the
+/// route's `methods`) for `Method` and `Retry-After` for `Rate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub why: crate::stats::Limited,
+    /// Whole seconds (at least 1) for `Retry-After`; 0 when not `Rate`.
+    pub retry_after: u32,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -35,6 +47,7 @@ impl Error {
             fault,
             reason,
             io: None,
+            refused: None,
         }
     }
 
@@ -66,6 +79,37 @@ impl Error {
     /// 405: a method ringside does not forward (TRACE, as nginx).
     pub const fn method_not_allowed(reason: &'static str) -> Self {
         Self::new(405, Fault::Client, reason)
+    }
+    /// A `[[rule]]` matched: its status, and `reason` names the rule.
+    pub const fn rule(status: u16, reason: &'static str) -> Self {
+        Self::shield(status, reason, crate::stats::Limited::Rule, 0)
+    }
+    /// 403: the client's address is not allowed on the route.
+    pub const fn route_deny() -> Self {
+        let reason = "client address denied on the route";
+        Self::shield(403, reason, crate::stats::Limited::Deny, 0)
+    }
+    /// 405: a method outside the route's `methods` (answered with `Allow`).
+    pub const fn method_refused() -> Self {
+        let reason = "method not in the route's methods";
+        Self::shield(405, reason, crate::stats::Limited::Method, 0)
+    }
+    /// A `[[limit]]` bucket is empty: its status (429 by default), with
+    /// `Retry-After`.
+    pub const fn rate_limited(status: u16, retry_after: u32) -> Self {
+        let reason = "over a [[limit]] rate";
+        Self::shield(status, reason, crate::stats::Limited::Rate, retry_after)
+    }
+    const fn shield(
+        status: u16,
+        reason: &'static str,
+        why: crate::stats::Limited,
+        retry_after: u32,
+    ) -> Self {
+        Error {
+            refused: Some(Refused { why, retry_after }),
+            ..Self::new(status, Fault::Client, reason)
+        }
     }
     /// The client closed its connection while its answer was being made.
     pub const fn client_left() -> Self {

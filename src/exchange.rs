@@ -240,7 +240,17 @@ pub(crate) fn plan(
         route::select(&config.routes, req, path)
     };
     let mut key = crate::balance::Key::default();
+    let access = route.map(|i| &config.routes[i].access);
+    let shield = crate::shield::check(
+        &config.rules,
+        &config.rate_limits,
+        access,
+        req,
+        path,
+        c.peer,
+    );
     let act = match route.map(|i| (i, &config.routes[i])) {
+        _ if shield.is_some() => Act::Refuse(shield.expect("checked by the guard")),
         // TRACE is answered 405, as nginx: it would echo the head (cookies
         // included) back from the upstream.
         _ if req.method == "TRACE" => {

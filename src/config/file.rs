@@ -68,7 +68,7 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Places), Vec<Prob
 }
 
 /// RFC 9110 `token`: header and cookie names.
-fn is_token(s: &str) -> bool {
+pub(super) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
@@ -94,7 +94,8 @@ fn unknown_variables(to: &str) -> Vec<&str> {
 impl Reader {
     fn config(&mut self, root: &Node<'_>) -> Config {
         let sections = [
-            "runtime", "log", "limits", "admin", "cache", "listen", "upstream", "route",
+            "runtime", "log", "limits", "admin", "cache", "listen", "upstream", "route", "limit",
+            "rule",
         ];
         self.keys(root, &sections);
         let node = self.section(root, "runtime");
@@ -137,10 +138,12 @@ impl Reader {
             names.entry(u.name.clone()).or_insert(i);
         }
 
+        let rate_limits = self.rate_limits(root);
+        let rules = self.rules(root);
         let mut routes = Vec::new();
         if let Some(f) = self.field(root, "route") {
             for node in self.tables(&f, "at least one [[route]] is expected here") {
-                routes.push(self.route(&node, &names));
+                routes.push(self.route(&node, &names, &rate_limits));
             }
         }
         Config {
@@ -152,6 +155,8 @@ impl Reader {
             listeners,
             upstreams,
             routes,
+            rate_limits: rate_limits.limits,
+            rules,
         }
     }
 
@@ -548,7 +553,12 @@ impl Reader {
         }
     }
 
-    fn route(&mut self, n: &Node<'_>, names: &HashMap<String, usize>) -> Route {
+    fn route(
+        &mut self,
+        n: &Node<'_>,
+        names: &HashMap<String, usize>,
+        limits: &super::shield_req::LimitSet,
+    ) -> Route {
         let keys = [
             "host",
             "path",
@@ -569,6 +579,7 @@ impl Reader {
             "add_response_headers",
             "error_pages",
         ];
+        let keys = [&keys[..], &super::shield_req::ROUTE_KEYS].concat();
         self.keys(n, &keys);
         let mut places = RoutePlaces::default();
         let host = self.opt(n, "host", |r, f| {
@@ -652,6 +663,8 @@ impl Reader {
             }
             Some(out)
         });
+        let access = self.route_access(n, limits);
+        let hide_response_headers = self.hidden_headers(n);
         self.places.routes.push(places);
         Route {
             label: format!("{}{path}", host_written.unwrap_or("")),
@@ -672,6 +685,8 @@ impl Reader {
             set_request_headers,
             add_response_headers,
             error_pages: error_pages.unwrap_or_default(),
+            access,
+            hide_response_headers,
         }
     }
 

@@ -18,6 +18,7 @@ use std::{
 mod check;
 mod file;
 pub mod files;
+mod shield_req;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -134,6 +135,11 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+    /// `[[limit]]`s, in file order (routes name them by index). Their
+    /// bucket tables are shared by every worker of this generation.
+    pub rate_limits: Vec<crate::shield::limit::Limit>,
+    /// `[[rule]]`s, compiled.
+    pub rules: crate::shield::rules::Rules,
 }
 
 #[derive(Debug, Clone)]
@@ -335,4 +341,9 @@ pub struct Route {
     pub set_request_headers: Vec<(String, String)>,
     pub add_response_headers: Vec<(String, String)>,
     pub error_pages: Vec<(u16, PathBuf)>,
+    /// `allow`, `deny`, `methods` and `limit` (edge shield).
+    pub access: crate::shield::access::Access,
+    /// Lowercase names removed from upstream answers (`Server` is always
+    /// replaced).
+    pub hide_response_headers: Vec<String>,
 }

@@ -35,10 +35,13 @@ fn dropped_upstream(name: &str) -> bool {
     NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
-/// Hop-by-hop response fields. `Content-Length` passes (it was validated,
-/// and a HEAD or 304 answer keeps the one it came with).
+/// Hop-by-hop response fields, and `Server` (ringside writes its own, so
+/// the upstream's software is not shown, as nginx does). `Content-Length`
+/// passes (it was validated, and a HEAD or 304 answer keeps the one it
+/// came with).
 fn dropped_downstream(name: &str) -> bool {
-    const NAMES: [&str; 7] = [
+    const NAMES: [&str; 8] = [
+        "server",
         "connection",
         "keep-alive",
         "proxy-connection",
@@ -172,6 +175,14 @@ pub fn upstream_request(
     out.extend_from_slice(b"\r\n");
 }
 
+/// The `Server` value of every answer.
+pub const SERVER: &[u8] = b"ringside";
+
+/// Whether `name` is in a route's `hide_response_headers` (lowercase).
+pub fn hidden(hide: &[String], name: &str) -> bool {
+    hide.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
 fn overridden(set: &[(String, String)], name: &str) -> bool {
     set.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
 }
@@ -208,6 +219,7 @@ pub fn client_response(
     add: &[(String, String)],
 ) {
     status_line(out, res.status, res.reason.as_bytes());
+    field(out, b"Server", SERVER);
     let listed = Listed::new(res.headers);
     for h in res.headers {
         let upgrade = persist == Persist::Upgrade && h.name.eq_ignore_ascii_case("upgrade");
@@ -222,14 +234,16 @@ pub fn client_response(
     end_head(out, framing, persist);
 }
 
-/// The response fields a client gets (hop-by-hop ones removed), for heads
-/// that ringside changes (serve/response.rs): `edit` sees each field and
-/// says what to write: `None` to leave it out, else the value.
+/// The response fields a client gets (hop-by-hop ones removed, ringside's
+/// own `Server`), for heads that ringside changes (serve/response.rs):
+/// `edit` sees each field and says what to write: `None` to leave it out,
+/// else the value.
 pub fn passed_fields<'v>(
     out: &mut Vec<u8>,
     res: &ResponseHead<'_, 'v>,
     mut edit: impl FnMut(&str, &'v [u8]) -> Option<std::borrow::Cow<'v, [u8]>>,
 ) {
+    field(out, b"Server", SERVER);
     let listed = Listed::new(res.headers);
     for h in res.headers {
         if dropped_downstream(h.name) || listed.contains(h.name) {

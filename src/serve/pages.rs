@@ -24,6 +24,7 @@ use crate::{
     },
     relay,
     request::{Client, Done, Plan},
+    stats::Limited,
     worker::Shard,
 };
 
@@ -77,6 +78,45 @@ pub async fn write_error(
     plan: Option<&Plan>,
     head_only: bool,
 ) -> usize {
+    let own = Own {
+        status,
+        keep,
+        head_only,
+        extra: Extra::None,
+    };
+    write_page(out, route, plan, own).await
+}
+
+/// An extra field an error answer carries.
+#[derive(Clone, Copy)]
+enum Extra {
+    None,
+    /// `Allow`: the route's `methods` (a 405 of the shield).
+    Allow,
+    /// `Retry-After`, whole seconds (a `[[limit]]` refusal).
+    RetryAfter(u32),
+}
+
+/// What `write_page` answers.
+struct Own {
+    status: u16,
+    keep: bool,
+    head_only: bool,
+    extra: Extra,
+}
+
+async fn write_page(
+    out: &mut Vec<u8>,
+    route: Option<&Route>,
+    plan: Option<&Plan>,
+    own: Own,
+) -> usize {
+    let Own {
+        status,
+        keep,
+        head_only,
+        extra,
+    } = own;
     let mut page = None;
     if let Some(path) = page_for(route, status) {
         match read(path).await {
@@ -88,6 +128,15 @@ pub async fn write_error(
     start_head(out, status);
     field(out, b"Content-Type", ct.as_bytes());
     content_length(out, body.len() as u64);
+    match (extra, route) {
+        (Extra::Allow, Some(r)) => field(out, b"Allow", r.access.allow_field.as_bytes()),
+        (Extra::RetryAfter(secs), _) => field(
+            out,
+            b"Retry-After",
+            itoa::Buffer::new().format(secs).as_bytes(),
+        ),
+        _ => {}
+    }
     if let Some(c) = plan.and_then(|p| p.cache.as_ref()) {
         field(out, b"X-Cache-Status", c.status.get().as_bytes());
     }
@@ -135,6 +184,18 @@ pub async fn fail(
     }
     let gen = shard.gen();
     let route = plan.and_then(|p| p.route).map(|r| &gen.config.routes[r]);
+    let mut extra = Extra::None;
+    if let Some(refused) = e.refused {
+        let label = plan
+            .and_then(|p| p.route)
+            .map_or(gen.ids.no_route, |r| gen.ids.routes[r]);
+        shard.stats.limited(label, refused.why);
+        extra = match refused.why {
+            Limited::Method => Extra::Allow,
+            Limited::Rate => Extra::RetryAfter(refused.retry_after),
+            _ => Extra::None,
+        };
+    }
     let head_only = match plan {
         Some(p) => p.head_only,
         None => c.buf.starts_with(b"HEAD "),
@@ -144,7 +205,13 @@ pub async fn fail(
         && !e.closes()
         && !shard.draining.get();
     let mut out = shard.heads.take();
-    let n = write_error(&mut out, route, e.status, keep, plan, head_only).await;
+    let own = Own {
+        status: e.status,
+        keep,
+        head_only,
+        extra,
+    };
+    let n = write_page(&mut out, route, plan, own).await;
     c.stamp(&mut out);
     let limit = gen.config.limits.client_send_timeout;
     let (w, out) = relay::write_all(&mut c.stream, out, limit).await;

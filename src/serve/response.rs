@@ -11,7 +11,7 @@ use crate::{
     cache,
     config::{Route, Upstream},
     http::{
-        headers::{end_head, field, passed_fields, status_line, OutFraming, Persist},
+        headers::{end_head, field, hidden, passed_fields, status_line, OutFraming, Persist},
         parse::{Framing, ResponseHead},
     },
     request::Plan,
@@ -44,6 +44,7 @@ pub fn any(route: &Route, plan: &Plan) -> bool {
         || plan.cache.is_some()
         || route.proxy_redirect
         || !route.error_pages.is_empty()
+        || !route.hide_response_headers.is_empty()
 }
 
 /// Decides gzip, storing and the error page for an answer.
@@ -121,6 +122,9 @@ pub fn write_head(
         None
     };
     let edit = |name: &str, value| -> Option<Cow<'_, [u8]>> {
+        if hidden(&cx.route.hide_response_headers, name) {
+            return None;
+        }
         if name.eq_ignore_ascii_case("location") {
             if let Some(l) = &location {
                 return Some(Cow::Owned(l.clone()));
