@@ -24,7 +24,7 @@ use crate::{
     },
     relay,
     request::{Client, Done, Plan},
-    worker::Shard,
+    shard::Shard,
 };
 
 /// Largest error page read, in bytes (as `--check` allows).
