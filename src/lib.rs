@@ -36,6 +36,7 @@ pub mod idle;
 pub mod tls;
 // 2 read, 3 plan
 pub mod balance;
+pub mod buffering;
 pub mod exchange;
 pub mod http;
 pub mod route;

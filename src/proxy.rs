@@ -7,6 +7,7 @@
 use monoio::net::TcpStream;
 
 use crate::{
+    buffering::{self, Buffering},
     buffers::Buffers,
     error::Error,
     http::{
@@ -58,7 +59,24 @@ pub async fn fetch(
         route: &cfg.routes[plan.route.unwrap_or(0)],
         upgrade,
     };
-    let (body_now, remaining) = body_split(plan, c.buf.len() - plan.len);
+    // A body that fits client_body_buffer is read whole first: a slow
+    // client then holds no upstream connection.
+    let buffering = Buffering {
+        max: cfg.limits.client_body_buffer,
+        body_timeout: cfg.limits.client_body_timeout,
+        send_timeout: cfg.limits.client_send_timeout,
+        budget: &shard.bodies,
+        spare: &shard.heads,
+    };
+    let _held = match Box::pin(buffering::read_whole(c, plan, &buffering)).await {
+        Ok(held) => held,
+        Err(e) => {
+            return (
+                Box::pin(pages::fail(c, shard, Some(plan), e, None)).await,
+                None,
+            )
+        }
+    };
     // A chunked body that arrived with its head is checked before anything
     // is forwarded: a bad chunk never reaches the upstream (later chunks are
     // checked as they stream, and a bad one aborts the upstream connection).
@@ -70,6 +88,7 @@ pub async fn fetch(
             );
         }
     }
+    let (body_now, remaining) = body_split(plan, c.buf.len() - plan.len);
     // The head and the body bytes that came with it go out in one write,
     // from a pooled buffer (given back below).
     let mut first = shard.small.take();

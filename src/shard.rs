@@ -17,6 +17,7 @@ use std::{
 
 use crate::{
     balance::{Balancer, RoundRobin},
+    buffering::{self, Budget},
     buffers::Buffers,
     cache::{Cache, Flights},
     config::{Action, Config},
@@ -135,6 +136,8 @@ pub struct Shard {
     pub small: Buffers,
     /// Body relay buffers.
     pub relay: Buffers,
+    /// Bytes of request bodies read whole before going upstream.
+    pub bodies: Budget,
     /// Idle pipes for splice (plain-TCP bodies and tunnels).
     pub pipes: Pipes,
     pub access: AccessLog,
@@ -180,6 +183,7 @@ impl Shard {
             heads: Buffers::new(head_size),
             small: Buffers::new(SMALL_BUF),
             relay: Buffers::capped(RELAY_BUF, RELAY_LENT, RELAY_SMALL),
+            bodies: Budget::new(buffering::WORKER_BUDGET),
             pipes: Pipes::default(),
             access: AccessLog::new(config.log.access_format, access),
             in_flight: Cell::new(0),
