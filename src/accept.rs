@@ -1,4 +1,4 @@
-//! Stage 1: the listeners. Every worker has its own SO_REUSEPORT socket per
+//! Stage 1, accept: the listeners. Every worker has its own SO_REUSEPORT socket per
 //! `[[listen]]`, so the kernel spreads new connections across workers and no
 //! accept is ever shared between cores.
 
@@ -7,22 +7,14 @@ use std::{io, net::SocketAddr, os::fd::AsRawFd, rc::Rc, time::Duration};
 use monoio::{io::Canceller, net::TcpListener};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{conn, worker::Shard};
+use crate::{
+    conn,
+    shard::{Listen, Shard},
+};
 
 /// Listen backlog. The kernel caps it at `net.core.somaxconn` (4096 by
 /// default since Linux 5.4); see tuning.md for raising both.
 const BACKLOG: i32 = 65535;
-
-/// What a connection needs to know about the listener that accepted it.
-#[derive(Clone, Copy)]
-pub struct Listen {
-    /// The address as configured: finds this listener's settings (TLS,
-    /// HSTS) in the current config snapshot.
-    pub configured: SocketAddr,
-    pub port: u16,
-    /// "http" or "https", for X-Forwarded-Proto.
-    pub proto: &'static str,
-}
 
 /// Binds one SO_REUSEPORT listener. Port 0 is resolved by the first bind;
 /// the caller passes the bound address for the sockets of other workers.

@@ -1,4 +1,4 @@
-//! Stage 4': the response cache. One `Cache` per worker (in its `Shard`),
+//! Stage 4, answer: the response cache. One `Cache` per worker (in its `Shard`),
 //! holding `cache.size / workers` bytes, evicting the least recently used
 //! entry first; no lock, no cross-core traffic (the contract's "a request
 //! that lands on another worker may MISS").

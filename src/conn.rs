@@ -1,4 +1,4 @@
-//! Stage 1: one client connection, from the accept to the close.
+//! Stage 1, accept: one client connection, from the accept to the close.
 //!
 //! `serve` is the connection's long-lived task: the TLS handshake if its
 //! listener has one (an `h2` connection then goes to `http2/`), then it
@@ -6,28 +6,22 @@
 //! costs a few hundred bytes) and runs `exchange::exchange` — boxed, so the
 //! idle task stays small — for each request.
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    panic::AssertUnwindSafe,
-    pin::Pin,
-    rc::Rc,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::{future::Future, net::SocketAddr, rc::Rc, sync::Arc};
 
 use monoio::{io::AsyncWriteRent, net::TcpStream, time::Instant};
 
 use crate::{
-    accept::Listen, exchange::exchange, request::Client, tls::ClientStream, worker::Shard,
+    exchange::exchange,
+    request::Client,
+    shard::{Listen, Shard},
+    stream::ClientStream,
+    unwind::CatchUnwind,
 };
 
 /// The connection's task. What can be known before it starts is settled
 /// here, and the task is an `async move` block that uses what it captured
 /// in place: an `async fn` keeps its arguments beside the locals its body
-/// moves them into, and every idle connection paid for both (the task's
-/// future went from 648 to 392 B, rustc -Zprint-type-sizes and
-/// size_of_val).
+/// moves them into, and every idle connection would pay for both.
 pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -89,8 +83,7 @@ fn run(
             };
             // Boxed: the handshake's state (a timer and rustls' accept)
             // would otherwise sit inline in every connection's task, TLS or
-            // not, for its whole life (4,216 B per idle plain connection
-            // instead of ~900, perf/run.sh --workloads idle10k).
+            // not, for its whole life.
             let handshake = Box::pin(handshake(config, stream, deadline));
             let Some(tls) = handshake.await else {
                 // A stalled, truncated or refused handshake: close, as
@@ -181,9 +174,8 @@ async fn idle(stream: &mut ClientStream, until: Instant, keepalive: bool) -> boo
         },
         // Plaintext rustls already holds counts as ready too; no buffer is
         // held while waiting (tls/stream.rs). Boxed, as the handshake is:
-        // inline, this wait's state made every idle connection's task
-        // larger, plain ones included (1,207 → 1,078 B per idle plain
-        // connection, 10,000 held, perf/run.sh --quick --workloads idle10k).
+        // inline, this wait's state would make every idle connection's task
+        // larger, plain ones included.
         ClientStream::Tls(s) => {
             let wait = Box::pin(async {
                 monoio::select! {
@@ -209,22 +201,5 @@ async fn handshake(
     match monoio::time::timeout(left, crate::tls::accept(config, stream)).await {
         Ok(Ok(tls)) => Some(Box::new(tls)),
         _ => None,
-    }
-}
-
-/// Runs a future, turning a panic inside it into `Err(())` so one bad
-/// request cannot take the worker down.
-pub struct CatchUnwind<F>(pub F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, ()>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(_) => Poll::Ready(Err(())),
-        }
     }
 }

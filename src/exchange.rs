@@ -1,4 +1,4 @@
-//! Stages 2-7 for one request: the whole request path in one function.
+//! Stages 2-6 for one request: the whole request path in one function.
 //!
 //! ```text
 //! read_request (head, parsed once → plan: normalised path, route, upstream
@@ -15,7 +15,7 @@ use httparse::EMPTY_HEADER;
 use monoio::time::Instant;
 
 use crate::{
-    accept::Listen,
+    buffers::Buffers,
     config::{Action, Config, Level},
     error::{Error, Fault},
     http::{
@@ -27,8 +27,9 @@ use crate::{
     proxy, relay,
     request::{Act, Client, Done, Plan},
     route, serve,
-    tls::ClientStream,
-    worker::{Buffers, Generation, Shard},
+    shard::Listen,
+    shard::{Generation, Shard},
+    stream::ClientStream,
 };
 
 /// One request and its response. Returns whether the connection stays open.

@@ -30,7 +30,7 @@ use std::{
 use httparse::EMPTY_HEADER;
 
 use crate::{
-    accept::Listen,
+    buffers::Buffers,
     control::health,
     http::{
         body::{chunk_head, Chunked, LAST_CHUNK},
@@ -38,8 +38,9 @@ use crate::{
         parse::{self, Framing, Scan, MAX_HEADERS},
     },
     request::{Act, Client},
-    tls::ClientStream,
-    worker::{Buffers, Generation, Shard},
+    shard::Listen,
+    shard::{Generation, Shard},
+    stream::ClientStream,
 };
 
 /// Routes of every kind, hosts exact and wildcard, `strip_prefix`, cache,

@@ -1,4 +1,4 @@
-//! Stage 1, at the limit: the worker's idle client connections, longest-idle
+//! Stage 1, accept, at the limit: the worker's idle client connections, longest-idle
 //! first, so that `accept` can close one to admit a new client when
 //! `max_connections` is reached (as nginx does) instead of leaving the new
 //! one in the backlog until some keep-alive timeout passes.

@@ -4,59 +4,66 @@
 //! # The request path
 //!
 //! ```text
-//!  client ──► accept ──► conn ──► http::parse ──► route ──► balance
-//!  (SO_REUSEPORT      (one task    (in place,      (host,     (per-worker
-//!   socket per         per client   httparse +      prefix)    state)
-//!   worker)            connection)  RFC 9112 rules)                │
-//!                                                                  ▼
-//!  client ◄── relay ◄── http::headers ◄── proxy ◄── upstream::pool/connect
-//!          (bounded     (hop-by-hop out,  (send, response
-//!           buffers)     forwarding in)    head, retries)      ──► log
+//!  1 accept     accept ─► conn ─► (tls, http2)        one task per client connection
+//!  2 read       exchange::read_request ─► http::parse  the head, parsed once in place
+//!  3 plan       exchange::plan ─► route, balance      normalised path, route, upstream head
+//!  4 answer     proxy ─► upstream (pool, retries)     or serve/ (cache, static, redirect,
+//!                                                     error pages)
+//!  5 relay      relay, splice, tunnel, serve::body    bodies both ways, bounded buffers
+//!  6 log        log, stats                            access line, counters
 //! ```
 //!
 //! # Layout
 //!
-//! Modules are listed in the order a request meets them. `worker` owns a
+//! Modules are declared below in that order (after `config` and `log`,
+//! whose macros every other module uses), then the types beneath the
+//! stages, then the control plane. Imports go downward only: a stage uses
+//! the shared types (`request`, `stream`, `shard`, `buffers`, `error`) and
+//! the stages after it, never the one that called it. `worker` runs a
 //! `Shard` per core: nothing on the request path is shared between cores.
-//! `control` is the control plane (signals), apart from the data path.
-//! `tls` sits between `accept` and `conn`: a TLS listener's connections are
-//! handshaken there and reach `conn` as a `ClientStream`.
-//! `serve` answers the route actions other than plain proxying (static
-//! files, redirects, cache hits) and changes answers on their way out (gzip,
-//! error pages); `cache` is each worker's response cache shard.
-//! `relay` copies bodies through buffers, `splice` between two plain TCP
-//! sockets through a pipe, and `tunnel` runs WebSocket tunnels after a `101`.
+//! `control` is the control plane (start, signals, reload, health checks,
+//! admin), apart from the data path.
 
 pub mod config;
 #[macro_use]
 pub mod log;
+pub mod worker;
+// 1 accept
 pub mod accept;
-pub mod balance;
-pub mod cache;
 pub mod conn;
-pub mod control;
-pub mod error;
-pub mod exchange;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod handoff;
-pub mod http;
 pub mod http2;
 pub mod idle;
-pub mod mailbox;
+pub mod tls;
+// 2 read, 3 plan
+pub mod balance;
+pub mod buffering;
+pub mod exchange;
+pub mod http;
+pub mod route;
+pub mod shield;
+// 4 answer
+pub mod cache;
 pub mod proxy;
+pub mod serve;
+pub mod upstream;
+// 5 relay
 pub mod relay;
+pub mod splice;
+pub mod tunnel;
+// 6 log
+pub mod stats;
+// beneath the stages
+pub mod buffers;
+pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod request;
 pub mod rlimit;
-pub mod route;
-pub mod serve;
-pub mod shield;
-pub mod splice;
-pub mod stats;
+pub mod shard;
+pub mod stream;
 pub mod timer;
-pub mod tls;
-pub mod tunnel;
-pub mod upstream;
-pub mod worker;
+pub mod unwind;
+// the control plane
+pub mod control;
 
 pub use control::run;

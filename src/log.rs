@@ -1,4 +1,4 @@
-//! Stage 7: the access log (one line per request, buffered per worker) and
+//! Stage 6, log: the access log (one line per request, buffered per worker) and
 //! the error log (process-wide, unbuffered, rare).
 //!
 //! Access lines collect in the worker's own buffer and reach the file in one

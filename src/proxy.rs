@@ -1,4 +1,4 @@
-//! Stages 4-6 of a proxied request, in order: the request goes to a server
+//! Stages 4-5 of a proxied request, in order: the request goes to a server
 //! (`upstream::attempt::reach`: balance, connect or reuse, send, response
 //! head, retries), then the response head and body go to the client by the
 //! way its framing and the route's changes call for (`respond`), and the
@@ -7,6 +7,8 @@
 use monoio::net::TcpStream;
 
 use crate::{
+    buffering::{self, Buffering},
+    buffers::Buffers,
     error::Error,
     http::{
         headers::{add_field, OutFraming},
@@ -14,10 +16,10 @@ use crate::{
     },
     relay::{self, CopyFail, Limits},
     request::{Client, Done, Plan},
-    serve::{body::BodyOut, cached, pages},
+    serve::{body::BodyOut, pages, response::Store},
+    shard::{Generation, Shard},
     splice::{self, Way},
-    upstream::attempt::{reach, Cx, Response},
-    worker::{Buffers, Generation, Shard},
+    upstream::attempt::{reach, Cx, Reached, Response},
 };
 
 pub async fn forward(
@@ -29,6 +31,23 @@ pub async fn forward(
     head: &[u8],
     upgrade: bool,
 ) -> Done {
+    fetch(c, shard, gen, plan, upstream, head, upgrade).await.0
+}
+
+/// An answer the caching rules let the cache keep, with its whole body:
+/// what `forward` fetched for `serve::cached`, which stores it.
+pub type Fetched = (Store, Vec<u8>);
+
+/// `forward`, also returning the copy of a storable answer.
+pub async fn fetch(
+    c: &mut Client,
+    shard: &Shard,
+    gen: &Generation,
+    plan: &Plan,
+    upstream: usize,
+    head: &[u8],
+    upgrade: bool,
+) -> (Done, Option<Fetched>) {
     let cfg = &*gen.config;
     let cx = Cx {
         shard,
@@ -40,22 +59,36 @@ pub async fn forward(
         route: &cfg.routes[plan.route.unwrap_or(0)],
         upgrade,
     };
-    let in_buf = c.buf.len() - plan.len;
-    let (body_now, remaining) = match plan.framing {
-        Framing::Length(n) => {
-            let now = n.min(in_buf as u64);
-            (now as usize, n - now)
+    // A body that fits client_body_buffer is read whole first: a slow
+    // client then holds no upstream connection.
+    let buffering = Buffering {
+        max: cfg.limits.client_body_buffer,
+        body_timeout: cfg.limits.client_body_timeout,
+        send_timeout: cfg.limits.client_send_timeout,
+        budget: &shard.bodies,
+        spare: &shard.heads,
+    };
+    let _held = match Box::pin(buffering::read_whole(c, plan, &buffering)).await {
+        Ok(held) => held,
+        Err(e) => {
+            return (
+                Box::pin(pages::fail(c, shard, Some(plan), e, None)).await,
+                None,
+            )
         }
-        _ => (0, 0),
     };
     // A chunked body that arrived with its head is checked before anything
     // is forwarded: a bad chunk never reaches the upstream (later chunks are
     // checked as they stream, and a bad one aborts the upstream connection).
     if plan.framing == Framing::Chunked {
         if let Err(e) = precheck_chunked(&c.buf[plan.len..], cfg.limits.max_request_body) {
-            return Box::pin(pages::fail(c, shard, Some(plan), e, None)).await;
+            return (
+                Box::pin(pages::fail(c, shard, Some(plan), e, None)).await,
+                None,
+            );
         }
     }
+    let (body_now, remaining) = body_split(plan, c.buf.len() - plan.len);
     // The head and the body bytes that came with it go out in one write,
     // from a pooled buffer (given back below).
     let mut first = shard.small.take();
@@ -79,7 +112,7 @@ pub async fn forward(
             let whole = f.whole.then_some(consumed);
             let mut done = Box::pin(pages::fail(c, shard, Some(plan), f.error, whole)).await;
             done.server = f.server.map(|s| (upstream, s));
-            return done;
+            return (done, None);
         }
     };
     // Sticky: the cookie names the server that answered.
@@ -97,17 +130,11 @@ pub async fn forward(
     };
     let gid = cx.up.servers[r.server].address;
     if r.resp.tunnel {
-        let mut head = std::mem::take(&mut r.resp.client_head);
-        head.extend_from_slice(&r.resp.buf[r.resp.len..]);
         done.consumed = c.buf.len();
-        let early = c.buf[plan.len..].to_vec();
-        let idle = cx.up.read_timeout;
-        let tunnel = crate::tunnel::after_101(c, shard, &mut r.s, head, early, idle);
-        Box::pin(tunnel).await;
-        shard.heads.give(std::mem::take(&mut r.resp.buf));
-        return done;
+        Box::pin(tunnel(&cx, c, &mut r)).await;
+        return (done, None);
     }
-    let (result, clean) = respond(&cx, c, &mut r.s, &mut r.resp).await;
+    let (result, clean, fetched) = respond(&cx, c, &mut r.s, &mut r.resp).await;
     shard.heads.give(std::mem::take(&mut r.resp.buf));
     match result {
         Ok(bytes) => {
@@ -126,7 +153,30 @@ pub async fn forward(
             done.error = Some(e);
         }
     }
-    done
+    (done, fetched)
+}
+
+/// Of a body with a length, the bytes that came with the head (sent with
+/// it) and the bytes still to read.
+fn body_split(plan: &Plan, in_buf: usize) -> (usize, u64) {
+    match plan.framing {
+        Framing::Length(n) => {
+            let now = n.min(in_buf as u64);
+            (now as usize, n - now)
+        }
+        _ => (0, 0),
+    }
+}
+
+/// After a `101`: the upstream's head (and anything after it) goes to the
+/// client, then bytes flow both ways until either side ends.
+async fn tunnel(cx: &Cx<'_>, c: &mut Client, r: &mut Reached<'_>) {
+    let mut head = std::mem::take(&mut r.resp.client_head);
+    head.extend_from_slice(&r.resp.buf[r.resp.len..]);
+    let early = c.buf[cx.plan.len..].to_vec();
+    let idle = cx.up.read_timeout;
+    crate::tunnel::after_101(c, cx.shard, &mut r.s, head, early, idle).await;
+    cx.shard.heads.give(std::mem::take(&mut r.resp.buf));
 }
 
 fn precheck_chunked(buffered: &[u8], max: u64) -> Result<(), Error> {
@@ -142,14 +192,14 @@ fn precheck_chunked(buffered: &[u8], max: u64) -> Result<(), Error> {
 
 /// Sends the response head and body to the client, by the body's framing
 /// and what the route changes. Returns the body bytes sent, or the error
-/// and whether the head had gone out; and whether the upstream connection
-/// ended clean (reusable).
+/// and whether the head had gone out; whether the upstream connection
+/// ended clean (reusable); and the copy of a storable answer.
 async fn respond(
     cx: &Cx<'_>,
     c: &mut Client,
     s: &mut TcpStream,
     resp: &mut Response,
-) -> (Result<u64, (Error, bool)>, bool) {
+) -> (Result<u64, (Error, bool)>, bool, Option<Fetched>) {
     let shard = cx.shard;
     let down = Limits {
         read: cx.up.read_timeout,
@@ -161,6 +211,7 @@ async fn respond(
     let mut clean = resp.keep_alive;
     let client_head = std::mem::take(&mut resp.client_head);
     let mut head_sent = false;
+    let mut fetched = None;
     let result: Result<u64, CopyFail> = match framing {
         // The route's error page replaces the answer (status kept); the
         // upstream connection is reused only when no body was due.
@@ -182,27 +233,12 @@ async fn respond(
         }
         // gzip and/or a copy for the cache, as the body flows.
         _ if resp.changes.gzip || resp.changes.store.is_some() => {
-            let changes = &mut resp.changes;
-            Box::pin(async {
-                write_head(c, &shard.small, client_head, down, &mut head_sent).await?;
-                let cap = shard.cache.borrow().entry_cap();
-                let fits = !matches!(framing, Framing::Length(n) if n > cap as u64);
-                let tee = changes.store.as_ref().filter(|_| fits).map(|_| cap);
-                let mut body = BodyOut::new(changes.gzip, out, tee);
-                let bufs = &shard.relay;
-                let stream = &mut c.stream;
-                let r =
-                    crate::serve::body::relay(s, stream, framing, pending, &mut body, bufs, down)
-                        .await;
-                r.map(|tidy| {
-                    clean &= tidy;
-                    if let (Some(store), Some(copy)) = (changes.store.take(), body.take_copy()) {
-                        cached::store(shard, cx.plan, &c.buf, store, copy);
-                    }
-                    body.sent
-                })
+            let changed = relay_changed(cx, c, s, resp, client_head, down, &mut head_sent);
+            Box::pin(changed).await.map(|(sent, tidy, copy)| {
+                clean &= tidy;
+                fetched = copy;
+                sent
             })
-            .await
         }
         Framing::Empty => {
             clean &= pending.is_empty();
@@ -219,7 +255,14 @@ async fn respond(
                 Ok(()) if now as u64 == n => Ok(n),
                 Ok(()) => {
                     let rest = n - now as u64;
-                    let copy = splice::copy_body(shard, &mut c.stream, s, Way::Down, rest, down);
+                    let copy = splice::copy_body(
+                        (&shard.pipes, &shard.relay),
+                        &mut c.stream,
+                        s,
+                        Way::Down,
+                        rest,
+                        down,
+                    );
                     Box::pin(copy).await.map(|()| n)
                 }
                 Err(e) => Err(e),
@@ -246,7 +289,38 @@ async fn respond(
             }
         }
     };
-    (result.map_err(|e| (e.downward(), head_sent)), clean)
+    (
+        result.map_err(|e| (e.downward(), head_sent)),
+        clean,
+        fetched,
+    )
+}
+
+/// The head, then a body that gzip changes or the cache copies as it flows.
+/// Returns the bytes sent, whether the upstream connection ended clean,
+/// and the copy of a storable answer.
+async fn relay_changed(
+    cx: &Cx<'_>,
+    c: &mut Client,
+    s: &mut TcpStream,
+    resp: &mut Response,
+    client_head: Vec<u8>,
+    down: Limits,
+    head_sent: &mut bool,
+) -> Result<(u64, bool, Option<Fetched>), CopyFail> {
+    let shard = cx.shard;
+    write_head(c, &shard.small, client_head, down, head_sent).await?;
+    let (framing, changes) = (resp.framing, &mut resp.changes);
+    let cap = shard.cache.borrow().entry_cap();
+    let fits = !matches!(framing, Framing::Length(n) if n > cap as u64);
+    let tee = changes.store.as_ref().filter(|_| fits).map(|_| cap);
+    let mut body = BodyOut::new(changes.gzip, resp.out, tee);
+    let pending = &resp.buf[resp.len..];
+    let bufs = &shard.relay;
+    let tidy = crate::serve::body::relay(s, &mut c.stream, framing, pending, &mut body, bufs, down)
+        .await?;
+    let copy = changes.store.take().zip(body.take_copy());
+    Ok((body.sent, tidy, copy))
 }
 
 /// A chunked or close-delimited body, decoded and (for an HTTP/1.1 client)

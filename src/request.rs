@@ -8,7 +8,7 @@ use std::{borrow::Cow, sync::Arc};
 
 use crate::{
     http::parse::{Framing, Spans},
-    tls::ClientStream,
+    stream::ClientStream,
 };
 
 /// The client side of a connection.

@@ -1,4 +1,4 @@
-//! Stage 3: which route answers a request.
+//! Stage 3, plan: which route answers a request.
 //!
 //! Host first (exact name, then the longest `*.` suffix, then routes without
 //! a host), then the longest path prefix of the normalised path; among routes with the same host and

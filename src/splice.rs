@@ -1,4 +1,4 @@
-//! Stage 5 and 6 between two plain TCP sockets: Content-Length bodies and
+//! Stage 5, relay, between two plain TCP sockets: Content-Length bodies and
 //! WebSocket tunnels moved with splice(2) through a pipe, so the bytes never
 //! cross into user memory (no copy in, no copy out, no relay buffer held).
 //!
@@ -23,9 +23,9 @@ use std::{
 use monoio::{net::TcpStream, time::timeout};
 
 use crate::{
-    relay::{self, CopyFail, Fail, Limits},
-    tls::ClientStream,
-    worker::Shard,
+    buffers::Buffers,
+    relay::{CopyFail, Fail, Limits},
+    stream::ClientStream,
 };
 
 /// Which way a body goes.
@@ -41,29 +41,13 @@ pub enum Way {
 /// upstream socket, both ways the same: spliced when the client is plain
 /// TCP, through a relay buffer otherwise (TLS, or no pipe to be had).
 ///
-/// Measured with `perf/run.sh --quick --workloads 1m,64k` (one worker on
-/// CPU 1, requests per CPU-second of the proxy, peers in the same run),
-/// 2026-11-27, this 2-core VM, splice vs the 256 KiB buffers it replaced,
-/// run back to back (perf/results/2026-11-27-0013-splice.md, -0014-buffers):
-///
-/// | workload | splice | buffers | nginx (s / b) | HAProxy (s / b) |
-/// |---|---|---|---|---|
-/// | 1m  | 5,972  | 1,454  | 881 / 1,129     | 1,124 / 1,106   |
-/// | 64k | 25,047 | 21,709 | 14,435 / 14,704 | 18,269 / 19,889 |
-///
-/// An earlier run with no other job on the machine gave 5,773 on 1m (6,101
-/// per second of the whole proxy core, which was not even saturated: wrk
-/// was the limit; nginx 825, HAProxy 1,097). Peak RSS on 1m: 14-17 MiB
-/// instead of 55 (no relay buffers lent).
-///
-/// Below `SPLICE_MIN` a body keeps the buffer path: the splice path costs
-/// six fcntl and two splice syscalls whatever the size. By hand (wrk -c64
-/// through one worker, the perf backend; noisy, other builds running),
-/// 16 KiB responses (some 300 bytes left after the 16 KiB head buffer: the
-/// fixed cost) gave 23-24k req/CPU-s spliced against 18-27k buffered, 32 KiB
-/// ones (16 KiB left) 17-24k against 19-21k: level within the noise there.
+/// Splicing keeps large bodies out of user memory (no copy, no relay buffer
+/// lent), which is where ringside's lead on big bodies comes from; below
+/// `SPLICE_MIN` a body keeps the buffer path, because the splice path costs
+/// six fcntl and two splice syscalls whatever the size. The measurements
+/// behind both are in perf/results/design-figures.md.
 pub async fn copy_body(
-    shard: &Shard,
+    (pipes, relay): (&Pipes, &Buffers),
     client: &mut ClientStream,
     up: &mut TcpStream,
     way: Way,
@@ -74,21 +58,21 @@ pub async fn copy_body(
         return Ok(());
     }
     if let (true, ClientStream::Plain(plain)) = (n >= SPLICE_MIN, &mut *client) {
-        if let Some(mut pipe) = shard.pipes.take() {
+        if let Some(mut pipe) = pipes.take() {
             let r = match way {
                 Way::Up => copy_length(plain, up, n, &mut pipe, lim).await,
                 Way::Down => copy_length(up, plain, n, &mut pipe, lim).await,
             };
-            shard.pipes.give(pipe);
+            pipes.give(pipe);
             return r;
         }
     }
-    let buf = shard.relay.take();
+    let buf = relay.take();
     let (r, buf) = match way {
-        Way::Up => relay::copy_length(client, up, n, buf, lim).await,
-        Way::Down => relay::copy_length(up, client, n, buf, lim).await,
+        Way::Up => crate::relay::copy_length(client, up, n, buf, lim).await,
+        Way::Down => crate::relay::copy_length(up, client, n, buf, lim).await,
     };
-    shard.relay.give(buf);
+    relay.give(buf);
     r
 }
 

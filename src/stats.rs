@@ -1,4 +1,4 @@
-//! Stage 7': per-worker counters for `/metrics`.
+//! Stage 6, log: per-worker counters for `/metrics`.
 //!
 //! Each worker counts into its own plain (non-atomic) maps; the admin
 //! listener asks every worker for a snapshot and sums them at scrape time,

@@ -1,11 +1,10 @@
 //! Coarse per-worker deadlines: idle waits and every relay step's timeout.
 //!
-//! An idle keep-alive connection must cost as little memory as possible
-//! (nginx needs about 0.5 KiB). monoio's `Sleep` is 640 bytes, aligned to
-//! 128, and sat inside every idle connection's task: 1.8 KiB per idle
-//! connection measured with perf/idle.py (9,000 connections). Here a waiting
-//! connection holds an 8-byte handle and one slab slot instead, and the
-//! worker's housekeeping task fires expired slots every `TICK`.
+//! An idle keep-alive connection must cost as little memory as possible.
+//! monoio's `Sleep` is 640 bytes, aligned to 128, and would sit inside every
+//! idle connection's task. Here a waiting connection holds an 8-byte handle
+//! and one slab slot instead, and the worker's housekeeping task fires
+//! expired slots every `TICK`.
 //!
 //! The relay steps of a request (send upstream, read the answer, write it
 //! to the client) use the same slots through `timeout`: no timer wheel
@@ -49,8 +48,7 @@ thread_local! {
 /// The time at the last tick: a clock read saved for deadlines and ages
 /// that can be a tick off. On a thread without ticks, the exact time.
 ///
-/// A request read the clock nine times (`perf probe` on clock_gettime
-/// during `wrk -c64 /small`); with this, twice (its start and duration).
+/// A request reads the exact clock only for its start and its duration.
 pub fn coarse_now() -> Instant {
     NOW.get().unwrap_or_else(Instant::now)
 }
@@ -109,8 +107,8 @@ pub fn timeout<F: Future>(limit: Duration, fut: F) -> Timeout<F> {
 
 pin_project_lite::pin_project! {
     /// A named future rather than an `async fn`: an `async fn` keeps its
-    /// argument and the pinned copy of it side by side (1,560 B instead of
-    /// 736 + 32 around a client write, rustc -Zprint-type-sizes).
+    /// argument and the pinned copy of it side by side, doubling the
+    /// future's size around every client write.
     pub struct Timeout<F> {
         #[pin]
         fut: F,

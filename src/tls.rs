@@ -1,4 +1,4 @@
-//! Stage 1b: TLS termination (rustls on the ring provider).
+//! Stage 1, accept: TLS termination (rustls on the ring provider).
 //!
 //! The control plane builds one `ServerConfig` per TLS listener at start and
 //! on every reload (certificates and keys are re-read then) and hands it to
@@ -14,17 +14,10 @@
 //! connection after a timeout.
 
 use std::{
-    io,
     path::Path,
     sync::{Arc, OnceLock},
 };
 
-use monoio::{
-    buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut},
-    io::{AsyncReadRent, AsyncWriteRent},
-    net::TcpStream,
-    BufResult,
-};
 use rustls::{
     crypto::ring::{default_provider, sign::any_supported_type, Ticketer},
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
@@ -41,114 +34,6 @@ mod validity;
 
 pub use split::{TlsReadHalf, TlsWriteHalf};
 pub use stream::{accept, TlsStream};
-
-/// The client side of a connection, plain or TLS.
-pub enum ClientStream {
-    Plain(TcpStream),
-    /// Boxed: rustls's connection state is about a KiB inline, and most
-    /// connections are plain.
-    Tls(Box<TlsStream>),
-    /// One stream of an HTTP/2 connection (http2/), in HTTP/1.1 terms.
-    H2(Box<crate::http2::H2Stream>),
-    /// Taken apart by a WebSocket tunnel (tunnel.rs); the connection is
-    /// over and every operation fails.
-    Closed,
-}
-
-impl ClientStream {
-    pub fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_) | ClientStream::H2(_))
-    }
-
-    /// The TCP socket under a plain or TLS stream (none under an HTTP/2
-    /// stream, which shares its connection).
-    pub fn socket(&self) -> Option<&TcpStream> {
-        match self {
-            ClientStream::Plain(s) => Some(s),
-            ClientStream::Tls(s) => Some(s.socket()),
-            _ => None,
-        }
-    }
-
-    /// For an HTTP/2 stream, a future ready once the client resets it.
-    pub fn reset_signal(&self) -> Option<crate::http2::ResetSignal> {
-        match self {
-            ClientStream::H2(s) => Some(s.reset_signal()),
-            _ => None,
-        }
-    }
-
-    /// The connection's local address.
-    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        match self {
-            ClientStream::Plain(s) => s.local_addr(),
-            ClientStream::Tls(s) => s.local_addr(),
-            _ => Err(io::ErrorKind::Unsupported.into()),
-        }
-    }
-}
-
-fn closed() -> io::Error {
-    io::ErrorKind::NotConnected.into()
-}
-
-impl AsyncReadRent for ClientStream {
-    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            ClientStream::Plain(s) => s.read(buf).await,
-            ClientStream::Tls(s) => s.read(buf).await,
-            ClientStream::H2(s) => s.read(buf).await,
-            ClientStream::Closed => (Err(closed()), buf),
-        }
-    }
-
-    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            ClientStream::Plain(s) => s.readv(buf).await,
-            ClientStream::Tls(s) => s.readv(buf).await,
-            ClientStream::H2(s) => s.readv(buf).await,
-            ClientStream::Closed => (Err(closed()), buf),
-        }
-    }
-}
-
-impl AsyncWriteRent for ClientStream {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            ClientStream::Plain(s) => s.write(buf).await,
-            ClientStream::Tls(s) => s.write(buf).await,
-            ClientStream::H2(s) => s.write(buf).await,
-            ClientStream::Closed => (Err(closed()), buf),
-        }
-    }
-
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            ClientStream::Plain(s) => s.writev(buf).await,
-            ClientStream::Tls(s) => s.writev(buf).await,
-            ClientStream::H2(s) => s.writev(buf).await,
-            ClientStream::Closed => (Err(closed()), buf),
-        }
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        match self {
-            ClientStream::Plain(s) => s.flush().await,
-            ClientStream::Tls(s) => s.flush().await,
-            ClientStream::H2(s) => s.flush().await,
-            ClientStream::Closed => Err(closed()),
-        }
-    }
-
-    async fn shutdown(&mut self) -> io::Result<()> {
-        match self {
-            ClientStream::Plain(s) => s.shutdown().await,
-            ClientStream::Tls(s) => s.shutdown().await,
-            ClientStream::H2(s) => s.shutdown().await,
-            ClientStream::Closed => Err(closed()),
-        }
-    }
-}
 
 /// The process-wide ticketer: one key set (rotated by rustls every 6 hours)
 /// for every worker and every reload, so tickets resume anywhere.

@@ -1,4 +1,4 @@
-//! Stage 6 after a `101`: a two-way byte tunnel (WebSocket) between the
+//! Stage 5, relay, after a `101`: a two-way byte tunnel (WebSocket) between the
 //! client and the upstream, until both sides closed or neither sent anything
 //! for `idle` (nginx's `proxy_read_timeout`). Half-closes are passed on: when
 //! one side stops sending, the other side's write half is shut down. A write
@@ -19,10 +19,10 @@ use monoio::{
 };
 
 use crate::{
+    buffers::Buffers,
     relay::{recv_now, send_all, write_all, Fail},
     splice::{drain, splice, NonBlocking, Pipes, PIPE_CAP},
     tls::{TlsReadHalf, TlsStream, TlsWriteHalf},
-    worker::Buffers,
 };
 
 /// Plain client ↔ upstream, both `TcpStream`s, with splice (splice.rs):
@@ -236,7 +236,7 @@ fn io_error(f: Fail) -> io::Error {
 /// flow both ways until both sides are done.
 pub async fn after_101(
     c: &mut crate::request::Client,
-    shard: &crate::worker::Shard,
+    shard: &crate::shard::Shard,
     s: &mut TcpStream,
     mut head: Vec<u8>,
     early: Vec<u8>,
@@ -254,12 +254,12 @@ pub async fn after_101(
         }
     }
     // A new kind of client stream gets no tunnel until it is added here.
-    let r = if let crate::tls::ClientStream::Plain(client) = &mut c.stream {
+    let r = if let crate::stream::ClientStream::Plain(client) = &mut c.stream {
         plain(client, s, &shard.pipes, idle).await
     } else if c.stream.is_tls() {
         // The tunnel takes the TLS stream apart; the connection ends with it.
-        match std::mem::replace(&mut c.stream, crate::tls::ClientStream::Closed) {
-            crate::tls::ClientStream::Tls(client) => {
+        match std::mem::replace(&mut c.stream, crate::stream::ClientStream::Closed) {
+            crate::stream::ClientStream::Tls(client) => {
                 tls(*client, s, &shard.relay, &shard.heads, idle).await
             }
             other => {

@@ -1,4 +1,4 @@
-//! Stage 3b: which server of an upstream gets the request.
+//! Stage 3, plan: which server of an upstream gets the request.
 //!
 //! A `Balancer` is one upstream's selection state in one worker: the
 //! method's own state (round-robin positions, a hash ring, a random
@@ -152,8 +152,9 @@ impl Balancer {
     /// `all_usable` says `usable` holds for every server (no health verdict
     /// or earlier try rules one out), the usual case: with no server out
     /// for passive health either, the pick then tests no server at all.
-    /// That saves 6 ns per server measured at 64 servers (the health table's
-    /// atomic loads keep the compiler from hoisting anything out of the loop).
+    /// The health table's atomic loads keep the compiler from hoisting
+    /// anything out of the per-server loop, so skipping it matters with
+    /// many servers.
     pub fn pick(
         &self,
         key: &Key,

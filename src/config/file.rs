@@ -229,6 +229,7 @@ impl Reader {
             "keepalive_timeout",
             "max_request_head",
             "max_request_body",
+            "client_body_buffer",
             "max_connections",
         ];
         self.keys(n, &keys);
@@ -243,6 +244,8 @@ impl Reader {
             max_request_head: self.get(n, "max_request_head", 16 << 10, |r, f| r.size(f, 1))
                 as usize,
             max_request_body: self.get(n, "max_request_body", 0, |r, f| r.size(f, 0)),
+            client_body_buffer: self.get(n, "client_body_buffer", 64 << 10, |r, f| r.size(f, 0))
+                as usize,
             max_connections: self.get(n, "max_connections", 0, |r, f| r.integer(f, 0..=MAX_COUNT))
                 as usize,
         }

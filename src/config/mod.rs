@@ -191,6 +191,9 @@ pub struct Limits {
     pub max_request_head: usize,
     /// Bytes; 0 = unlimited.
     pub max_request_body: u64,
+    /// Bodies up to this size are read whole before an upstream is picked
+    /// (`buffering`); 0 streams every body.
+    pub client_body_buffer: usize,
     /// Per worker; 0 = unlimited.
     pub max_connections: usize,
 }

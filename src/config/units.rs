@@ -34,6 +34,8 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 pub fn size(s: &str) -> Result<u64, String> {
     let (digits, unit) = split_number(s);
     let shift = match unit {
+        // Zero needs no unit (`client_body_buffer = "0"`).
+        "" if digits == "0" => 0,
         "k" | "K" => 10,
         "m" | "M" => 20,
         "g" | "G" => 30,
@@ -102,6 +104,7 @@ mod tests {
         assert_eq!(size("1g"), Ok(1 << 30));
         assert_eq!(size("1G"), Ok(1 << 30));
         assert_eq!(size("0k"), Ok(0));
+        assert_eq!(size("0"), Ok(0));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! may slow a worker. Metrics are summed from snapshots each worker sends
 //! when asked; `/health` answers 503 from the stop signal until exit, and
 //! the admin listener is the last thing to close.
+#![forbid(unsafe_code)]
 
 use std::{
     io::{Read, Write},
@@ -16,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{config::Config, mailbox::Control, stats::Snapshot};
+use crate::{config::Config, control::mailbox::Control, stats::Snapshot};
 
 /// How long a scrape waits for each worker's snapshot.
 const SCRAPE_WAIT: Duration = Duration::from_secs(2);

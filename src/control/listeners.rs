@@ -1,5 +1,6 @@
 //! Binding the `[[listen]]` sockets: one SO_REUSEPORT socket per worker per
 //! listener, or the sockets a previous process handed over (binary upgrade).
+#![forbid(unsafe_code)]
 
 use std::{
     io::ErrorKind,
@@ -9,7 +10,7 @@ use std::{
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{accept, handoff::Passed};
+use crate::{accept, control::handoff::Passed};
 
 /// Sockets for one `[[listen]]`, per worker, as (configured address, socket).
 pub type PerWorker = Vec<Vec<(SocketAddr, TcpListener)>>;

@@ -1,10 +1,13 @@
 //! The control plane: starting the workers, the readiness line, signals,
 //! reload, the admin listener and graceful stop. Nothing here runs on the request path.
-#![forbid(unsafe_code)]
+//! Only `handoff` (file descriptors passed over a unix socket) needs
+//! `unsafe`; every other file here forbids it.
 
 mod admin;
+pub mod handoff;
 pub mod health;
 mod listeners;
+pub mod mailbox;
 mod reload;
 pub(crate) mod start;
 

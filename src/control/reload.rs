@@ -4,6 +4,7 @@
 //! nothing and is logged with every problem. A valid one is handed to each
 //! worker as a read-only snapshot (`mailbox::Reload`), with sockets already
 //! bound for new listeners, so a worker never does blocking work for it.
+#![forbid(unsafe_code)]
 
 use std::{
     net::SocketAddr,
@@ -17,8 +18,8 @@ use super::{
 };
 use crate::{
     config::{Config, LogTarget},
+    control::mailbox::{Control, Reload},
     log::{self, Sink},
-    mailbox::{Control, Reload},
 };
 
 /// What the control plane knows about the running proxy.

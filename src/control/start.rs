@@ -1,4 +1,5 @@
 //! Process start and stop.
+#![forbid(unsafe_code)]
 
 use std::{
     net::SocketAddr,
@@ -19,7 +20,7 @@ use signal_hook::{
 use super::{admin, listeners, reload::Running};
 use crate::{
     config::{self, Config},
-    handoff,
+    control::handoff,
     log::{self, Sink},
     rlimit, worker,
 };

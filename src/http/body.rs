@@ -1,4 +1,4 @@
-//! Stage 5 helper: message body framing. The chunked decoder is a byte-level
+//! Stage 5, relay: message body framing. The chunked decoder is a byte-level
 //! state machine, so a chunk line split across two reads costs nothing extra
 //! and no body byte is ever buffered twice.
 

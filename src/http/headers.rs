@@ -1,4 +1,4 @@
-//! Stage 4 and 6: the heads ringside writes — the request it forwards
+//! Stage 4, answer: the heads ringside writes — the request it forwards
 //! upstream and the response head it sends back — with hop-by-hop fields
 //! removed both ways (RFC 9110 section 7.6.1) and the forwarding fields of
 //! the contract set.

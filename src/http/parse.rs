@@ -1,4 +1,4 @@
-//! Stage 2: the request head, parsed in place out of the connection's buffer.
+//! Stage 2, read: the request head, parsed in place out of the connection's buffer.
 //!
 //! httparse finds the fields without copying or allocating; this module adds
 //! the RFC 9112 framing rules that decide where the message ends, strictly,
@@ -287,9 +287,7 @@ fn head<'h, 'b>(
     let mut hosts = 0;
     let mut length: Option<u64> = None;
     let mut chunked = false;
-    let mut close = false;
-    let mut keep_alive = false;
-    let mut conn_upgrade = false;
+    let mut conn = ConnectionTokens::default();
     let mut upgrade = None;
     let mut expect_continue = false;
     for h in headers {
@@ -308,40 +306,11 @@ fn head<'h, 'b>(
         } else if name.eq_ignore_ascii_case("user-agent") {
             spans.user_agent.get_or_insert(span_in(buf, h.value));
         } else if name.eq_ignore_ascii_case("content-length") {
-            for item in list(h.value) {
-                let n = content_length(item)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(Error::bad_request("differing Content-Length values"));
-                }
-                length = Some(n);
-            }
+            add_length(&mut length, h.value)?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if minor == 0 {
-                return Err(Error::bad_request(
-                    "Transfer-Encoding in an HTTP/1.0 request",
-                ));
-            }
-            // Only a single `chunked` is understood; any other coding (or a
-            // second `chunked`) leaves the framing to guesswork.
-            for coding in list(h.value) {
-                if chunked || !coding.eq_ignore_ascii_case(b"chunked") {
-                    return Err(Error::bad_request("Transfer-Encoding other than chunked"));
-                }
-                chunked = true;
-            }
-            if !chunked {
-                return Err(Error::bad_request("empty Transfer-Encoding"));
-            }
+            add_coding(&mut chunked, h.value, minor)?;
         } else if name.eq_ignore_ascii_case("connection") {
-            for token in list(h.value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    conn_upgrade = true;
-                }
-            }
+            conn.add(h.value);
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade = Some(h.value);
         } else if name.eq_ignore_ascii_case("expect") {
@@ -375,20 +344,75 @@ fn head<'h, 'b>(
         host: authority.or(host),
         framing,
         keep_alive: if minor == 1 {
-            !close
+            !conn.close
         } else {
-            keep_alive && !close
+            conn.keep_alive && !conn.close
         },
         expect_continue: expect_continue
             && minor == 1
             && !matches!(framing, Framing::Empty | Framing::Length(0)),
-        upgrade: if conn_upgrade && minor == 1 {
+        upgrade: if conn.upgrade && minor == 1 {
             upgrade
         } else {
             None
         },
         spans,
     }))
+}
+
+/// Adds a Content-Length field's values to `length`: every value, in this
+/// field and earlier ones, must be the same.
+fn add_length(length: &mut Option<u64>, value: &[u8]) -> Result<()> {
+    for item in list(value) {
+        let n = content_length(item)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Error::bad_request("differing Content-Length values"));
+        }
+        *length = Some(n);
+    }
+    Ok(())
+}
+
+/// A Transfer-Encoding field. Only a single `chunked` is understood; any
+/// other coding (or a second `chunked`) leaves the framing to guesswork.
+fn add_coding(chunked: &mut bool, value: &[u8], minor: u8) -> Result<()> {
+    if minor == 0 {
+        return Err(Error::bad_request(
+            "Transfer-Encoding in an HTTP/1.0 request",
+        ));
+    }
+    for coding in list(value) {
+        if *chunked || !coding.eq_ignore_ascii_case(b"chunked") {
+            return Err(Error::bad_request("Transfer-Encoding other than chunked"));
+        }
+        *chunked = true;
+    }
+    if !*chunked {
+        return Err(Error::bad_request("empty Transfer-Encoding"));
+    }
+    Ok(())
+}
+
+/// The Connection tokens a request's handling depends on.
+#[derive(Default)]
+struct ConnectionTokens {
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+}
+
+impl ConnectionTokens {
+    fn add(&mut self, value: &[u8]) {
+        for token in list(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            }
+        }
+    }
 }
 
 /// Origin-form stays as it is; an absolute-form target gives its authority

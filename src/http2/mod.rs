@@ -40,7 +40,7 @@
 mod head;
 mod io;
 mod partial;
-mod stream;
+pub mod stream;
 
 use std::{
     cell::Cell,
@@ -61,12 +61,8 @@ use partial::Partial;
 pub use stream::{H2Stream, ResetSignal};
 
 use crate::{
-    accept::Listen,
-    conn::CatchUnwind,
-    exchange, idle,
-    request::Client,
-    tls::{ClientStream, TlsStream},
-    worker::Shard,
+    exchange, idle, request::Client, shard::Listen, shard::Shard, stream::ClientStream,
+    tls::TlsStream, unwind::CatchUnwind,
 };
 
 const MAX_STREAMS: u32 = 128;

@@ -1,21 +1,21 @@
-//! Stage 6': a response body on its way to the client when ringside changes
+//! Stage 5, relay: a response body on its way to the client when ringside changes
 //! it: gzip as it flows, chunk framing when the length becomes unknown, and
 //! a copy kept for the cache (up to a cap). Plain proxied bodies never come
 //! here: they take relay.rs's copy loops.
 
 use monoio::net::TcpStream;
 
-use crate::tls::ClientStream;
+use crate::stream::ClientStream;
 
 use super::gzip;
 use crate::{
+    buffers::Buffers,
     http::{
         body::{chunk_head, Chunked, LAST_CHUNK},
         headers::OutFraming,
         parse::Framing,
     },
     relay::{self, CopyFail, Fail, Limits},
-    worker::Buffers,
 };
 
 /// Turns body pieces into the bytes the client gets.

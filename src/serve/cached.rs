@@ -1,7 +1,8 @@
-//! Stage 4-6 of a GET or HEAD on a cached route: a hit is answered from the
-//! worker's cache shard; a miss goes upstream through `proxy::forward`,
-//! which stores the answer when the caching rules allow (`serve::response`
-//! decides, `serve::body` keeps the copy).
+//! Stage 4, answer: a GET or HEAD on a cached route: a hit is answered from the
+//! worker's cache shard; a miss goes upstream through `proxy::fetch`, which
+//! hands back a copy of the answer when the caching rules allow
+//! (`serve::response` decides, `serve::body` keeps the copy), and this
+//! module stores it: the cache's read and store are around the proxy call.
 //!
 //! Request coalescing: while one request fetches a key, later misses for it
 //! on the same worker wait for that fetch instead of going upstream too;
@@ -24,7 +25,7 @@ use crate::{
     },
     proxy, relay,
     request::{Client, Done, Plan},
-    worker::{Generation, Shard},
+    shard::{Generation, Shard},
 };
 
 pub async fn serve(
@@ -54,11 +55,20 @@ pub async fn serve(
             Lookup::Miss => {}
         }
         if waited {
-            return proxy::forward(c, shard, gen, plan, upstream, head, upgrade).await;
+            let (done, fetched) = proxy::fetch(c, shard, gen, plan, upstream, head, upgrade).await;
+            if let Some((answer, body)) = fetched {
+                store(shard, plan, &c.buf, answer, body);
+            }
+            return done;
         }
         match shard.flights.join(&creq.key) {
             Join::Lead(flight) => {
-                let done = proxy::forward(c, shard, gen, plan, upstream, head, upgrade).await;
+                let (done, fetched) =
+                    proxy::fetch(c, shard, gen, plan, upstream, head, upgrade).await;
+                if let Some((answer, body)) = fetched {
+                    store(shard, plan, &c.buf, answer, body);
+                }
+                // Waiters wake once the entry is in.
                 drop(flight);
                 return done;
             }
@@ -88,8 +98,8 @@ fn lookup(shard: &Shard, c: &Client, plan: &Plan, key: &[u8]) -> Lookup {
     }
 }
 
-/// Keeps an answer whose body was read whole (called by `proxy::forward`).
-pub fn store(shard: &Shard, plan: &Plan, client: &[u8], store: Store, body: Vec<u8>) {
+/// Keeps an answer whose body was read whole.
+fn store(shard: &Shard, plan: &Plan, client: &[u8], store: Store, body: Vec<u8>) {
     let Some(creq) = plan.cache.as_ref() else {
         return;
     };
@@ -168,8 +178,8 @@ async fn answer_hit(
     let bodiless = plan.head_only || no_body || len == 0;
     if !zip && !bodiless {
         // Head and body in one writev: one syscall, one segment for a small
-        // answer, and the body is not copied (in this order: -35% req/s
-        // for 128-byte hits with two writes, wrk's reads doubling).
+        // answer, and the body is not copied (two writes make the client
+        // read twice).
         let (w, out) = write_head_and_body(c, out, e.body.clone(), limit).await;
         shard.heads.give(out);
         match w {

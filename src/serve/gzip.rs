@@ -1,19 +1,10 @@
-//! Stage 6': gzip by the contract's compression rules, applied as a body
+//! Stage 5, relay: gzip by the contract's compression rules, applied as a body
 //! flows (never buffered whole), to proxied, cached and static answers.
 //!
-//! Backend and level, measured on this machine (2 cores) compressing 32 MiB
-//! of JSON-like text in 64 KiB writes, each followed by a sync flush as
-//! here (release build, best of 3):
-//!
-//! | flate2 backend            | level 1          | level 6         | cold build |
-//! | ------------------------- | ---------------- | --------------- | ---------- |
-//! | miniz_oxide (pure Rust)   | 245 MB/s, 6.1:1  | 34 MB/s, 7.3:1  | 4.5 s      |
-//! | zlib-rs (pure Rust)       | 221 MB/s, 4.6:1  | 86 MB/s, 7.3:1  | 6.5 s      |
-//! | zlib (C, libz-sys)        | 161 MB/s, 6.1:1  | 58 MB/s, 7.3:1  | 5.8 s      |
-//!
-//! Level 1 (nginx's `gzip_comp_level` default) on miniz_oxide is the
-//! fastest and compresses as well as C zlib's level 1, and it needs no C
-//! compiler: that is the choice.
+//! Level 1 (nginx's `gzip_comp_level` default) on flate2's miniz_oxide
+//! backend: the fastest of the backends tried at that level, as compact as
+//! C zlib's level 1, and no C compiler needed (the comparison is in
+//! perf/results/design-figures.md).
 
 use std::io::Write;
 

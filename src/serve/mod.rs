@@ -1,4 +1,4 @@
-//! Stage 4-6 for the route actions other than plain proxying, and the
+//! Stage 4, answer: the route actions other than plain proxying, and the
 //! changes ringside makes to answers on their way out:
 //!
 //! - `cached`: a cached route's GET/HEAD (hit, or a coalesced miss that
@@ -27,7 +27,7 @@ use crate::{
     },
     relay,
     request::{Client, Done, Plan},
-    worker::Shard,
+    shard::Shard,
 };
 
 /// How an answer of ringside's own ends the exchange: whether the

@@ -24,8 +24,8 @@ use crate::{
     },
     relay,
     request::{Client, Done, Plan},
+    shard::Shard,
     stats::Limited,
-    worker::Shard,
 };
 
 /// Largest error page read, in bytes (as `--check` allows).

@@ -1,4 +1,4 @@
-//! Stage 4-6 of a `redirect` route: the `to` template with its nginx
+//! Stage 4, answer: a `redirect` route, the `to` template with its nginx
 //! variables expanded, sent as `Location` with the route's status.
 //!
 //! Variables (the config module refuses any other):
@@ -12,7 +12,7 @@ use crate::{
     config::Action,
     http::headers::{field, OutFraming},
     request::{Client, Done, Plan},
-    worker::{Generation, Shard},
+    shard::{Generation, Shard},
 };
 
 /// What the variables stand for in one request.

@@ -1,4 +1,4 @@
-//! Stage 6': what a route does to an upstream answer's head, decided once
+//! Stage 4, answer: what a route does to an upstream answer's head, decided once
 //! the head is parsed (`proxy::interpret`): gzip, `X-Cache-Status`,
 //! `proxy_redirect`, whether the answer is stored, and whether an
 //! `error_pages` page replaces it. Routes that do none of these keep the

@@ -1,4 +1,4 @@
-//! Stage 4-6 of a `static` route (nginx `alias`): the rest of the path after
+//! Stage 4, answer: a `static` route (nginx `alias`): the rest of the path after
 //! the route's prefix, percent-decoded once, names a file under the folder.
 //!
 //! Every file operation goes through monoio's io_uring ops (`openat`,
@@ -46,7 +46,7 @@ use crate::{
     },
     relay,
     request::{Client, Done, Plan},
-    worker::{Generation, Shard},
+    shard::{Generation, Shard},
 };
 
 thread_local! {
@@ -316,6 +316,58 @@ fn etag(mtime: SystemTime, len: u64) -> String {
     format!("\"{secs:x}-{len:x}\"")
 }
 
+/// What a file request is answered with: the status, the byte range
+/// (offset and length), and whether the body is gzipped.
+#[derive(Clone, Copy)]
+struct Choice {
+    status: u16,
+    from: u64,
+    n: u64,
+    zip: bool,
+}
+
+/// Chooses the answer by the request's conditions (`If-None-Match`,
+/// `If-Modified-Since`, `Range`, `If-Range`) and the route's gzip.
+fn choose(plan: &Plan, route: &Route, ask: &Ask, f: &Found, tags: (&str, &str)) -> Choice {
+    let (tag, modified) = tags;
+    let ct = super::content_type(&f.name);
+    let fresh = match &ask.if_none_match {
+        Some(v) => none_match(v, tag),
+        None => ask
+            .if_modified_since
+            .as_deref()
+            .is_some_and(|v| not_modified_since(v, f.mtime)),
+    };
+    let mut want = match (&ask.range, plan.head_only) {
+        (Some(r), false) => range(r, f.len),
+        _ => Want::Full,
+    };
+    if let Some(v) = &ask.if_range {
+        if v.as_slice() != tag.as_bytes() && v.as_slice() != modified.as_bytes() {
+            want = Want::Full;
+        }
+    }
+    let zip = want == Want::Full
+        && !fresh
+        && ask.gzip
+        && route.gzip.as_ref().is_some_and(|g| {
+            let ct = Some(ct.as_bytes());
+            gzip::applies(g, 200, plan.head_only, ct, false, Some(f.len))
+        });
+    let (status, from, n) = match want {
+        _ if fresh => (304, 0, 0),
+        Want::Unsatisfiable => (416, 0, 0),
+        Want::Full => (200, 0, f.len),
+        Want::Part(a, b) => (206, a, b - a + 1),
+    };
+    Choice {
+        status,
+        from,
+        n,
+        zip,
+    }
+}
+
 /// If-None-Match lists this tag (weak comparison) or is `*`.
 fn none_match(v: &[u8], tag: &str) -> bool {
     let bare = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t).to_vec();
@@ -334,6 +386,56 @@ fn not_modified_since(v: &[u8], mtime: SystemTime) -> bool {
     secs(mtime) <= secs(since)
 }
 
+/// The status line and the file's fields (type, validators, range, length)
+/// of a chosen answer.
+fn file_head(
+    out: &mut Vec<u8>,
+    route: &Route,
+    choice: &Choice,
+    ct: &str,
+    tags: (&str, &str),
+    len: u64,
+) {
+    let (tag, modified) = tags;
+    let Choice {
+        status,
+        from,
+        n,
+        zip,
+    } = *choice;
+    start_head(out, status);
+    if status != 416 {
+        field(out, b"Content-Type", ct.as_bytes());
+        field(out, b"Last-Modified", modified.as_bytes());
+        if zip {
+            field(out, b"ETag", format!("W/{tag}").as_bytes());
+            field(out, b"Content-Encoding", b"gzip");
+            field(out, b"Vary", b"Accept-Encoding");
+        } else {
+            field(out, b"ETag", tag.as_bytes());
+        }
+        if let Some(e) = route.expires {
+            expires(out, e);
+        }
+    }
+    match status {
+        206 => {
+            let cr = format!("bytes {from}-{}/{}", from + n - 1, len);
+            field(out, b"Content-Range", cr.as_bytes());
+        }
+        416 => field(out, b"Content-Range", format!("bytes */{}", len).as_bytes()),
+        _ => {}
+    }
+    if status != 304 {
+        field(out, b"Accept-Ranges", b"bytes");
+        if !zip {
+            content_length(out, n);
+        }
+    }
+}
+
+/// Answers a found file: head, then the body (read in behind the head when
+/// small, else streamed, gzipped when chosen).
 async fn respond(
     c: &mut Client,
     shard: &Shard,
@@ -345,79 +447,19 @@ async fn respond(
 ) -> Done {
     let tag = etag(f.mtime, f.len);
     let modified = httpdate::fmt_http_date(f.mtime);
-    let fresh = match &ask.if_none_match {
-        Some(v) => none_match(v, &tag),
-        None => ask
-            .if_modified_since
-            .as_deref()
-            .is_some_and(|v| not_modified_since(v, f.mtime)),
-    };
     let ct = super::content_type(&f.name);
-    let mut want = match (&ask.range, plan.head_only) {
-        (Some(r), false) => range(r, f.len),
-        _ => Want::Full,
-    };
-    if let Some(v) = &ask.if_range {
-        if v.as_slice() != tag.as_bytes() && v.as_slice() != modified.as_bytes() {
-            want = Want::Full;
-        }
-    }
-    let zip = want == Want::Full
-        && !fresh
-        && ask.gzip
-        && route.gzip.as_ref().is_some_and(|g| {
-            gzip::applies(
-                g,
-                200,
-                plan.head_only,
-                Some(ct.as_bytes()),
-                false,
-                Some(f.len),
-            )
-        });
-    let (status, from, n) = match want {
-        _ if fresh => (304, 0, 0),
-        Want::Unsatisfiable => (416, 0, 0),
-        Want::Full => (200, 0, f.len),
-        Want::Part(a, b) => (206, a, b - a + 1),
-    };
+    let choice = choose(plan, route, ask, &f, (&tag, &modified));
+    let Choice {
+        status,
+        from,
+        n,
+        zip,
+    } = choice;
     let framing = gzip::framing(zip, plan.minor);
     let keep = keep && framing != OutFraming::Close;
 
     let mut out = shard.heads.take();
-    start_head(&mut out, status);
-    if status != 416 {
-        field(&mut out, b"Content-Type", ct.as_bytes());
-        field(&mut out, b"Last-Modified", modified.as_bytes());
-        if zip {
-            field(&mut out, b"ETag", format!("W/{tag}").as_bytes());
-            field(&mut out, b"Content-Encoding", b"gzip");
-            field(&mut out, b"Vary", b"Accept-Encoding");
-        } else {
-            field(&mut out, b"ETag", tag.as_bytes());
-        }
-        if let Some(e) = route.expires {
-            expires(&mut out, e);
-        }
-    }
-    match status {
-        206 => {
-            let cr = format!("bytes {from}-{}/{}", from + n - 1, f.len);
-            field(&mut out, b"Content-Range", cr.as_bytes());
-        }
-        416 => field(
-            &mut out,
-            b"Content-Range",
-            format!("bytes */{}", f.len).as_bytes(),
-        ),
-        _ => {}
-    }
-    if status != 304 {
-        field(&mut out, b"Accept-Ranges", b"bytes");
-        if !zip {
-            content_length(&mut out, n);
-        }
-    }
+    file_head(&mut out, route, &choice, ct, (&tag, &modified), f.len);
     end_own_head(&mut out, Some(route), framing, keep, plan.minor);
     if plan.head_only || n == 0 {
         return send_own(c, shard, plan, out, status, 0, (keep, consumed)).await;

@@ -1,4 +1,4 @@
-//! The edge shield: who the client is and whether it may come in.
+//! Stage 3, plan: the edge shield — who the client is and whether it may come in.
 //!
 //! `nets` holds the address lists the other parts share (listener and route
 //! `allow`/`deny`, `limits.real_ip_from`). For each request, `check` runs

@@ -1,15 +1,12 @@
-//! Stage 1b: a rustls server connection over a monoio `TcpStream`.
+//! Stage 1, accept: a rustls server connection over a monoio `TcpStream`.
 //!
 //! The connection owns no I/O buffer: ciphertext passes through a buffer
 //! lent by the worker thread's small pool (`spare`) for one socket read or
 //! write, then goes back. An idle TLS keep-alive connection therefore costs
 //! its socket and rustls's own state only, and `readable` lets it wait for
-//! the next request without holding any buffer, as a plain one does.
-//! (monoio-rustls, used before, kept a 16 KiB read and a 16 KiB write buffer,
-//! zero-filled, in every connection for its whole life: 31.9 KB per idle TLS
-//! connection, now 8.8 KB, nginx 15.4 KB; perf/run.sh --workloads idle-tls,
-//! 10,000 connections. Speed held: tls-small 1.26× nginx's requests per
-//! CPU-second before, 1.25× after, in runs minutes apart.)
+//! the next request without holding any buffer, as a plain one does
+//! (unlike monoio-rustls, which keeps a 16 KiB read and a 16 KiB write
+//! buffer in every connection for its whole life).
 //!
 //! A future dropped half way through a socket read or write (a timeout)
 //! may lose TLS bytes: the stream then answers every later call with an

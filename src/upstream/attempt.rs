@@ -1,4 +1,4 @@
-//! Stages 4-5 of a proxied request: pick a server, reach it (a pooled
+//! Stage 4, answer (proxied): pick a server, reach it (a pooled
 //! connection or a new one), send the request and its body, and read the
 //! response head, trying other servers by the retry rules when one fails.
 
@@ -20,8 +20,8 @@ use crate::{
     relay::{self, Fail, Limits},
     request::{Client, Plan},
     serve::response,
+    shard::{Generation, Shard},
     splice::{self, Way},
-    worker::{Generation, Shard},
 };
 
 /// Most header fields in an upstream response head.
@@ -267,7 +267,14 @@ async fn attempt(
     match plan.framing {
         Framing::Length(_) if remaining > 0 => {
             streamed = true;
-            let copy = splice::copy_body(shard, &mut c.stream, s, Way::Up, remaining, upward);
+            let copy = splice::copy_body(
+                (&shard.pipes, &shard.relay),
+                &mut c.stream,
+                s,
+                Way::Up,
+                remaining,
+                upward,
+            );
             Box::pin(copy)
                 .await
                 .map_err(|e| Attempt::fail(e.upward()).not_replayable())?;

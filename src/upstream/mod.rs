@@ -1,4 +1,4 @@
-//! Stages 4-5: reaching an upstream server — a pooled keep-alive connection
+//! Stage 4, answer (proxied): reaching an upstream server — a pooled keep-alive connection
 //! if the worker has one, a new connection otherwise — and sending it the
 //! request, with the retry rules (`attempt`).
 

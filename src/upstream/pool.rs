@@ -3,8 +3,9 @@
 //! Owned by one worker, so no lock. Connections are taken from the back
 //! (the most recently used, least likely to have been closed by the server)
 //! and expire from the front by `keepalive_timeout`. A cap below the worker's
-//! concurrency closes and reopens connections under load (-30 to -45% measured
-//! here), which is why the default cap is high and expiry is by time.
+//! concurrency closes and reopens connections under load, which costs far
+//! more than idle sockets: the default cap is high and expiry is by time
+//! (figures in perf/results/design-figures.md).
 
 use std::{
     cell::RefCell,

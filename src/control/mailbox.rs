@@ -2,6 +2,7 @@
 //!
 //! The control plane never touches a worker's state: it sends a message, and
 //! the worker applies it between requests on its own thread.
+#![forbid(unsafe_code)]
 
 use std::{net::SocketAddr, sync::mpsc};
 
