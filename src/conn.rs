@@ -29,6 +29,7 @@ pub fn serve(
     shard: Rc<Shard>,
 ) -> impl Future<Output = ()> {
     shard.connections.set(shard.connections.get() + 1);
+    shard.stats.accepted(listen.stat);
     // The handshake and the first head must both be done within
     // client_header_timeout of the accept.
     let (acceptor, hsts, to_https, header_timeout) = {
@@ -85,7 +86,9 @@ fn run(
             // would otherwise sit inline in every connection's task, TLS or
             // not, for its whole life.
             let handshake = Box::pin(handshake(config, stream, deadline));
-            let Some(tls) = handshake.await else {
+            let tls = handshake.await;
+            shard.stats.handshake(listen.stat, tls.is_some());
+            let Some(tls) = tls else {
                 // A stalled, truncated or refused handshake: close, as
                 // nginx does (rustls already sent the alert it owed).
                 shard.connections.set(shard.connections.get() - 1);

@@ -145,6 +145,7 @@ fn plan_with(p: &Planner, pick: u8, buf: &[u8]) {
         configured: SocketAddr::from(([127, 0, 0, 1], 8080)),
         port: 8080,
         proto: if pick & 2 != 0 { "https" } else { "http" },
+        stat: 0,
     };
     let peer = if pick & 4 != 0 {
         IpAddr::V6(Ipv6Addr::LOCALHOST)
@@ -458,6 +459,7 @@ impl H2 {
                 configured,
                 port: addr.port(),
                 proto: "http",
+                stat: 0,
             }),
             listener: RefCell::new(Some(listener)),
             addr,

@@ -53,7 +53,10 @@ impl Running {
                 Arc::new(c)
             }
             Err(problems) => {
-                crate::error!("reload failed, the running config stays:\n{problems}");
+                // Each problem on its own stamped line.
+                for problem in problems.to_string().lines() {
+                    crate::error!("reload failed, the running config stays: {problem}");
+                }
                 return;
             }
         };
