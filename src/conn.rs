@@ -1,7 +1,9 @@
 //! Stage 1: one client connection, from the accept to the close.
 //!
-//! `serve` is the connection's long-lived task: the TLS handshake if its
-//! listener has one (an `h2` connection then goes to `http2/`), then it
+//! `serve` is the connection's long-lived task: the edge shield's checks
+//! at accept when the listener or `[limits]` asks for them (`admit`: the
+//! PROXY header, `allow`/`deny`, `max_connections_per_ip`), the TLS
+//! handshake if its listener has one (an `h2` connection then goes to `http2/`), then it
 //! waits for readability holding no buffer (an idle keep-alive connection
 //! costs a few hundred bytes) and runs `exchange::exchange` — boxed, so the
 //! idle task stays small — for each request.
