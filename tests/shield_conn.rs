@@ -605,3 +605,40 @@ fn check_names_a_bad_network_with_its_line_and_key() {
         );
     }
 }
+
+#[test]
+fn ip_hash_hashes_the_address_real_ip_from_names() {
+    let backends = common::farm::Backend::many(2);
+    let toml = config(
+        "real_ip_from = [\"127.0.0.0/8\"]",
+        &(common::farm::pool(
+            "app",
+            &common::farm::servers_of(&backends),
+            "balance = \"ip_hash\"",
+        ) + &route("/", "app")),
+    );
+    let p = Proxy::start(&toml);
+    let mut picked = Vec::new();
+    for i in 0..12 {
+        let client = format!("198.51.100.{i}");
+        // The same client through two different trusted peers: one server.
+        let via: Vec<String> = ["127.0.0.2", "127.0.0.4"]
+            .iter()
+            .map(|from| {
+                let mut c = connect_from(ip(from), p.addr());
+                c.send(
+                    format!("GET /x HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: {client}\r\n\r\n")
+                        .as_bytes(),
+                );
+                common::farm::who(&c.read_response())
+            })
+            .collect();
+        assert_eq!(via[0], via[1], "{client}");
+        picked.push(via[0].clone());
+    }
+    picked.dedup();
+    assert!(
+        picked.len() > 1,
+        "every client on one server: the peer was hashed"
+    );
+}
