@@ -642,3 +642,29 @@ fn ip_hash_hashes_the_address_real_ip_from_names() {
         "every client on one server: the peer was hashed"
     );
 }
+
+#[test]
+fn behind_a_balancer_the_per_ip_limit_counts_the_proxy_source() {
+    let up = Upstream::echo();
+    let p = start(
+        2,
+        "max_connections_per_ip = 1",
+        &["proxy_protocol = true"],
+        &up,
+    );
+    let header = |last: u8| format!("PROXY TCP4 192.0.2.{last} 10.0.0.9 1 80\r\n").into_bytes();
+    let mut first = Client::connect(p.addr());
+    proxied(&mut first, &header(80), "");
+    let mut second = Client::connect(p.addr());
+    let _ = second.try_send(&header(80));
+    assert!(
+        closed_silently(&mut second),
+        "a 2nd connection from 192.0.2.80"
+    );
+    // All come from 127.0.0.1; only the header's address counts.
+    let mut other = Client::connect(p.addr());
+    let t = proxied(&mut other, &header(81), "");
+    assert_eq!(seen(&p, &up, &t).0, "192.0.2.81");
+    proxied(&mut first, b"", "");
+    assert_eq!(limited(&p, "conn_per_ip"), 1);
+}

@@ -69,11 +69,16 @@ fn v1(buf: &[u8]) -> Result<Option<Header>, Bad> {
         if buf.len() >= MAX_V1 {
             return Err(Bad("v1 header longer than 107 bytes"));
         }
-        if window.iter().any(|&b| !(b' '..=b'~').contains(&b)) {
-            return Err(Bad("v1 header holds a control character"));
+        if !printable(window) {
+            return Err(NOT_PRINTABLE);
         }
         return Ok(None);
     };
+    // Checked whole or in pieces, the line is judged alike: a byte that
+    // refuses a prefix refuses the line.
+    if !printable(&window[..cr]) {
+        return Err(NOT_PRINTABLE);
+    }
     match window.get(cr + 1) {
         None if cr + 1 < MAX_V1 => return Ok(None),
         Some(b'\n') => {}
@@ -113,6 +118,12 @@ fn v1(buf: &[u8]) -> Result<Option<Header>, Bad> {
         len,
         source: Some(SocketAddr::new(source, sport)),
     }))
+}
+
+const NOT_PRINTABLE: Bad = Bad("v1 header holds a byte that is not printable ASCII");
+
+fn printable(line: &[u8]) -> bool {
+    line.iter().all(|b| (b' '..=b'~').contains(b))
 }
 
 /// Both addresses of a v1 line in the family it named; returns the source.
@@ -276,10 +287,11 @@ mod tests {
 
     #[test]
     fn bad_headers_say_why() {
-        let cases: [(&[u8], &str); 12] = [
+        let cases: [(&[u8], &str); 13] = [
             (b"GET / HTTP/1.1\r\n", "not a PROXY"),
             (b"PROXZ", "not a PROXY"),
-            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", "control"),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", "printable"),
+            (b"PROXY UNKNOWN \0\r\n", "printable"),
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX", "CRLF"),
             (b"PROXY TCP4 ::1 ::2 1 2\r\n", "not IPv4"),
             (b"PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n", "not IPv6"),
