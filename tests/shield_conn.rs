@@ -433,6 +433,7 @@ fn served_from(p: &Proxy, from: &str) -> Client {
 /// A connection from `from` that is refused at accept: closed unanswered.
 fn refused_from(p: &Proxy, from: &str) -> bool {
     let mut c = connect_from(ip(from), p.addr());
+    // A refused connection may be closed before the request is written.
     let _ = c.try_send(b"GET /refused HTTP/1.1\r\nHost: h\r\n\r\n");
     closed_silently(&mut c)
 }
@@ -486,6 +487,7 @@ fn max_connections_per_ip_is_exact_across_workers() {
     within(Duration::from_secs(5), || {
         let mut c = connect_from(ip("127.0.0.2"), p.addr());
         let t = token();
+        // Refused (closed at once) until the proxy has seen the close.
         let _ = c.try_send(format!("GET /{t} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
         let served = c.try_read_response(false).is_ok_and(|r| r.status == 200);
         if served {
@@ -515,6 +517,7 @@ fn listener_allow_and_deny_are_checked_at_accept() {
     assert_eq!(served("127.0.0.4"), "127.0.0.4");
     // Behind a balancer, the PROXY header's address is what the lists see.
     let mut c = Client::connect(listens[1]);
+    // Refused at once: the write may meet the close.
     let _ = c.try_send(b"PROXY TCP4 192.0.2.66 10.0.0.9 1 80\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(closed_silently(&mut c));
     let mut c = Client::connect(listens[1]);
@@ -656,6 +659,7 @@ fn behind_a_balancer_the_per_ip_limit_counts_the_proxy_source() {
     let mut first = Client::connect(p.addr());
     proxied(&mut first, &header(80), "");
     let mut second = Client::connect(p.addr());
+    // Refused at once: the write may meet the close.
     let _ = second.try_send(&header(80));
     assert!(
         closed_silently(&mut second),
