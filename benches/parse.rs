@@ -55,6 +55,7 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let fwd = Forwarding {
         client_ip: [198, 51, 100, 9].into(),
+        hop: [198, 51, 100, 9].into(),
         proto: "http",
         port: 8080,
         fallback_host: "app",

@@ -197,6 +197,8 @@ async fn read_request(
         if !c.buf.is_empty() {
             let mut headers = [EMPTY_HEADER; MAX_HEADERS];
             if let Some(req) = parse::request(&c.buf, &mut headers, &mut scan, max)? {
+                let trusted = &gen.config.limits.real_ip_from;
+                c.peer = crate::shield::real_ip::client(c.hop, req.headers, trusted);
                 return plan(&req, c, gen, listen, &shard.small).map(Some);
             }
             if c.buf.len() >= max {
@@ -263,6 +265,7 @@ pub(crate) fn plan(
                 let upgrade = req.upgrade.filter(|_| r.websocket);
                 let fwd = Forwarding {
                     client_ip: c.peer,
+                    hop: c.hop,
                     proto: listen.proto,
                     port: listen.port,
                     fallback_host: &up.name,

@@ -155,6 +155,7 @@ fn plan_with(p: &Planner, pick: u8, buf: &[u8]) {
     let c = Client {
         stream: ClientStream::Closed,
         peer,
+        hop: peer,
         buf: buf.to_vec(),
         hsts: None,
         to_https: pick & 1 != 0,

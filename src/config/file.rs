@@ -19,6 +19,7 @@ use toml_edit::ImDocument;
 
 use super::{
     check::{ListenerPlaces, Place, Places, RoutePlaces},
+    shield_conn,
     walk::{Field, Node, Reader, MAX_COUNT},
     AccessFormat, Action, Admin, Balance, Cache, CertPair, Config, Gzip, Health, HostMatch, Level,
     Limits, Listener, Log, LogTarget, Problem, Route, Runtime, Server, Sticky, Tls, TlsVersion,
@@ -227,7 +228,8 @@ impl Reader {
             "client_body_buffer",
             "max_connections",
         ];
-        self.keys(n, &keys);
+        self.keys(n, &[&keys[..], &shield_conn::LIMITS_KEYS].concat());
+        let (max_connections_per_ip, real_ip_from) = self.limits_shield(n);
         let timeout = |r: &mut Self, key: &str, default: u64, nonzero: bool| {
             r.get(n, key, secs(default), |r, f| r.duration(f, nonzero))
         };
@@ -243,6 +245,8 @@ impl Reader {
                 as usize,
             max_connections: self.get(n, "max_connections", 0, |r, f| r.integer(f, 0..=MAX_COUNT))
                 as usize,
+            max_connections_per_ip,
+            real_ip_from,
         }
     }
 
@@ -267,7 +271,8 @@ impl Reader {
     }
 
     fn listener(&mut self, n: &Node<'_>) -> Listener {
-        self.keys(n, &["address", "http2", "hsts", "redirect_https", "tls"]);
+        let keys = ["address", "http2", "hsts", "redirect_https", "tls"];
+        self.keys(n, &[&keys[..], &shield_conn::LISTEN_KEYS].concat());
         let mut places = ListenerPlaces::default();
         let address = self.required(n, "address").and_then(|f| {
             places.address = f.place();
@@ -279,6 +284,7 @@ impl Reader {
             r.header_value(f, s).then(|| s.to_string())
         });
         let redirect_https = self.get(n, "redirect_https", false, Self::boolean);
+        let gate = self.gate(n);
         let tls = self.opt(n, "tls", |r, f| {
             let node = r.table(f)?;
             Some(r.tls(&node, &mut places.certs))
@@ -301,6 +307,7 @@ impl Reader {
             http2,
             hsts,
             redirect_https,
+            gate,
             tls,
             acceptor: None,
         }

@@ -18,12 +18,15 @@ use std::{
 mod check;
 mod file;
 pub mod files;
+mod shield_conn;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_headers;
 pub mod units;
 mod walk;
+
+pub use shield_conn::Gate;
 
 /// One problem found in a config file, printed as `FILE:LINE: key: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +193,11 @@ pub struct Limits {
     pub client_body_buffer: usize,
     /// Per worker; 0 = unlimited.
     pub max_connections: usize,
+    /// Open connections of one client address, all workers together;
+    /// 0 = unlimited.
+    pub max_connections_per_ip: u32,
+    /// Peers trusted to name the client in X-Forwarded-For.
+    pub real_ip_from: crate::shield::nets::Nets,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +217,8 @@ pub struct Listener {
     pub http2: bool,
     pub hsts: Option<String>,
     pub redirect_https: bool,
+    /// `proxy_protocol`, `allow` and `deny`: checked at accept.
+    pub gate: Gate,
     pub tls: Option<Tls>,
     /// The TLS listener's rustls config, built by the control plane
     /// (`tls::attach`) at start and on every reload; `None` before that.
