@@ -116,10 +116,11 @@ impl Reader {
         };
 
         let mut listeners = Vec::new();
+        let mut listener_names = HashMap::new();
         match self.field(root, "listen") {
             Some(f) => {
                 for node in self.tables(&f, "at least one [[listen]] is required") {
-                    listeners.push(self.listener(&node));
+                    listeners.push(self.listener(&node, &mut listener_names));
                 }
             }
             None => self.report(root.line, "listen", "at least one [[listen]] is required"),
@@ -138,9 +139,15 @@ impl Reader {
         }
 
         let mut routes = Vec::new();
+        let listener_names: Vec<Option<String>> = listeners
+            .iter()
+            .map(|l: &Listener| l.name.clone())
+            .collect();
         if let Some(f) = self.field(root, "route") {
             for node in self.tables(&f, "at least one [[route]] is expected here") {
-                routes.push(self.route(&node, &names));
+                let mut route = self.route(&node, &names);
+                route.listeners = self.route_listeners(&node, &listener_names);
+                routes.push(route);
             }
         }
         Config {
@@ -156,11 +163,12 @@ impl Reader {
     }
 
     fn runtime(&mut self, n: &Node<'_>) -> Runtime {
-        self.keys(n, &["workers", "shutdown_timeout"]);
+        self.keys(n, &["workers", "shutdown_timeout", "user", "group"]);
         Runtime {
             workers: self.get(n, "workers", 0, |r, f| r.integer(f, 0..=MAX_COUNT)) as usize,
             shutdown_timeout: self
                 .get(n, "shutdown_timeout", secs(30), |r, f| r.duration(f, false)),
+            account: self.account(n),
         }
     }
 
@@ -263,8 +271,18 @@ impl Reader {
         address
     }
 
-    fn listener(&mut self, n: &Node<'_>) -> Listener {
-        self.keys(n, &["address", "http2", "hsts", "redirect_https", "tls"]);
+    fn listener(&mut self, n: &Node<'_>, names: &mut HashMap<String, usize>) -> Listener {
+        let keys = [
+            "address",
+            "http2",
+            "hsts",
+            "redirect_https",
+            "https_port",
+            "name",
+            "tls",
+        ];
+        self.keys(n, &keys);
+        let (name, https_port) = self.listener_naming(n, names);
         let mut places = ListenerPlaces::default();
         let address = self.required(n, "address").and_then(|f| {
             places.address = f.place();
@@ -298,6 +316,8 @@ impl Reader {
             http2,
             hsts,
             redirect_https,
+            name,
+            https_port,
             tls,
             acceptor: None,
         }
@@ -568,6 +588,7 @@ impl Reader {
             "set_request_headers",
             "add_response_headers",
             "error_pages",
+            "listeners",
         ];
         self.keys(n, &keys);
         let mut places = RoutePlaces::default();
@@ -672,6 +693,7 @@ impl Reader {
             set_request_headers,
             add_response_headers,
             error_pages: error_pages.unwrap_or_default(),
+            listeners: Vec::new(),
         }
     }
 

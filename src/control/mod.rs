@@ -5,7 +5,9 @@
 mod admin;
 pub mod health;
 mod listeners;
+mod privdrop;
 mod reload;
 pub(crate) mod start;
+mod systemd;
 
 pub use start::{check, run};
