@@ -61,12 +61,13 @@ pub fn switch(account: &Account, config: &Config) -> Result<String, String> {
             account.user
         ));
     }
+    let group = match &account.group {
+        Some(name) => format!(" ({name})"),
+        None => String::new(),
+    };
     Ok(format!(
-        "running as user {} (uid {}), group {} (gid {})",
-        account.user,
-        account.uid,
-        account.group.as_deref().unwrap_or("primary"),
-        account.gid
+        "running as user {} (uid {}), gid {}{group}",
+        account.user, account.uid, account.gid
     ))
 }
 
