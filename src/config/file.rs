@@ -92,7 +92,7 @@ fn unknown_variables(to: &str) -> Vec<&str> {
 }
 
 impl Reader {
-    fn config(&mut self, root: &Node<'_>) -> Config {
+    pub(super) fn config(&mut self, root: &Node<'_>) -> Config {
         let sections = [
             "runtime", "log", "limits", "admin", "cache", "listen", "upstream", "route",
         ];

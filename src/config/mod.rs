@@ -19,6 +19,7 @@ mod check;
 mod file;
 pub mod files;
 mod named;
+pub use named::known_keys;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

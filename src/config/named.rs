@@ -3,9 +3,10 @@
 //! the process runs as once its listeners are bound), a listener's `name`
 //! and `https_port`, and a route's `listeners`.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, path::Path};
 
 use nix::unistd::{Group, User};
+use toml_edit::ImDocument;
 
 use super::{
     walk::{Field, Node, Reader},
@@ -142,4 +143,48 @@ impl Reader {
         }
         out
     }
+}
+
+/// A document with one of every kind of table the schema has, so that
+/// walking it visits every table's list of keys.
+const EVERY_TABLE: &str = r#"
+[runtime]
+[log]
+[limits]
+[admin]
+[cache]
+[[listen]]
+address = "127.0.0.1:1"
+tls = { certs = [ { cert = "c", key = "k" } ] }
+[[upstream]]
+name = "u"
+servers = [ { address = "127.0.0.1:1" } ]
+health = { path = "/" }
+sticky = { cookie = "c" }
+[[route]]
+path = "/"
+split = [ { upstream = "u" } ]
+redirect = { to = "/" }
+respond = { status = 200 }
+gzip = { types = ["text/plain"] }
+"#;
+
+/// Every key the parser accepts, as dotted paths without array indexes
+/// (`listen.tls.certs.cert`), taken from the lists the walk itself checks
+/// keys against: the configuration reference is tested against it.
+pub fn known_keys() -> Vec<String> {
+    let mut reader = Reader::new(EVERY_TABLE, Path::new("ringside.toml"));
+    let Ok(doc) = ImDocument::parse(EVERY_TABLE) else {
+        return Vec::new();
+    };
+    let root = Node {
+        table: Some(doc.as_table()),
+        path: String::new(),
+        line: 1,
+    };
+    reader.config(&root);
+    let mut keys = reader.known;
+    keys.sort();
+    keys.dedup();
+    keys
 }
