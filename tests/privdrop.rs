@@ -263,4 +263,63 @@ fn a_user_without_root_is_refused_before_anything_is_bound() {
     );
 }
 
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
+
+/// As a unit started without CAP_NET_BIND_SERVICE would: a non-root
+/// process with a listener below 1024 stops at start with a line that
+/// names the address and what would allow it, before serving anything.
+#[test]
+fn a_low_port_without_the_capability_fails_the_start_clearly() {
+    need_root();
+    let (uid, gid) = nobody();
+    let dir = TestDir::new();
+    let (high, low) = (closed_port(), low_port());
+    let toml = format!(
+        "[log]\naccess = \"off\"\n\n[[listen]]\naddress = \"{high}\"\n\n\
+         [[listen]]\naddress = \"{low}\"\n\n[[route]]\npath = \"/\"\nrespond = {{ status = 200 }}\n"
+    );
+    let config = dir.write("ringside.toml", &toml);
+    let out = std::process::Command::new(bin())
+        .arg("-c")
+        .arg(&config)
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {low}: Permission denied"))
+            && err.contains("ports below 1024 need root or CAP_NET_BIND_SERVICE")
+            && err.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"),
+        "{err}"
+    );
+    assert!(!err.contains(READY_PREFIX), "{err}");
+    assert!(TcpStream::connect(high).is_err(), "{high} kept listening");
+}
+
+#[test]
+fn a_reload_cannot_switch_the_user_and_the_old_config_keeps_serving() {
+    need_root();
+    let toml = "[runtime]\nworkers = 1\nuser = \"nobody\"\n\n[log]\naccess = \"off\"\nlevel = \"warn\"\n\n\
+         [[listen]]\naddress = \"127.0.0.1:0\"\n\n\
+         [[route]]\npath = \"/\"\nrespond = { status = 200, body = \"old\" }\n";
+    let mut proxy = Proxy::start_in(TestDir::new(), toml);
+    let mut kept = Client::connect(proxy.addr());
+    assert_eq!(kept.get("/").body_str(), "old");
+    let changed = toml
+        .replace("user = \"nobody\"", "user = \"daemon\"")
+        .replace("\"old\"", "\"new\"");
+    std::fs::write(proxy.config_path(), changed).unwrap();
+    proxy.signal(libc::SIGHUP);
+    let line = proxy
+        .wait_for_line(|l| l.contains("reload failed"), IO_TIMEOUT)
+        .expect("the refused reload is logged");
+    assert!(
+        line.contains("runtime.user / runtime.group changed"),
+        "{line}"
+    );
+    assert_eq!(kept.get("/").body_str(), "old");
+    assert_eq!(Client::connect(proxy.addr()).get("/").body_str(), "old");
+}
