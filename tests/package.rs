@@ -1,4 +1,4 @@
-//! The Debian package: `cargo deb --no-build` packs the release binary
+//! The Debian package: `cargo deb --no-build --fast` packs the release binary
 //! (build it first: `cargo build --release`), and the .deb holds the
 //! binary, the unit, the default config as a conffile, the man pages, the
 //! logrotate file and the docs; unpacked into a scratch root its binary
@@ -36,7 +36,7 @@ fn build(dir: &Path) -> PathBuf {
     );
     let deb = dir.join("ringside.deb");
     let out = Command::new(env!("CARGO"))
-        .args(["deb", "--no-build", "--output"])
+        .args(["deb", "--no-build", "--fast", "--output"])
         .arg(&deb)
         .current_dir(manifest)
         .output()
