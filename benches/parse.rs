@@ -81,7 +81,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("route_lookup_20_routes", |b| {
         b.iter(|| {
             let path = ringside::http::path::normalize(req.path());
-            black_box(route::select(black_box(&table), &req, &path))
+            black_box(route::select(black_box(&table), &req, &path, Some(0)))
         })
     });
 

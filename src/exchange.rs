@@ -121,7 +121,7 @@ async fn answer(c: &mut Client, shard: &Shard, gen: &Generation, plan: &Plan) ->
         Act::Redirect { route } => {
             Box::pin(serve::redirect::answer(c, shard, gen, plan, route)).await
         }
-        Act::ToHttps => Box::pin(serve::redirect::to_https(c, shard, plan)).await,
+        Act::ToHttps { port } => Box::pin(serve::redirect::to_https(c, shard, plan, port)).await,
         Act::Respond { route } => Box::pin(respond_route(c, shard, config, plan, route)).await,
         Act::Refuse(e) => {
             let whole = plan.whole_in(c.buf.len());
@@ -240,11 +240,17 @@ pub(crate) fn plan(
         std::borrow::Cow::Borrowed(_) => None,
     };
     let path = normal.as_deref().unwrap_or(req.path());
+    // The listener in this config snapshot (found by address, which a
+    // reload keeps): it restricts routes and names the https port.
+    let listener = config
+        .listeners
+        .iter()
+        .position(|l| l.address == listen.configured);
     // A redirect_https listener routes nothing: every request is sent on.
     let route = if c.to_https {
         None
     } else {
-        route::select(&config.routes, req, path)
+        route::select(&config.routes, req, path, listener)
     };
     let mut key = crate::balance::Key::default();
     let act = match route.map(|i| (i, &config.routes[i])) {
@@ -253,7 +259,9 @@ pub(crate) fn plan(
         _ if req.method == "TRACE" => {
             Act::Refuse(Error::method_not_allowed("TRACE is not forwarded"))
         }
-        None if c.to_https => Act::ToHttps,
+        None if c.to_https => Act::ToHttps {
+            port: listener.map_or(443, |l| config.listeners[l].https_port),
+        },
         None => Act::Refuse(Error::not_found()),
         Some((i, r)) => match (&r.action, gen.upstream_for(i)) {
             // A split route picks its upstream here, once per request.

@@ -137,8 +137,9 @@ pub enum Act {
     Redirect { route: usize },
     /// A `respond` route.
     Respond { route: usize },
-    /// A `redirect_https` listener: 301 to the same target over https.
-    ToHttps,
+    /// A `redirect_https` listener: 301 to the same target over https, on
+    /// the listener's `https_port`.
+    ToHttps { port: u16 },
     /// Answered with this error (404: no route; 405: TRACE).
     Refuse(crate::error::Error),
 }

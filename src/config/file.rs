@@ -93,7 +93,7 @@ fn unknown_variables(to: &str) -> Vec<&str> {
 }
 
 impl Reader {
-    fn config(&mut self, root: &Node<'_>) -> Config {
+    pub(super) fn config(&mut self, root: &Node<'_>) -> Config {
         let sections = [
             "runtime", "log", "limits", "admin", "cache", "listen", "upstream", "route",
         ];
@@ -117,10 +117,11 @@ impl Reader {
         };
 
         let mut listeners = Vec::new();
+        let mut listener_names = HashMap::new();
         match self.field(root, "listen") {
             Some(f) => {
                 for node in self.tables(&f, "at least one [[listen]] is required") {
-                    listeners.push(self.listener(&node));
+                    listeners.push(self.listener(&node, &mut listener_names));
                 }
             }
             None => self.report(root.line, "listen", "at least one [[listen]] is required"),
@@ -139,9 +140,15 @@ impl Reader {
         }
 
         let mut routes = Vec::new();
+        let listener_names: Vec<Option<String>> = listeners
+            .iter()
+            .map(|l: &Listener| l.name.clone())
+            .collect();
         if let Some(f) = self.field(root, "route") {
             for node in self.tables(&f, "at least one [[route]] is expected here") {
-                routes.push(self.route(&node, &names));
+                let mut route = self.route(&node, &names);
+                route.listeners = self.route_listeners(&node, &listener_names);
+                routes.push(route);
             }
         }
         Config {
@@ -157,11 +164,12 @@ impl Reader {
     }
 
     fn runtime(&mut self, n: &Node<'_>) -> Runtime {
-        self.keys(n, &["workers", "shutdown_timeout"]);
+        self.keys(n, &["workers", "shutdown_timeout", "user", "group"]);
         Runtime {
             workers: self.get(n, "workers", 0, |r, f| r.integer(f, 0..=MAX_COUNT)) as usize,
             shutdown_timeout: self
                 .get(n, "shutdown_timeout", secs(30), |r, f| r.duration(f, false)),
+            account: self.account(n),
         }
     }
 
@@ -270,9 +278,18 @@ impl Reader {
         address
     }
 
-    fn listener(&mut self, n: &Node<'_>) -> Listener {
-        let keys = ["address", "http2", "hsts", "redirect_https", "tls"];
+    fn listener(&mut self, n: &Node<'_>, names: &mut HashMap<String, usize>) -> Listener {
+        let keys = [
+            "address",
+            "http2",
+            "hsts",
+            "redirect_https",
+            "https_port",
+            "name",
+            "tls",
+        ];
         self.keys(n, &[&keys[..], &shield_conn::LISTEN_KEYS].concat());
+        let (name, https_port) = self.listener_naming(n, names);
         let mut places = ListenerPlaces::default();
         let address = self.required(n, "address").and_then(|f| {
             places.address = f.place();
@@ -308,6 +325,8 @@ impl Reader {
             hsts,
             redirect_https,
             gate,
+            name,
+            https_port,
             tls,
             acceptor: None,
         }
@@ -578,6 +597,7 @@ impl Reader {
             "set_request_headers",
             "add_response_headers",
             "error_pages",
+            "listeners",
         ];
         self.keys(n, &keys);
         let mut places = RoutePlaces::default();
@@ -682,6 +702,7 @@ impl Reader {
             set_request_headers,
             add_response_headers,
             error_pages: error_pages.unwrap_or_default(),
+            listeners: Vec::new(),
         }
     }
 

@@ -18,7 +18,9 @@ use std::{
 mod check;
 mod file;
 pub mod files;
+mod named;
 mod shield_conn;
+pub use named::known_keys;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -144,6 +146,20 @@ pub struct Runtime {
     /// 0 = one per CPU in the process's affinity mask.
     pub workers: usize,
     pub shutdown_timeout: Duration,
+    /// `user` / `group`: who the process runs as once the listeners are
+    /// bound (`control::privdrop`); `None`: it stays who it was started as.
+    pub account: Option<Account>,
+}
+
+/// An account from `[runtime] user` / `group`, resolved when the file is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user: String,
+    pub uid: u32,
+    /// The `group`'s id, or the user's primary group.
+    pub gid: u32,
+    /// `group` as written, when given.
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +235,10 @@ pub struct Listener {
     pub redirect_https: bool,
     /// `proxy_protocol`, `allow` and `deny`: checked at accept.
     pub gate: Gate,
+    /// `name`: routes name the listeners they serve with it.
+    pub name: Option<String>,
+    /// The port `redirect_https` sends to (left out of the URL when 443).
+    pub https_port: u16,
     pub tls: Option<Tls>,
     /// The TLS listener's rustls config, built by the control plane
     /// (`tls::attach`) at start and on every reload; `None` before that.
@@ -348,4 +368,7 @@ pub struct Route {
     pub set_request_headers: Vec<(String, String)>,
     pub add_response_headers: Vec<(String, String)>,
     pub error_pages: Vec<(u16, PathBuf)>,
+    /// `listeners`: indexes into `Config::listeners` this route serves;
+    /// empty: every listener.
+    pub listeners: Vec<usize>,
 }

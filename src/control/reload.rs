@@ -75,6 +75,13 @@ impl Running {
     /// Prepares what the workers need (sockets, log sinks), then sends it.
     /// Nothing is sent unless everything could be prepared.
     fn hand_over(&mut self, old: &Config, new: Arc<Config>) -> Result<(), String> {
+        if new.runtime.account != old.runtime.account {
+            return Err(
+                "runtime.user / runtime.group changed: a reload cannot switch the \
+                        account the process runs as; restart ringside for that"
+                    .into(),
+            );
+        }
         let old_addrs: Vec<SocketAddr> = old.listeners.iter().map(|l| l.address).collect();
         let new_addrs: Vec<SocketAddr> = new.listeners.iter().map(|l| l.address).collect();
         let close: Vec<SocketAddr> = old_addrs
