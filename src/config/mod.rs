@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+mod acme;
 mod check;
 mod file;
 pub mod files;
@@ -24,6 +25,8 @@ mod tests;
 mod tests_headers;
 pub mod units;
 mod walk;
+
+pub use acme::{split_url, writable, Acme, Challenge};
 
 /// One problem found in a config file, printed as `FILE:LINE: key: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +134,7 @@ pub struct Config {
     pub limits: Limits,
     pub admin: Option<Admin>,
     pub cache: Cache,
+    pub acme: Option<Acme>,
     pub listeners: Vec<Listener>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
@@ -214,9 +218,12 @@ pub struct Listener {
 
 #[derive(Debug, Clone)]
 pub struct Tls {
-    /// The first is the default certificate.
+    /// The first is the default certificate; empty with `acme`.
     pub certs: Vec<CertPair>,
     pub protocols: Vec<TlsVersion>,
+    /// `tls = { acme = [NAMES] }`: one certificate for these names (lowercase)
+    /// from the `[acme]` directory instead of `certs`.
+    pub acme: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
