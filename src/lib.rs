@@ -31,6 +31,7 @@ pub mod config;
 #[macro_use]
 pub mod log;
 pub mod accept;
+pub mod acme;
 pub mod balance;
 pub mod cache;
 pub mod conn;

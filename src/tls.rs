@@ -38,7 +38,7 @@ use crate::config::{files, CertPair, Tls, TlsVersion};
 pub mod acme;
 mod split;
 mod stream;
-mod validity;
+pub mod validity;
 
 pub use split::{TlsReadHalf, TlsWriteHalf};
 pub use stream::{accept, TlsStream};
