@@ -463,10 +463,10 @@ fn check_reports_each_bad_acme_input_with_its_reason() {
         ":2: acme.directory: \"http://acme.example/dir\" is not an https:// URL",
         ":5: acme.challenge: \"dns-01\" is not one of \"tls-alpn-01\", \"http-01\"",
         ":6: acme.email: \"nobody\" is not an email address",
-        ":9: listen.tls.acme: \"*.example.com\": a wildcard needs the dns-01 challenge",
-        ":9: listen.tls.acme: \"bad_name\" is not a DNS name",
-        ":9: listen.tls.acme: \"ok.example.com\" is listed twice",
-        ":11: listen.tls.cert: write acme, or cert and key, not both",
+        ":10: listen.tls.acme: \"*.example.com\": a wildcard needs the dns-01 challenge",
+        ":10: listen.tls.acme: \"bad_name\" is not a DNS name",
+        ":10: listen.tls.acme: \"ok.example.com\" is listed twice",
+        ":14: listen.tls.cert: write acme, or cert and key, not both",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }

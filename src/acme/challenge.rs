@@ -91,7 +91,7 @@ fn alpn_certificate(name: &str, key_auth: &str) -> Result<rustls::sign::Certifie
     let cert = params
         .self_signed(&key)
         .map_err(|e| format!("challenge certificate: {e}"))?;
-    certified_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+    certified_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), false)
 }
 
 /// The http-01 answer of a plain listener, when `plan` asks for a token

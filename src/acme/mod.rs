@@ -211,7 +211,7 @@ fn install(
     chain: &[u8],
     key: &[u8],
 ) -> Result<(Instant, Time), String> {
-    let ck = crate::tls::acme::certified_from_pem(chain, key)?;
+    let ck = crate::tls::acme::certified_from_pem(chain, key, true)?;
     let leaf = ck.end_entity_cert().map_err(|e| e.to_string())?;
     let v = validity::of(leaf).ok_or("cannot read the certificate's dates")?;
     if v.not_after <= Time::now() {
