@@ -17,7 +17,7 @@ use rustls::{
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    path::PathBuf,
+    path::Path,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -247,7 +247,7 @@ impl Setup {
     }
 
     /// ringside's config: a plain and an ACME TLS listener.
-    fn toml(&self, directory: &str, ca: &PathBuf, acme_extra: &str) -> String {
+    fn toml(&self, directory: &str, ca: &Path, acme_extra: &str) -> String {
         let names = NAMES.map(|n| format!("\"{n}\"")).join(", ");
         format!(
             "[admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
