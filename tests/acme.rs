@@ -349,7 +349,17 @@ fn tls_alpn_01_issues_for_two_names_then_a_restart_reuses_the_stored_certificate
 fn http_01_issues_for_two_names_answered_on_the_plain_listener() {
     let setup = Setup::new();
     let pebble = Pebble::start(setup.http, setup.tls, None);
-    let (p, _) = issue(&setup, &pebble, "http-01");
+    let (mut p, leaf) = issue(&setup, &pebble, "http-01");
+    // A reload with the same [acme] keeps the certificate and orders nothing.
+    p.signal(libc::SIGHUP);
+    wait(&p, "reloaded", Duration::from_secs(10));
+    assert_eq!(served(setup.tls, NAMES[1], &pebble.root()), leaf);
+    assert_eq!(
+        count(&p, "ordering a certificate"),
+        1,
+        "{:?}",
+        p.stderr_lines()
+    );
     // The plain listener served the challenges and still routes the rest.
     let mut c = Client::connect(([127, 0, 0, 1], setup.http).into());
     c.send(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
