@@ -101,6 +101,10 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
 /// request's future larger (it is boxed and moved once per request).
 async fn answer(c: &mut Client, shard: &Shard, gen: &Generation, plan: &Plan) -> Done {
     let config = &*gen.config;
+    // An ACME http-01 challenge on a plain listener, before any route.
+    if let Some(done) = crate::acme::http01(c, shard, plan).await {
+        return done;
+    }
     match plan.act {
         Act::Proxy {
             upstream,

@@ -95,7 +95,7 @@ fn unknown_variables(to: &str) -> Vec<&str> {
 impl Reader {
     pub(super) fn config(&mut self, root: &Node<'_>) -> Config {
         let sections = [
-            "runtime", "log", "limits", "admin", "cache", "listen", "upstream", "route",
+            "runtime", "log", "limits", "admin", "cache", "acme", "listen", "upstream", "route",
         ];
         self.keys(root, &sections);
         let node = self.section(root, "runtime");
@@ -116,12 +116,16 @@ impl Reader {
             }),
         };
 
+        let acme = self
+            .opt(root, "acme", |r, f| r.table(f))
+            .map(|n| self.acme(&n));
         let mut listeners = Vec::new();
         let mut listener_names = HashMap::new();
         match self.field(root, "listen") {
             Some(f) => {
                 for node in self.tables(&f, "at least one [[listen]] is required") {
-                    listeners.push(self.listener(&node, &mut listener_names));
+                    let i = listeners.len();
+                    listeners.push(self.listener(&node, i, &mut listener_names));
                 }
             }
             None => self.report(root.line, "listen", "at least one [[listen]] is required"),
@@ -151,16 +155,19 @@ impl Reader {
                 routes.push(route);
             }
         }
-        Config {
+        let config = Config {
             runtime,
             log,
             limits,
             admin,
             cache,
+            acme,
             listeners,
             upstreams,
             routes,
-        }
+        };
+        self.acme_listeners(&config);
+        config
     }
 
     fn runtime(&mut self, n: &Node<'_>) -> Runtime {
@@ -278,7 +285,12 @@ impl Reader {
         address
     }
 
-    fn listener(&mut self, n: &Node<'_>, names: &mut HashMap<String, usize>) -> Listener {
+    fn listener(
+        &mut self,
+        n: &Node<'_>,
+        index: usize,
+        names: &mut HashMap<String, usize>,
+    ) -> Listener {
         let keys = [
             "address",
             "http2",
@@ -304,7 +316,7 @@ impl Reader {
         let gate = self.gate(n);
         let tls = self.opt(n, "tls", |r, f| {
             let node = r.table(f)?;
-            Some(r.tls(&node, &mut places.certs))
+            Some(r.tls(&node, &mut places.certs, index))
         });
         if let Some(f) = self.field(n, "http2").filter(|_| http2 && tls.is_none()) {
             self.report(
@@ -332,11 +344,19 @@ impl Reader {
         }
     }
 
-    fn tls(&mut self, n: &Node<'_>, places: &mut Vec<(Place, Place)>) -> Tls {
-        self.keys(n, &["cert", "key", "certs", "protocols"]);
+    fn tls(&mut self, n: &Node<'_>, places: &mut Vec<(Place, Place)>, index: usize) -> Tls {
+        self.keys(n, &["cert", "key", "certs", "protocols", "acme"]);
         let mut certs = Vec::new();
-        match self.field(n, "certs") {
-            Some(f) => {
+        let mut acme = Vec::new();
+        match (self.field(n, "acme"), self.field(n, "certs")) {
+            (Some(f), _) => {
+                let other = ["cert", "key", "certs"].into_iter();
+                if let Some(o) = other.filter_map(|k| self.field(n, k)).next() {
+                    self.report(o.line, &o.key, "write acme, or cert and key, not both");
+                }
+                acme = self.acme_names(&f, index);
+            }
+            (None, Some(f)) => {
                 if let Some(single) = self.field(n, "cert").or_else(|| self.field(n, "key")) {
                     self.report(
                         single.line,
@@ -349,7 +369,7 @@ impl Reader {
                     certs.push(self.cert_pair(&pair, places));
                 }
             }
-            None => certs.push(self.cert_pair(n, places)),
+            (None, None) => certs.push(self.cert_pair(n, places)),
         }
         let both = vec![TlsVersion::Tls12, TlsVersion::Tls13];
         let protocols = self.get(n, "protocols", both, |r, f| {
@@ -375,7 +395,11 @@ impl Reader {
             }
             Some(versions)
         });
-        Tls { certs, protocols }
+        Tls {
+            certs,
+            protocols,
+            acme,
+        }
     }
 
     fn cert_pair(&mut self, n: &Node<'_>, places: &mut Vec<(Place, Place)>) -> CertPair {

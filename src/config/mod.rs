@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+mod acme;
 mod check;
 mod file;
 pub mod files;
@@ -28,6 +29,7 @@ mod tests_headers;
 pub mod units;
 mod walk;
 
+pub use acme::{split_url, writable, Acme, Challenge};
 pub use shield_conn::Gate;
 
 /// One problem found in a config file, printed as `FILE:LINE: key: message`.
@@ -136,6 +138,7 @@ pub struct Config {
     pub limits: Limits,
     pub admin: Option<Admin>,
     pub cache: Cache,
+    pub acme: Option<Acme>,
     pub listeners: Vec<Listener>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
@@ -247,9 +250,12 @@ pub struct Listener {
 
 #[derive(Debug, Clone)]
 pub struct Tls {
-    /// The first is the default certificate.
+    /// The first is the default certificate; empty with `acme`.
     pub certs: Vec<CertPair>,
     pub protocols: Vec<TlsVersion>,
+    /// `tls = { acme = [NAMES] }`: one certificate for these names (lowercase)
+    /// from the `[acme]` directory instead of `certs`.
+    pub acme: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

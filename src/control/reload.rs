@@ -36,6 +36,9 @@ pub struct Running {
     pub checks: Checks,
     /// Their verdicts, shared with the admin listener.
     pub health: Arc<Mutex<Arc<Table>>>,
+    /// The ACME thread of the config in force; restarted by a reload that
+    /// changes `[acme]` or an ACME listener's names.
+    pub acme: Option<crate::acme::Manager>,
 }
 
 impl Running {
@@ -135,6 +138,10 @@ impl Running {
             *h = checks.table();
         }
         self.checks = checks;
+        if !crate::acme::same_work(old, &new) {
+            self.acme = None;
+            self.acme = crate::acme::Manager::start(&new)?;
+        }
         Ok(())
     }
 

@@ -163,6 +163,8 @@ fn start(
     // Active health checks run once per process until `checks` drops.
     let checks = super::health::Checks::start(&config)
         .map_err(|e| format!("cannot start the health checks: {e}"))?;
+    // Automatic certificates: ordered and renewed on their own thread.
+    let acme = crate::acme::Manager::start(&config)?;
     let charged = rlimit::rings_use_memlock();
     let memlock = rlimit::get(rlimit::Resource::Memlock).ok();
     let ring_entries = rlimit::ring_entries(
@@ -216,6 +218,7 @@ fn start(
         kept: kept.clone(),
         health: Arc::new(Mutex::new(checks.table())),
         checks,
+        acme,
     };
     let draining = Arc::new(AtomicBool::new(false));
     if let Some(l) = admin {
