@@ -17,8 +17,8 @@ use std::{
 use crate::{
     config::Challenge,
     request::{Client, Done, Plan},
-    tls::acme::{certified_from_pem, managed},
     shard::Shard,
+    tls::acme::{certified_from_pem, managed},
 };
 
 const PREFIX: &[u8] = b"/.well-known/acme-challenge/";
