@@ -153,9 +153,15 @@ const EVERY_TABLE: &str = r#"
 [limits]
 [admin]
 [cache]
+[acme]
+directory = "https://127.0.0.1:1/dir"
+storage = "s"
 [[listen]]
 address = "127.0.0.1:1"
 tls = { certs = [ { cert = "c", key = "k" } ] }
+[[listen]]
+address = "127.0.0.1:2"
+tls = { acme = ["a.example"] }
 [[upstream]]
 name = "u"
 servers = [ { address = "127.0.0.1:1" } ]
