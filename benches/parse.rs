@@ -55,6 +55,7 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let fwd = Forwarding {
         client_ip: [198, 51, 100, 9].into(),
+        hop: [198, 51, 100, 9].into(),
         proto: "http",
         port: 8080,
         fallback_host: "app",
@@ -80,7 +81,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("route_lookup_20_routes", |b| {
         b.iter(|| {
             let path = ringside::http::path::normalize(req.path());
-            black_box(route::select(black_box(&table), &req, &path))
+            black_box(route::select(black_box(&table), &req, &path, Some(0)))
         })
     });
 

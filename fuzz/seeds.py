@@ -153,3 +153,17 @@ put("h2", "settings-priority", b"\x00"
     + frame(1, END_STREAM | END_HEADERS | 0x20, 1, b"\x00\x00\x00\x00\x10" + block("GET", "/")))
 raw = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # a SETTINGS frame, written as is
 put("h2", "raw", b"\x01" + raw)
+
+# proxy_protocol: a PROXY header, usually followed by the first request bytes.
+def v2(cmd, fam, body):
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20 | cmd, fam]) + len(body).to_bytes(2, "big") + body
+inet = bytes([192, 0, 2, 1, 10, 0, 0, 9, 0xdb, 0x8a, 0, 80])
+inet6 = bytes(15) + b"\x01" + bytes(15) + b"\x02" + bytes([0x30, 0x39, 1, 0xbb])
+put("proxy_protocol", "v1-tcp4", b"PROXY TCP4 192.0.2.1 10.0.0.9 56202 80\r\nGET / HTTP/1.1\r\n\r\n")
+put("proxy_protocol", "v1-tcp6", b"PROXY TCP6 2001:db8::1 2001:db8::2 56202 443\r\n")
+put("proxy_protocol", "v1-unknown", b"PROXY UNKNOWN\r\n")
+put("proxy_protocol", "v2-proxy-inet", v2(1, 0x11, inet) + b"GET / HTTP/1.1\r\n\r\n")
+put("proxy_protocol", "v2-proxy-inet6", v2(1, 0x21, inet6))
+put("proxy_protocol", "v2-local", v2(0, 0x00, b""))
+put("proxy_protocol", "v2-unix", v2(1, 0x31, bytes(216)))
+put("proxy_protocol", "v2-tlvs", v2(1, 0x11, inet + b"\x02\x00\x09a.example\x04\x00\x03\x00\x00\x00"))

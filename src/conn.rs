@@ -1,12 +1,21 @@
 //! Stage 1, accept: one client connection, from the accept to the close.
 //!
-//! `serve` is the connection's long-lived task: the TLS handshake if its
-//! listener has one (an `h2` connection then goes to `http2/`), then it
+//! `serve` is the connection's long-lived task: the edge shield's checks
+//! at accept when the listener or `[limits]` asks for them (`admit`: the
+//! PROXY header, `allow`/`deny`, `max_connections_per_ip`), the TLS
+//! handshake if its listener has one (an `h2` connection then goes to `http2/`), then it
 //! waits for readability holding no buffer (an idle keep-alive connection
 //! costs a few hundred bytes) and runs `exchange::exchange` — boxed, so the
 //! idle task stays small — for each request.
 
-use std::{future::Future, net::SocketAddr, rc::Rc, sync::Arc};
+use std::{
+    cell::Cell,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    os::fd::AsRawFd,
+    rc::Rc,
+    sync::Arc,
+};
 
 use monoio::{io::AsyncWriteRent, net::TcpStream, time::Instant};
 
@@ -14,6 +23,8 @@ use crate::{
     exchange::exchange,
     request::Client,
     shard::{Listen, Shard},
+    shield::{nets::canonical, per_ip, proxy_protocol},
+    stats::Limited,
     stream::ClientStream,
     unwind::CatchUnwind,
 };
@@ -29,11 +40,13 @@ pub fn serve(
     shard: Rc<Shard>,
 ) -> impl Future<Output = ()> {
     shard.connections.set(shard.connections.get() + 1);
+    shard.stats.accepted(listen.stat);
     // The handshake and the first head must both be done within
     // client_header_timeout of the accept.
-    let (acceptor, hsts, to_https, header_timeout) = {
+    let (acceptor, hsts, to_https, header_timeout, shielded) = {
         let gen = shard.gen();
-        let timeout = gen.config.limits.client_header_timeout;
+        let limits = &gen.config.limits;
+        let timeout = limits.client_header_timeout;
         match gen
             .config
             .listeners
@@ -45,19 +58,25 @@ pub fn serve(
                 l.hsts.as_deref().map(Arc::from),
                 l.redirect_https,
                 timeout,
+                l.gate.proxy_protocol
+                    || !l.gate.allow.is_empty()
+                    || !l.gate.deny.is_empty()
+                    || limits.max_connections_per_ip > 0,
             ),
-            None => (None, None, false, timeout),
+            None => (None, None, false, timeout, false),
         }
     };
     let deadline = Instant::now() + header_timeout;
+    let peer = peer.ip().to_canonical();
     let client = Client {
         stream: ClientStream::Plain(stream),
-        peer: peer.ip().to_canonical(),
+        peer,
+        hop: peer,
         buf: Vec::new(),
         hsts,
         to_https,
     };
-    run(client, acceptor, listen, shard, deadline)
+    run(client, acceptor, listen, shard, deadline, shielded)
 }
 
 /// The connection's life: the TLS handshake if its listener has one, then
@@ -70,11 +89,27 @@ fn run(
     mut listen: Rc<Listen>,
     shard: Rc<Shard>,
     mut deadline: Instant,
+    shielded: bool,
 ) -> impl Future<Output = ()> {
     async move {
         // Until its first request is answered, a connection counts as
         // fresh: a graceful stop gives it a moment to send that request.
         let mut fresh = Some(shard.fresh());
+        // The edge shield, before TLS: the PROXY header, the listener's
+        // lists, the per-address count (whose place the slot holds until
+        // the connection ends). Boxed, as the handshake is.
+        let mut _slot = None;
+        if shielded {
+            let ClientStream::Plain(stream) = &c.stream else {
+                unreachable!("a connection starts as plain TCP");
+            };
+            let checks = Box::pin(admit(stream, c.hop, &listen, &shard, deadline));
+            let Some((client, slot)) = checks.await else {
+                shard.connections.set(shard.connections.get() - 1);
+                return;
+            };
+            (c.hop, c.peer, _slot) = (client, client, slot);
+        }
         if let Some(config) = acceptor {
             let ClientStream::Plain(stream) =
                 std::mem::replace(&mut c.stream, ClientStream::Closed)
@@ -85,7 +120,9 @@ fn run(
             // would otherwise sit inline in every connection's task, TLS or
             // not, for its whole life.
             let handshake = Box::pin(handshake(config, stream, deadline));
-            let Some(tls) = handshake.await else {
+            let tls = handshake.await;
+            shard.stats.handshake(listen.stat, tls.is_some());
+            let Some(tls) = tls else {
                 // A stalled, truncated or refused handshake: close, as
                 // nginx does (rustls already sent the alert it owed).
                 shard.connections.set(shard.connections.get() - 1);
@@ -131,6 +168,8 @@ fn run(
                 deadline = crate::timer::later(shard.gen().config.limits.client_header_timeout);
             }
             first = false;
+            // Each request names its own client (`real_ip_from`).
+            c.peer = c.hop;
             let exchange = Box::pin(exchange(&mut c, &listen, &shard, deadline));
             let outcome = CatchUnwind(exchange).await;
             drop(fresh.take());
@@ -201,5 +240,219 @@ async fn handshake(
     match monoio::time::timeout(left, crate::tls::accept(config, stream)).await {
         Ok(Ok(tls)) => Some(Box::new(tls)),
         _ => None,
+    }
+}
+
+/// The edge shield's checks at accept, before TLS: the PROXY header on a
+/// `proxy_protocol` listener, then the listener's `allow`/`deny`, then
+/// `max_connections_per_ip`. Returns the client's address and its place in
+/// the per-address count; `None`: the connection is to be closed without
+/// an answer (counted and logged here, unless the peer closed first
+/// without sending a byte, as a balancer's TCP health check does).
+async fn admit(
+    stream: &TcpStream,
+    peer: IpAddr,
+    listen: &Listen,
+    shard: &Shard,
+    deadline: Instant,
+) -> Option<(IpAddr, Option<per_ip::Slot>)> {
+    let gen = shard.gen();
+    let at = listen.configured;
+    let listener = gen.config.listeners.iter().find(|l| l.address == at);
+    let gate = listener.map(|l| &l.gate);
+    let refuse = |client: IpAddr, reason: Limited, why: std::fmt::Arguments<'_>| {
+        shard.stats.limited(gen.ids.no_route, reason);
+        REFUSALS.with(|r| r.refused(shard.id, client, at, why, std::time::Instant::now()));
+        None
+    };
+    let mut client = peer;
+    if gate.is_some_and(|g| g.proxy_protocol) {
+        match proxy_header(stream, deadline).await {
+            Ok(source) => client = source.map_or(peer, |s| canonical(s.ip())),
+            Err(NoHeader::Closed) => return None,
+            Err(NoHeader::Bad(bad)) => {
+                return refuse(
+                    peer,
+                    Limited::ProxyProtocol,
+                    format_args!("PROXY header: {bad}"),
+                )
+            }
+            Err(NoHeader::Timeout) => {
+                let why = format_args!("no PROXY header within client_header_timeout");
+                return refuse(peer, Limited::ProxyProtocol, why);
+            }
+        }
+    }
+    if !gate.is_none_or(|g| g.lets_in(client)) {
+        return refuse(
+            client,
+            Limited::ListenerDeny,
+            format_args!("listener allow/deny"),
+        );
+    }
+    let max = gen.config.limits.max_connections_per_ip;
+    if max == 0 {
+        return Some((client, None));
+    }
+    match per_ip::admit(client, max) {
+        Ok(slot) => Some((client, Some(slot))),
+        Err(open) => {
+            let why = format_args!("{open} connections open (max_connections_per_ip = {max})");
+            refuse(client, Limited::ConnPerIp, why)
+        }
+    }
+}
+
+/// Why no PROXY header came.
+enum NoHeader {
+    /// The peer closed (or the socket failed) before sending a byte.
+    Closed,
+    Bad(proxy_protocol::Bad),
+    Timeout,
+}
+
+/// Reads the PROXY header off the socket, and not one byte more: what
+/// follows (a TLS ClientHello, a request) stays for the next stage. Bytes
+/// are peeked, and taken only once they are known to be the header's.
+/// Returns the source address the header names (`None`: the peer's own).
+async fn proxy_header(
+    stream: &TcpStream,
+    deadline: Instant,
+) -> Result<Option<SocketAddr>, NoHeader> {
+    // A header that comes in pieces: the pieces so far (rarely used).
+    let mut held = Vec::new();
+    loop {
+        match proxy_step(stream.as_raw_fd(), &mut held)? {
+            Some(header) => return Ok(header.source),
+            None => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match monoio::time::timeout(left, stream.readable(false)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) if held.is_empty() => return Err(NoHeader::Closed),
+                    Ok(Err(_)) => return Err(NoHeader::Bad(TRUNCATED)),
+                    Err(_) => return Err(NoHeader::Timeout),
+                }
+            }
+        }
+    }
+}
+
+const TRUNCATED: proxy_protocol::Bad = proxy_protocol::Bad("connection closed inside the header");
+
+/// Looks at what the socket holds now: the header (taken off the socket),
+/// `None` to wait for more (the bytes so far taken into `held`), or why
+/// there is no header.
+fn proxy_step(
+    fd: std::os::fd::RawFd,
+    held: &mut Vec<u8>,
+) -> Result<Option<proxy_protocol::Header>, NoHeader> {
+    let mut peeked = [0u8; proxy_protocol::MAX_V2];
+    // `parse` refuses anything longer than MAX_V2, so `held` stays shorter.
+    let room = proxy_protocol::MAX_V2 - held.len();
+    // SAFETY: `peeked` is a live local array of at least `room` bytes that
+    // recv may write into; no other reference to it exists during the
+    // call. `fd` is the connection's socket, open for the whole call.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            peeked.as_mut_ptr().cast(),
+            room,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    let n = match n {
+        0 if held.is_empty() => return Err(NoHeader::Closed),
+        0 => return Err(NoHeader::Bad(TRUNCATED)),
+        n if n > 0 => n as usize,
+        _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock => {
+            return Ok(None)
+        }
+        _ if held.is_empty() => return Err(NoHeader::Closed),
+        _ => return Err(NoHeader::Bad(TRUNCATED)),
+    };
+    let before = held.len();
+    let parsed = if before == 0 {
+        proxy_protocol::parse(&peeked[..n])
+    } else {
+        held.extend_from_slice(&peeked[..n]);
+        proxy_protocol::parse(held)
+    };
+    match parsed.map_err(NoHeader::Bad)? {
+        Some(header) => {
+            take(fd, &mut peeked, header.len - before)?;
+            Ok(Some(header))
+        }
+        None => {
+            if before == 0 {
+                held.extend_from_slice(&peeked[..n]);
+            }
+            take(fd, &mut peeked, n)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Takes `len` bytes that a peek showed are waiting off the socket.
+fn take(
+    fd: std::os::fd::RawFd,
+    scratch: &mut [u8; proxy_protocol::MAX_V2],
+    mut len: usize,
+) -> Result<(), NoHeader> {
+    while len > 0 {
+        // SAFETY: `scratch` is an exclusively borrowed array of MAX_V2
+        // bytes and `len` is at most that (a header is never longer); `fd`
+        // is the connection's socket, open for the whole call.
+        let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            return Err(NoHeader::Bad(TRUNCATED));
+        }
+        len -= n as usize;
+    }
+    Ok(())
+}
+
+/// At most one line per worker per this interval about refused
+/// connections; the next line says how many were left out, so a flood
+/// cannot flood the log.
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+thread_local! {
+    /// This worker's refused connections (one worker per thread).
+    static REFUSALS: Refusals = const { Refusals {
+        logged: Cell::new(None),
+        suppressed: Cell::new(0),
+    } };
+}
+
+/// The rate limit of one worker's refusal lines.
+struct Refusals {
+    logged: Cell<Option<std::time::Instant>>,
+    /// Refusals since the last line that were not logged.
+    suppressed: Cell<u64>,
+}
+
+impl Refusals {
+    fn refused(
+        &self,
+        worker: usize,
+        client: IpAddr,
+        at: SocketAddr,
+        why: std::fmt::Arguments<'_>,
+        now: std::time::Instant,
+    ) {
+        let due = self
+            .logged
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_EVERY);
+        if !due {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return;
+        }
+        self.logged.set(Some(now));
+        let left_out = match self.suppressed.replace(0) {
+            0 => String::new(),
+            n => format!(" ({n} more refused connections not logged)"),
+        };
+        crate::info!("worker {worker}: connection from {client} to {at} refused: {why}{left_out}");
     }
 }

@@ -74,7 +74,9 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
     // 7. Count and log, then drop the head (and the body bytes read with it).
     let took = start.elapsed();
     let route_id = plan.route.map_or(gen.ids.no_route, |r| gen.ids.routes[r]);
-    shard.stats.request(route_id, done.status, took);
+    shard
+        .stats
+        .request(route_id, done.status, took, done.body_bytes);
     if let Some(cache) = &plan.cache {
         shard.stats.cache(cache.status.get().index());
     }
@@ -84,7 +86,7 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
     }
     log_access(c, shard, config, &plan, &done, took.as_secs_f64());
     if let Some(e) = done.error {
-        log_error(shard, config, c.peer, Some(&plan), &e, &done);
+        log_error(shard, config, (c.peer, &c.buf), Some(&plan), &e, &done);
     }
     let consumed = done.consumed.min(c.buf.len());
     c.buf.drain(..consumed);
@@ -99,6 +101,10 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
 /// request's future larger (it is boxed and moved once per request).
 async fn answer(c: &mut Client, shard: &Shard, gen: &Generation, plan: &Plan) -> Done {
     let config = &*gen.config;
+    // An ACME http-01 challenge on a plain listener, before any route.
+    if let Some(done) = crate::acme::http01(c, shard, plan).await {
+        return done;
+    }
     match plan.act {
         Act::Proxy {
             upstream,
@@ -119,7 +125,7 @@ async fn answer(c: &mut Client, shard: &Shard, gen: &Generation, plan: &Plan) ->
         Act::Redirect { route } => {
             Box::pin(serve::redirect::answer(c, shard, gen, plan, route)).await
         }
-        Act::ToHttps => Box::pin(serve::redirect::to_https(c, shard, plan)).await,
+        Act::ToHttps { port } => Box::pin(serve::redirect::to_https(c, shard, plan, port)).await,
         Act::Respond { route } => Box::pin(respond_route(c, shard, config, plan, route)).await,
         Act::Refuse(e) => {
             let whole = plan.whole_in(c.buf.len());
@@ -133,10 +139,12 @@ async fn answer(c: &mut Client, shard: &Shard, gen: &Generation, plan: &Plan) ->
 /// line as far as it came.
 fn finish_refused(c: &Client, shard: &Shard, gen: &Generation, done: &Done, took: Duration) {
     if done.status != 499 {
-        shard.stats.request(gen.ids.no_route, done.status, took);
+        shard
+            .stats
+            .request(gen.ids.no_route, done.status, took, done.body_bytes);
     }
     if let Some(e) = done.error {
-        log_error(shard, &gen.config, c.peer, None, &e, done);
+        log_error(shard, &gen.config, (c.peer, &c.buf), None, &e, done);
     }
     // A timed-out read takes the buffer with it: the line then has no
     // request line ("-").
@@ -193,6 +201,8 @@ async fn read_request(
         if !c.buf.is_empty() {
             let mut headers = [EMPTY_HEADER; MAX_HEADERS];
             if let Some(req) = parse::request(&c.buf, &mut headers, &mut scan, max)? {
+                let trusted = &gen.config.limits.real_ip_from;
+                c.peer = crate::shield::real_ip::client(c.hop, req.headers, trusted);
                 return plan(&req, c, gen, listen, &shard.small).map(Some);
             }
             if c.buf.len() >= max {
@@ -234,11 +244,17 @@ pub(crate) fn plan(
         std::borrow::Cow::Borrowed(_) => None,
     };
     let path = normal.as_deref().unwrap_or(req.path());
+    // The listener in this config snapshot (found by address, which a
+    // reload keeps): it restricts routes and names the https port.
+    let listener = config
+        .listeners
+        .iter()
+        .position(|l| l.address == listen.configured);
     // A redirect_https listener routes nothing: every request is sent on.
     let route = if c.to_https {
         None
     } else {
-        route::select(&config.routes, req, path)
+        route::select(&config.routes, req, path, listener)
     };
     let mut key = crate::balance::Key::default();
     let access = route.map(|i| &config.routes[i].access);
@@ -257,7 +273,9 @@ pub(crate) fn plan(
         _ if req.method == "TRACE" => {
             Act::Refuse(Error::method_not_allowed("TRACE is not forwarded"))
         }
-        None if c.to_https => Act::ToHttps,
+        None if c.to_https => Act::ToHttps {
+            port: listener.map_or(443, |l| config.listeners[l].https_port),
+        },
         None => Act::Refuse(Error::not_found()),
         Some((i, r)) => match (&r.action, gen.upstream_for(i)) {
             // A split route picks its upstream here, once per request.
@@ -269,6 +287,7 @@ pub(crate) fn plan(
                 let upgrade = req.upgrade.filter(|_| r.websocket);
                 let fwd = Forwarding {
                     client_ip: c.peer,
+                    hop: c.hop,
                     proto: listen.proto,
                     port: listen.port,
                     fallback_host: &up.name,
@@ -442,7 +461,7 @@ fn level_of(e: &Error) -> Level {
 fn log_error(
     shard: &Shard,
     config: &Config,
-    peer: IpAddr,
+    (peer, buf): (IpAddr, &[u8]),
     plan: Option<&Plan>,
     e: &Error,
     done: &Done,
@@ -459,11 +478,44 @@ fn log_error(
         .and_then(|p| p.route)
         .map(|r| config.routes[r].label.as_str())
         .unwrap_or("-");
+    let request = Request(buf);
     crate::log::error_line(
         level,
         format_args!(
-            "worker {}: {e}, client {peer}, route {route}, upstream {server}, status {}",
+            "worker {}: {e}, client {peer}, request {request}, route {route}, upstream {server}, status {}",
             shard.id, done.status
         ),
     );
+}
+
+/// The request an error-log line belongs to, from the head at the start of
+/// the client buffer: `"METHOD host /path"` (`-` for what is missing),
+/// escaped, the path without its query, at most 200 bytes of it.
+struct Request<'a>(&'a [u8]);
+
+impl std::fmt::Display for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line = self.0.split(|&b| b == b'\r' || b == b'\n').next();
+        let mut parts = line.unwrap_or_default().splitn(3, |&b| b == b' ');
+        let method = parts.next().filter(|m| !m.is_empty()).unwrap_or(b"-");
+        let target = parts.next().unwrap_or(b"-");
+        let path = target.split(|&b| b == b'?').next().unwrap_or(target);
+        let path = &path[..path.len().min(200)];
+        let host = (self.0.split(|&b| b == b'\n').skip(1))
+            .take_while(|l| !l.is_empty() && *l != b"\r")
+            .find_map(|l| {
+                let (name, value) = l.split_at(l.iter().position(|&b| b == b':')?);
+                name.eq_ignore_ascii_case(b"host")
+                    .then(|| value[1..].trim_ascii())
+            })
+            .unwrap_or(b"-");
+        let host = &host[..host.len().min(100)];
+        write!(
+            f,
+            "\"{} {} {}\"",
+            method.escape_ascii(),
+            host.escape_ascii(),
+            path.escape_ascii()
+        )
+    }
 }

@@ -145,6 +145,7 @@ fn plan_with(p: &Planner, pick: u8, buf: &[u8]) {
         configured: SocketAddr::from(([127, 0, 0, 1], 8080)),
         port: 8080,
         proto: if pick & 2 != 0 { "https" } else { "http" },
+        stat: 0,
     };
     let peer = if pick & 4 != 0 {
         IpAddr::V6(Ipv6Addr::LOCALHOST)
@@ -154,6 +155,7 @@ fn plan_with(p: &Planner, pick: u8, buf: &[u8]) {
     let c = Client {
         stream: ClientStream::Closed,
         peer,
+        hop: peer,
         buf: buf.to_vec(),
         hsts: None,
         to_https: pick & 1 != 0,
@@ -458,6 +460,7 @@ impl H2 {
                 configured,
                 port: addr.port(),
                 proto: "http",
+                stat: 0,
             }),
             listener: RefCell::new(Some(listener)),
             addr,

@@ -64,6 +64,7 @@ pub mod stream;
 pub mod timer;
 pub mod unwind;
 // the control plane
+pub mod acme;
 pub mod control;
 
 pub use control::run;

@@ -84,7 +84,18 @@ pub fn error_line(level: Level, args: std::fmt::Arguments<'_>) {
     };
     let mut line = Vec::with_capacity(128);
     with_time(|t| line.extend_from_slice(t.error.as_bytes()));
-    let _ = writeln!(line, " [{name}] {args}");
+    let _ = write!(line, " [{name}] {args}");
+    // One problem, one stamped line: a message that spans lines (a list of
+    // config problems) is joined with "; ".
+    if line.contains(&b'\n') {
+        line = String::from_utf8_lossy(&line)
+            .split('\n')
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
+            .into_bytes();
+    }
+    line.push(b'\n');
     // Nowhere is left to report a failing error log: its errors are dropped.
     match ERROR_SINK.lock().as_deref_mut() {
         Ok(Some(sink)) => {

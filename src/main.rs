@@ -1,4 +1,4 @@
-//! The command line: `ringside [-c FILE] [--check]`.
+//! The command line: `ringside [-c FILE] [--check] [--upgrade-socket PATH]`.
 
 use std::path::PathBuf;
 
@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: ringside [-c FILE | --config FILE] [--check]
+const USAGE: &str = "usage: ringside [-c FILE | --config FILE] [--check] [--upgrade-socket PATH]
 
   -c, --config FILE   the config file (default ./ringside.toml)
       --check         validate FILE and exit: 0 and `FILE: ok`, or 1 and every problem

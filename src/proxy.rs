@@ -59,16 +59,7 @@ pub async fn fetch(
         route: &cfg.routes[plan.route.unwrap_or(0)],
         upgrade,
     };
-    // A body that fits client_body_buffer is read whole first: a slow
-    // client then holds no upstream connection.
-    let buffering = Buffering {
-        max: cfg.limits.client_body_buffer,
-        body_timeout: cfg.limits.client_body_timeout,
-        send_timeout: cfg.limits.client_send_timeout,
-        budget: &shard.bodies,
-        spare: &shard.heads,
-    };
-    let _held = match Box::pin(buffering::read_whole(c, plan, &buffering)).await {
+    let _held = match Box::pin(body_first(&cx, c)).await {
         Ok(held) => held,
         Err(e) => {
             return (
@@ -77,25 +68,19 @@ pub async fn fetch(
             )
         }
     };
-    // A chunked body that arrived with its head is checked before anything
-    // is forwarded: a bad chunk never reaches the upstream (later chunks are
-    // checked as they stream, and a bad one aborts the upstream connection).
-    if plan.framing == Framing::Chunked {
-        if let Err(e) = precheck_chunked(&c.buf[plan.len..], cfg.limits.max_request_body) {
-            return (
-                Box::pin(pages::fail(c, shard, Some(plan), e, None)).await,
-                None,
-            );
-        }
-    }
     let (body_now, remaining) = body_split(plan, c.buf.len() - plan.len);
     // The head and the body bytes that came with it go out in one write,
     // from a pooled buffer (given back below).
     let mut first = shard.small.take();
     first.extend_from_slice(head);
     first.extend_from_slice(&c.buf[plan.len..plan.len + body_now]);
+    let asked = monoio::time::Instant::now();
     let reached = reach(&cx, c, &mut first, remaining).await;
     shard.small.give(first);
+    if reached.is_ok() {
+        let name = gen.ids.upstreams[upstream].0;
+        shard.stats.upstream_time(name, asked.elapsed());
+    }
     // The request's bytes in the client buffer once it was read whole:
     // after a chunked body, copy_chunked left the buffer as head + next
     // request.
@@ -154,6 +139,31 @@ pub async fn fetch(
         }
     }
     (done, fetched)
+}
+
+/// What of the body is read before any upstream is picked: all of it when
+/// it fits `client_body_buffer` (a slow client then holds no upstream
+/// connection; the reservation is held until the request ends), and a
+/// chunked body's buffered part is checked (a bad chunk never reaches the
+/// upstream; later chunks are checked as they stream, and a bad one aborts
+/// the upstream connection).
+async fn body_first<'s>(
+    cx: &Cx<'s>,
+    c: &mut Client,
+) -> Result<Option<buffering::Reserved<'s>>, Error> {
+    let (limits, plan) = (&cx.cfg.limits, cx.plan);
+    let buffering = Buffering {
+        max: limits.client_body_buffer,
+        body_timeout: limits.client_body_timeout,
+        send_timeout: limits.client_send_timeout,
+        budget: &cx.shard.bodies,
+        spare: &cx.shard.heads,
+    };
+    let held = buffering::read_whole(c, plan, &buffering).await?;
+    if plan.framing == Framing::Chunked {
+        precheck_chunked(&c.buf[plan.len..], limits.max_request_body)?;
+    }
+    Ok(held)
 }
 
 /// Of a body with a length, the bytes that came with the head (sent with

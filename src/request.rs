@@ -14,9 +14,14 @@ use crate::{
 /// The client side of a connection.
 pub struct Client {
     pub stream: ClientStream,
-    /// The client's address (what logs, X-Real-IP, X-Forwarded-For and
-    /// ip_hash use).
+    /// The client's address: what logs, X-Real-IP, ip_hash and the
+    /// shield's lists and limits use. `hop`, or for a request from a
+    /// `limits.real_ip_from` peer the address its X-Forwarded-For names
+    /// (set for each request by `exchange::read_request`).
     pub peer: std::net::IpAddr,
+    /// The connection's own address: the TCP peer, or the source a PROXY
+    /// header named. X-Forwarded-For upstream appends it.
+    pub hop: std::net::IpAddr,
     /// The read buffer: empty, without capacity, while the connection idles.
     /// During an exchange it starts with the request head, which stays in
     /// place until the request is logged.
@@ -132,8 +137,9 @@ pub enum Act {
     Redirect { route: usize },
     /// A `respond` route.
     Respond { route: usize },
-    /// A `redirect_https` listener: 301 to the same target over https.
-    ToHttps,
+    /// A `redirect_https` listener: 301 to the same target over https, on
+    /// the listener's `https_port`.
+    ToHttps { port: u16 },
     /// Answered with this error (404: no route; 405: TRACE).
     Refuse(crate::error::Error),
 }

@@ -4,7 +4,9 @@
 //! a host), then the longest path prefix of the normalised path; among routes with the same host and
 //! path, the first in file order whose `match_header`/`match_cookie` hold.
 //! When no route of the matching host group fits the path, the next group is
-//! tried, so a catch-all route without a host still answers.
+//! tried, so a catch-all route without a host still answers. A route with
+//! `listeners` takes part only for connections accepted on one of them (as
+//! an nginx `server` block belongs to its `listen` lines).
 
 use crate::{
     config::{HostMatch, Route},
@@ -12,10 +14,20 @@ use crate::{
 };
 
 /// The index of the route for `req`, if any; `path` is the request's
-/// normalised path (`http::path`).
-pub fn select(routes: &[Route], req: &RequestHead<'_, '_>, path: &[u8]) -> Option<usize> {
+/// normalised path (`http::path`), `listener` the index of the listener
+/// that accepted the connection in the same config (`None`: not found,
+/// then only routes without `listeners` serve it).
+pub fn select(
+    routes: &[Route],
+    req: &RequestHead<'_, '_>,
+    path: &[u8],
+    listener: Option<usize>,
+) -> Option<usize> {
     let host = req.host.map(strip_port).unwrap_or(b"");
-    let fits = |r: &Route| path.starts_with(r.path.as_bytes()) && conditions_hold(r, req);
+    let serves =
+        |r: &Route| r.listeners.is_empty() || listener.is_some_and(|l| r.listeners.contains(&l));
+    let fits =
+        |r: &Route| serves(r) && path.starts_with(r.path.as_bytes()) && conditions_hold(r, req);
 
     // Group 1: exact host.
     if let Some(i) = longest(routes, |r| {

@@ -52,6 +52,9 @@ pub struct Listen {
     pub port: u16,
     /// "http" or "https", for X-Forwarded-Proto.
     pub proto: &'static str,
+    /// The listener's label id in the worker's `Stats` (its address as
+    /// written).
+    pub stat: u32,
 }
 
 /// One config version as a worker sees it. A request holds the generation

@@ -13,6 +13,52 @@ pub const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// A Prometheus histogram over `BUCKETS` (seconds).
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Histogram {
+    /// Per bucket, then +Inf (not cumulative).
+    counts: [u64; BUCKETS.len() + 1],
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum += secs;
+    }
+
+    fn add(&mut self, o: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(o.counts) {
+            *a += b;
+        }
+        self.sum += o.sum;
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines; `labels` is empty or
+    /// `name="value",` (with the trailing comma).
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, n) in self.counts.iter().enumerate() {
+            cumulative += n;
+            let le = BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
+        }
+        let plain = labels.trim_end_matches(',');
+        let braces = if plain.is_empty() {
+            String::new()
+        } else {
+            format!("{{{plain}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+    }
+}
+
 /// Label strings, interned so counters are keyed by small integers.
 #[derive(Default)]
 struct Labels {
@@ -39,9 +85,15 @@ struct Counts {
     requests: HashMap<(u32, u16), u64>,
     /// (upstream name, server label, status) → requests
     upstream: HashMap<(u32, u32, u16), u64>,
-    /// Per bucket, then +Inf.
-    duration: [u64; BUCKETS.len() + 1],
-    duration_sum: f64,
+    duration: Histogram,
+    /// route label → response body bytes sent
+    bytes: HashMap<u32, u64>,
+    /// upstream name → time from the first connect to the response head
+    upstream_time: HashMap<u32, Histogram>,
+    /// listener label → connections accepted
+    accepted: HashMap<u32, u64>,
+    /// (listener label, handshake succeeded) → TLS handshakes
+    handshakes: HashMap<(u32, bool), u64>,
     /// Per `X-Cache-Status`, in `CACHE_STATUSES` order.
     cache: [u64; 4],
     /// (route label, reason) → requests or connections the shield refused
@@ -125,16 +177,39 @@ impl Stats {
         }
     }
 
-    pub fn request(&self, route: u32, status: u16, took: Duration) {
+    /// The label id of a listener (its name, else its address as written).
+    pub fn label(&self, s: &str) -> u32 {
+        self.counts.borrow_mut().labels.id(s)
+    }
+
+    /// A request answered: its status, duration and body bytes sent.
+    pub fn request(&self, route: u32, status: u16, took: Duration, bytes: u64) {
         let mut c = self.counts.borrow_mut();
         *c.requests.entry((route, status)).or_insert(0) += 1;
-        let secs = took.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(BUCKETS.len());
-        c.duration[bucket] += 1;
-        c.duration_sum += secs;
+        c.duration.observe(took);
+        *c.bytes.entry(route).or_insert(0) += bytes;
+    }
+
+    /// An upstream's time from the first connect to the response head.
+    pub fn upstream_time(&self, upstream: u32, took: Duration) {
+        let mut c = self.counts.borrow_mut();
+        c.upstream_time.entry(upstream).or_default().observe(took);
+    }
+
+    /// A connection accepted on a listener.
+    pub fn accepted(&self, listener: u32) {
+        *self
+            .counts
+            .borrow_mut()
+            .accepted
+            .entry(listener)
+            .or_insert(0) += 1;
+    }
+
+    /// A TLS handshake on a listener, and whether it succeeded.
+    pub fn handshake(&self, listener: u32, ok: bool) {
+        let mut c = self.counts.borrow_mut();
+        *c.handshakes.entry((listener, ok)).or_insert(0) += 1;
     }
 
     /// A cached route's GET/HEAD, by its index in `CACHE_STATUSES`.
@@ -174,7 +249,14 @@ impl Stats {
                 .map(|(&(u, sv, st), &n)| ((name(u), name(sv), st), n))
                 .collect(),
             duration: c.duration,
-            duration_sum: c.duration_sum,
+            bytes: c.bytes.iter().map(|(&r, &n)| (name(r), n)).collect(),
+            upstream_time: (c.upstream_time.iter())
+                .map(|(&u, h)| (name(u), *h))
+                .collect(),
+            accepted: c.accepted.iter().map(|(&l, &n)| (name(l), n)).collect(),
+            handshakes: (c.handshakes.iter())
+                .map(|(&(l, ok), &n)| ((name(l), ok), n))
+                .collect(),
             cache: c.cache,
             limited: c
                 .limited
@@ -192,8 +274,11 @@ impl Stats {
 pub struct Snapshot {
     pub requests: HashMap<(String, u16), u64>,
     pub upstream: HashMap<(String, String, u16), u64>,
-    pub duration: [u64; BUCKETS.len() + 1],
-    pub duration_sum: f64,
+    pub duration: Histogram,
+    pub bytes: HashMap<String, u64>,
+    pub upstream_time: HashMap<String, Histogram>,
+    pub accepted: HashMap<String, u64>,
+    pub handshakes: HashMap<(String, bool), u64>,
     pub cache: [u64; 4],
     pub limited: HashMap<(String, Limited), u64>,
     pub connections: usize,
@@ -209,10 +294,19 @@ impl Snapshot {
         for (k, n) in &o.upstream {
             *self.upstream.entry(k.clone()).or_insert(0) += n;
         }
-        for (a, b) in self.duration.iter_mut().zip(o.duration) {
-            *a += b;
+        self.duration.add(&o.duration);
+        for (k, n) in &o.bytes {
+            *self.bytes.entry(k.clone()).or_insert(0) += n;
         }
-        self.duration_sum += o.duration_sum;
+        for (k, h) in &o.upstream_time {
+            self.upstream_time.entry(k.clone()).or_default().add(h);
+        }
+        for (k, n) in &o.accepted {
+            *self.accepted.entry(k.clone()).or_insert(0) += n;
+        }
+        for (k, n) in &o.handshakes {
+            *self.handshakes.entry(k.clone()).or_insert(0) += n;
+        }
         for (a, b) in self.cache.iter_mut().zip(o.cache) {
             *a += b;
         }
@@ -269,21 +363,9 @@ impl Snapshot {
         }
         out.push_str("# HELP ringside_request_duration_seconds Time from a complete head to the last byte.\n");
         out.push_str("# TYPE ringside_request_duration_seconds histogram\n");
-        let mut cumulative = 0;
-        for (i, n) in self.duration.iter().enumerate() {
-            cumulative += n;
-            let le = BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
-            let _ = writeln!(
-                out,
-                "ringside_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "ringside_request_duration_seconds_sum {}",
-            self.duration_sum
-        );
-        let _ = writeln!(out, "ringside_request_duration_seconds_count {cumulative}");
+        self.duration
+            .render(&mut out, "ringside_request_duration_seconds", "");
+        self.render_added(&mut out);
         out.push_str("# HELP ringside_limited_total Requests and connections the edge shield refused, by route and reason.\n");
         out.push_str("# TYPE ringside_limited_total counter\n");
         let mut limited: Vec<_> = self.limited.iter().collect();
@@ -298,6 +380,59 @@ impl Snapshot {
         }
         out
     }
+}
+
+impl Snapshot {
+    /// The build, per-listener, per-route byte and upstream time metrics.
+    fn render_added(&self, out: &mut String) {
+        out.push_str("# HELP ringside_build_info The running build.\n");
+        out.push_str("# TYPE ringside_build_info gauge\n");
+        let version = env!("CARGO_PKG_VERSION");
+        let _ = writeln!(out, "ringside_build_info{{version=\"{version}\"}} 1");
+        out.push_str("# HELP ringside_connections_accepted_total Client connections accepted, by listener.\n");
+        out.push_str("# TYPE ringside_connections_accepted_total counter\n");
+        for (l, n) in sorted(&self.accepted) {
+            let _ = writeln!(
+                out,
+                "ringside_connections_accepted_total{{listener=\"{}\"}} {n}",
+                esc(l)
+            );
+        }
+        out.push_str(
+            "# HELP ringside_tls_handshakes_total TLS handshakes, by listener and result.\n",
+        );
+        out.push_str("# TYPE ringside_tls_handshakes_total counter\n");
+        for ((l, ok), n) in sorted(&self.handshakes) {
+            let result = if *ok { "ok" } else { "failed" };
+            let _ = writeln!(
+                out,
+                "ringside_tls_handshakes_total{{listener=\"{}\",result=\"{result}\"}} {n}",
+                esc(l)
+            );
+        }
+        out.push_str("# HELP ringside_response_bytes_total Response body bytes sent, by route.\n");
+        out.push_str("# TYPE ringside_response_bytes_total counter\n");
+        for (r, n) in sorted(&self.bytes) {
+            let _ = writeln!(
+                out,
+                "ringside_response_bytes_total{{route=\"{}\"}} {n}",
+                esc(r)
+            );
+        }
+        out.push_str("# HELP ringside_upstream_response_seconds Time from the first connect to the response head, by upstream.\n");
+        out.push_str("# TYPE ringside_upstream_response_seconds histogram\n");
+        for (u, h) in sorted(&self.upstream_time) {
+            let labels = format!("upstream=\"{}\",", esc(u));
+            h.render(out, "ringside_upstream_response_seconds", &labels);
+        }
+    }
+}
+
+/// A map's entries in key order, for stable output.
+fn sorted<K: Ord, V>(m: &HashMap<K, V>) -> Vec<(&K, &V)> {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_by(|a, b| a.0.cmp(b.0));
+    v
 }
 
 /// Escapes a label value (backslash, quote, newline).

@@ -28,9 +28,10 @@ use rustls::{
 
 use crate::config::{files, CertPair, Tls, TlsVersion};
 
+pub mod acme;
 mod split;
 mod stream;
-mod validity;
+pub mod validity;
 
 pub use split::{TlsReadHalf, TlsWriteHalf};
 pub use stream::{accept, TlsStream};
@@ -128,11 +129,16 @@ pub fn server_config(tls: &Tls, http2: bool) -> Result<Arc<ServerConfig>, String
             TlsVersion::Tls13 => &rustls::version::TLS13,
         })
         .collect();
-    let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+    let config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
         .with_protocol_versions(&versions)
         .map_err(|e| format!("TLS protocols: {e}"))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Sni { keys }));
+        .with_no_client_auth();
+    let mut config = match tls.acme.is_empty() {
+        true => config.with_cert_resolver(Arc::new(Sni { keys })),
+        false => config.with_cert_resolver(Arc::new(acme::AcmeSni {
+            names: tls.acme.clone(),
+        })),
+    };
     config.ticketer = ticketer()?;
     // TLS 1.3 tickets: rustls sends 4 by default; 2 cover a client that
     // opens two connections at once, for less work per handshake.
@@ -142,6 +148,9 @@ pub fn server_config(tls: &Tls, http2: bool) -> Result<Arc<ServerConfig>, String
     } else {
         vec![b"http/1.1".to_vec()]
     };
+    if !tls.acme.is_empty() {
+        config.alpn_protocols.push(acme::ACME_TLS_ALPN.to_vec());
+    }
     Ok(Arc::new(config))
 }
 

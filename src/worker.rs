@@ -260,6 +260,7 @@ impl Accepting {
             configured,
             port,
             proto: "http",
+            stat: shard.stats.label(&configured.to_string()),
         };
         let task = monoio::spawn(accept::run(listener, listen, shard.clone(), stopped));
         Ok(Accepting {

@@ -572,3 +572,59 @@ fn active_health_keeps_running_after_a_reload_and_shows_in_metrics() {
         assert_eq!(fetch(p.addr(), "/up/x").unwrap().0, 200);
     }
 }
+
+#[test]
+fn metrics_have_the_build_response_bytes_and_upstream_times() {
+    let up = Upstream::echo();
+    let p = Proxy::start(&ops_config("hello", up.addr(), ""));
+    // Three proxied answers and two of ringside's own ("hello", 5 bytes).
+    let mut proxied = 0;
+    for i in 0..3 {
+        let (status, body) = fetch(p.addr(), &format!("/up/{i}")).unwrap();
+        assert_eq!(status, 200);
+        proxied += body.len();
+    }
+    for _ in 0..2 {
+        assert_eq!(fetch(p.addr(), "/").unwrap(), (200, "hello".into()));
+    }
+    let (_, text) = fetch(admin(&p), "/metrics").unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    for want in [
+        format!("ringside_build_info{{version=\"{version}\"}} 1"),
+        format!("ringside_response_bytes_total{{route=\"/up/\"}} {proxied}"),
+        "ringside_response_bytes_total{route=\"/\"} 10".to_string(),
+        "ringside_upstream_response_seconds_count{upstream=\"app\"} 3".to_string(),
+        "ringside_upstream_response_seconds_bucket{upstream=\"app\",le=\"+Inf\"} 3".to_string(),
+        "ringside_connections_accepted_total{listener=\"127.0.0.1:0\"} 5".to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == want), "no {want:?} in\n{text}");
+    }
+}
+
+#[test]
+fn error_lines_name_the_request_and_each_reload_problem_is_one_stamped_line() {
+    let dead = closed_port();
+    let mut p = Proxy::start(&ops_config("x", dead, ""));
+    let (status, _) = fetch(p.addr(), "/up/broken?secret=1").unwrap();
+    assert_eq!(status, 502);
+    wait_lines(&p, "request \"GET ops.test /up/broken\"", 1);
+    // A reload with two problems: two stamped lines, no bare ones.
+    rewrite(
+        &p,
+        "[runtime]\nworkers = \"two\"\n[log]\nlevel = \"loud\"\n",
+    );
+    p.signal(libc::SIGHUP);
+    wait_lines(&p, "reload failed", 2);
+    for line in p.stderr_lines() {
+        if line.starts_with("ringside ready") {
+            continue;
+        }
+        let stamped = line.len() > 20 && line.as_bytes()[..4].iter().all(u8::is_ascii_digit);
+        assert!(
+            stamped && line.contains(" ["),
+            "an unstamped line: {line:?}"
+        );
+    }
+    // Still serving the old config.
+    assert_eq!(fetch(p.addr(), "/").unwrap(), (200, "x".into()));
+}

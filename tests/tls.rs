@@ -674,3 +674,56 @@ fn an_idle_tls_connection_is_closed_with_close_notify() {
         assert!(started.elapsed() >= Duration::from_millis(200));
     }
 }
+
+/// `GET /metrics` from the admin listener (the last readiness address).
+fn scrape(p: &Proxy) -> String {
+    let admin = *p.addrs().last().unwrap();
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn handshakes_by_result_and_accepts_are_counted_per_listener() {
+    let (dir, pki, up) = (TestDir::new(), Pki::new(), Upstream::echo());
+    let pair = pki.leaf(&dir, "localhost");
+    let toml = format!(
+        "[runtime]\nworkers = 2\nshutdown_timeout = \"5s\"\n\n\
+         [log]\naccess = \"off\"\nlevel = \"warn\"\n\n\
+         [admin]\naddress = \"127.0.0.1:0\"\n\n\
+         [[listen]]\naddress = \"127.0.0.1:0\"\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n{}{}",
+        pair.0.display(),
+        pair.1.display(),
+        upstream("app", up.addr(), ""),
+        route("/", "app")
+    );
+    let p = Proxy::start_in(dir, &toml);
+    let client = pki.client(BOTH);
+    for _ in 0..3 {
+        let mut s = connect(p.addr(), &client, "localhost").unwrap();
+        assert_eq!(get(&mut s, "localhost", "/m").0, 200);
+    }
+    // Two plain-text "handshakes": refused.
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(p.addr()).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut sink = Vec::new();
+        // The connection ends after rustls's alert; the bytes are not checked.
+        let _ = s.read_to_end(&mut sink);
+    }
+    let text = scrape(&p);
+    // The listener's label is its address as written.
+    let l = "127.0.0.1:0";
+    for want in [
+        format!("ringside_tls_handshakes_total{{listener=\"{l}\",result=\"ok\"}} 3"),
+        format!("ringside_tls_handshakes_total{{listener=\"{l}\",result=\"failed\"}} 2"),
+        format!("ringside_connections_accepted_total{{listener=\"{l}\"}} 5"),
+    ] {
+        assert!(text.lines().any(|x| x == want), "no {want:?} in\n{text}");
+    }
+}

@@ -22,6 +22,7 @@ pub(super) struct Places {
     pub(super) error: Place,
     pub(super) admin: Place,
     pub(super) cache: Place,
+    pub(super) acme: super::acme::AcmePlaces,
     /// Parallel to `Config::listeners`.
     pub(super) listeners: Vec<ListenerPlaces>,
     /// Parallel to `Config::routes`.
@@ -111,6 +112,7 @@ pub(super) fn outside(config: &Config, places: &Places) -> Vec<Problem> {
         }
     }
     problems.extend(clashes(config, places));
+    problems.extend(super::acme::outside(config, &places.acme));
     problems.sort_by_key(|p| p.line);
     problems
 }

@@ -19,6 +19,7 @@ use toml_edit::ImDocument;
 
 use super::{
     check::{ListenerPlaces, Place, Places, RoutePlaces},
+    shield_conn,
     walk::{Field, Node, Reader, MAX_COUNT},
     AccessFormat, Action, Admin, Balance, Cache, CertPair, Config, Gzip, Health, HostMatch, Level,
     Limits, Listener, Log, LogTarget, Problem, Route, Runtime, Server, Sticky, Tls, TlsVersion,
@@ -92,10 +93,10 @@ fn unknown_variables(to: &str) -> Vec<&str> {
 }
 
 impl Reader {
-    fn config(&mut self, root: &Node<'_>) -> Config {
+    pub(super) fn config(&mut self, root: &Node<'_>) -> Config {
         let sections = [
-            "runtime", "log", "limits", "admin", "cache", "listen", "upstream", "route", "limit",
-            "rule",
+            "runtime", "log", "limits", "admin", "cache", "acme", "listen", "upstream", "route",
+            "limit", "rule",
         ];
         self.keys(root, &sections);
         let node = self.section(root, "runtime");
@@ -116,11 +117,16 @@ impl Reader {
             }),
         };
 
+        let acme = self
+            .opt(root, "acme", |r, f| r.table(f))
+            .map(|n| self.acme(&n));
         let mut listeners = Vec::new();
+        let mut listener_names = HashMap::new();
         match self.field(root, "listen") {
             Some(f) => {
                 for node in self.tables(&f, "at least one [[listen]] is required") {
-                    listeners.push(self.listener(&node));
+                    let i = listeners.len();
+                    listeners.push(self.listener(&node, i, &mut listener_names));
                 }
             }
             None => self.report(root.line, "listen", "at least one [[listen]] is required"),
@@ -141,31 +147,41 @@ impl Reader {
         let rate_limits = self.rate_limits(root);
         let rules = self.rules(root);
         let mut routes = Vec::new();
+        let listener_names: Vec<Option<String>> = listeners
+            .iter()
+            .map(|l: &Listener| l.name.clone())
+            .collect();
         if let Some(f) = self.field(root, "route") {
             for node in self.tables(&f, "at least one [[route]] is expected here") {
-                routes.push(self.route(&node, &names, &rate_limits));
+                let mut route = self.route(&node, &names, &rate_limits);
+                route.listeners = self.route_listeners(&node, &listener_names);
+                routes.push(route);
             }
         }
-        Config {
+        let config = Config {
             runtime,
             log,
             limits,
             admin,
             cache,
+            acme,
             listeners,
             upstreams,
             routes,
             rate_limits: rate_limits.limits,
             rules,
-        }
+        };
+        self.acme_listeners(&config);
+        config
     }
 
     fn runtime(&mut self, n: &Node<'_>) -> Runtime {
-        self.keys(n, &["workers", "shutdown_timeout"]);
+        self.keys(n, &["workers", "shutdown_timeout", "user", "group"]);
         Runtime {
             workers: self.get(n, "workers", 0, |r, f| r.integer(f, 0..=MAX_COUNT)) as usize,
             shutdown_timeout: self
                 .get(n, "shutdown_timeout", secs(30), |r, f| r.duration(f, false)),
+            account: self.account(n),
         }
     }
 
@@ -232,7 +248,8 @@ impl Reader {
             "client_body_buffer",
             "max_connections",
         ];
-        self.keys(n, &keys);
+        self.keys(n, &[&keys[..], &shield_conn::LIMITS_KEYS].concat());
+        let (max_connections_per_ip, real_ip_from) = self.limits_shield(n);
         let timeout = |r: &mut Self, key: &str, default: u64, nonzero: bool| {
             r.get(n, key, secs(default), |r, f| r.duration(f, nonzero))
         };
@@ -248,6 +265,8 @@ impl Reader {
                 as usize,
             max_connections: self.get(n, "max_connections", 0, |r, f| r.integer(f, 0..=MAX_COUNT))
                 as usize,
+            max_connections_per_ip,
+            real_ip_from,
         }
     }
 
@@ -271,8 +290,23 @@ impl Reader {
         address
     }
 
-    fn listener(&mut self, n: &Node<'_>) -> Listener {
-        self.keys(n, &["address", "http2", "hsts", "redirect_https", "tls"]);
+    fn listener(
+        &mut self,
+        n: &Node<'_>,
+        index: usize,
+        names: &mut HashMap<String, usize>,
+    ) -> Listener {
+        let keys = [
+            "address",
+            "http2",
+            "hsts",
+            "redirect_https",
+            "https_port",
+            "name",
+            "tls",
+        ];
+        self.keys(n, &[&keys[..], &shield_conn::LISTEN_KEYS].concat());
+        let (name, https_port) = self.listener_naming(n, names);
         let mut places = ListenerPlaces::default();
         let address = self.required(n, "address").and_then(|f| {
             places.address = f.place();
@@ -284,9 +318,10 @@ impl Reader {
             r.header_value(f, s).then(|| s.to_string())
         });
         let redirect_https = self.get(n, "redirect_https", false, Self::boolean);
+        let gate = self.gate(n);
         let tls = self.opt(n, "tls", |r, f| {
             let node = r.table(f)?;
-            Some(r.tls(&node, &mut places.certs))
+            Some(r.tls(&node, &mut places.certs, index))
         });
         if let Some(f) = self.field(n, "http2").filter(|_| http2 && tls.is_none()) {
             self.report(
@@ -306,16 +341,27 @@ impl Reader {
             http2,
             hsts,
             redirect_https,
+            gate,
+            name,
+            https_port,
             tls,
             acceptor: None,
         }
     }
 
-    fn tls(&mut self, n: &Node<'_>, places: &mut Vec<(Place, Place)>) -> Tls {
-        self.keys(n, &["cert", "key", "certs", "protocols"]);
+    fn tls(&mut self, n: &Node<'_>, places: &mut Vec<(Place, Place)>, index: usize) -> Tls {
+        self.keys(n, &["cert", "key", "certs", "protocols", "acme"]);
         let mut certs = Vec::new();
-        match self.field(n, "certs") {
-            Some(f) => {
+        let mut acme = Vec::new();
+        match (self.field(n, "acme"), self.field(n, "certs")) {
+            (Some(f), _) => {
+                let other = ["cert", "key", "certs"].into_iter();
+                if let Some(o) = other.filter_map(|k| self.field(n, k)).next() {
+                    self.report(o.line, &o.key, "write acme, or cert and key, not both");
+                }
+                acme = self.acme_names(&f, index);
+            }
+            (None, Some(f)) => {
                 if let Some(single) = self.field(n, "cert").or_else(|| self.field(n, "key")) {
                     self.report(
                         single.line,
@@ -328,7 +374,7 @@ impl Reader {
                     certs.push(self.cert_pair(&pair, places));
                 }
             }
-            None => certs.push(self.cert_pair(n, places)),
+            (None, None) => certs.push(self.cert_pair(n, places)),
         }
         let both = vec![TlsVersion::Tls12, TlsVersion::Tls13];
         let protocols = self.get(n, "protocols", both, |r, f| {
@@ -354,7 +400,11 @@ impl Reader {
             }
             Some(versions)
         });
-        Tls { certs, protocols }
+        Tls {
+            certs,
+            protocols,
+            acme,
+        }
     }
 
     fn cert_pair(&mut self, n: &Node<'_>, places: &mut Vec<(Place, Place)>) -> CertPair {
@@ -581,6 +631,7 @@ impl Reader {
             "set_request_headers",
             "add_response_headers",
             "error_pages",
+            "listeners",
         ];
         let keys = [&keys[..], &super::shield_req::ROUTE_KEYS].concat();
         self.keys(n, &keys);
@@ -690,6 +741,7 @@ impl Reader {
             error_pages: error_pages.unwrap_or_default(),
             access,
             hide_response_headers,
+            listeners: Vec::new(),
         }
     }
 

@@ -15,16 +15,23 @@ use std::{
     time::Duration,
 };
 
+mod acme;
 mod check;
 mod file;
 pub mod files;
+mod named;
+mod shield_conn;
 mod shield_req;
+pub use named::known_keys;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_headers;
 pub mod units;
 mod walk;
+
+pub use acme::{split_url, writable, Acme, Challenge};
+pub use shield_conn::Gate;
 
 /// One problem found in a config file, printed as `FILE:LINE: key: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +139,7 @@ pub struct Config {
     pub limits: Limits,
     pub admin: Option<Admin>,
     pub cache: Cache,
+    pub acme: Option<Acme>,
     pub listeners: Vec<Listener>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
@@ -147,6 +155,20 @@ pub struct Runtime {
     /// 0 = one per CPU in the process's affinity mask.
     pub workers: usize,
     pub shutdown_timeout: Duration,
+    /// `user` / `group`: who the process runs as once the listeners are
+    /// bound (`control::privdrop`); `None`: it stays who it was started as.
+    pub account: Option<Account>,
+}
+
+/// An account from `[runtime] user` / `group`, resolved when the file is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user: String,
+    pub uid: u32,
+    /// The `group`'s id, or the user's primary group.
+    pub gid: u32,
+    /// `group` as written, when given.
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +218,11 @@ pub struct Limits {
     pub client_body_buffer: usize,
     /// Per worker; 0 = unlimited.
     pub max_connections: usize,
+    /// Open connections of one client address, all workers together;
+    /// 0 = unlimited.
+    pub max_connections_per_ip: u32,
+    /// Peers trusted to name the client in X-Forwarded-For.
+    pub real_ip_from: crate::shield::nets::Nets,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +242,12 @@ pub struct Listener {
     pub http2: bool,
     pub hsts: Option<String>,
     pub redirect_https: bool,
+    /// `proxy_protocol`, `allow` and `deny`: checked at accept.
+    pub gate: Gate,
+    /// `name`: routes name the listeners they serve with it.
+    pub name: Option<String>,
+    /// The port `redirect_https` sends to (left out of the URL when 443).
+    pub https_port: u16,
     pub tls: Option<Tls>,
     /// The TLS listener's rustls config, built by the control plane
     /// (`tls::attach`) at start and on every reload; `None` before that.
@@ -223,9 +256,12 @@ pub struct Listener {
 
 #[derive(Debug, Clone)]
 pub struct Tls {
-    /// The first is the default certificate.
+    /// The first is the default certificate; empty with `acme`.
     pub certs: Vec<CertPair>,
     pub protocols: Vec<TlsVersion>,
+    /// `tls = { acme = [NAMES] }`: one certificate for these names (lowercase)
+    /// from the `[acme]` directory instead of `certs`.
+    pub acme: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -349,4 +385,7 @@ pub struct Route {
     /// Lowercase names removed from upstream answers (`Server` is always
     /// replaced).
     pub hide_response_headers: Vec<String>,
+    /// `listeners`: indexes into `Config::listeners` this route serves;
+    /// empty: every listener.
+    pub listeners: Vec<usize>,
 }

@@ -522,7 +522,7 @@ servers = [ { address = "127.0.0.1:1", wieght = 2 } ]
 [extra]
 "#,
         &[
-            "4: runtime.worker: unknown key (known: workers, shutdown_timeout)",
+            "4: runtime.worker: unknown key (known: workers, shutdown_timeout, user, group)",
             "7: upstream.servers.wieght: unknown key",
             "8: extra: unknown key",
         ],

@@ -29,6 +29,9 @@ pub(super) struct Reader {
     folder: PathBuf,
     pub(super) problems: Vec<Problem>,
     pub(super) places: Places,
+    /// Every key the walk accepted in the tables it visited, as dotted
+    /// paths: the list the configuration reference is checked against.
+    pub(super) known: Vec<String>,
 }
 
 /// A table (`[x]`, `[[x]]` element or inline `{ }`) with its dotted path.
@@ -94,6 +97,7 @@ impl Reader {
             folder: path.parent().map(Path::to_path_buf).unwrap_or_default(),
             problems: Vec::new(),
             places: Places::default(),
+            known: Vec::new(),
         }
     }
 
@@ -118,6 +122,8 @@ impl Reader {
     // ---- walking ----
 
     pub(super) fn keys(&mut self, node: &Node<'_>, allowed: &[&str]) {
+        self.known
+            .extend(allowed.iter().map(|key| join(&node.path, key)));
         let Some(table) = node.table else { return };
         for (key, item) in table.iter() {
             if !allowed.contains(&key) {

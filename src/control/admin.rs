@@ -134,7 +134,9 @@ fn metrics(shared: &Shared) -> String {
             total.up.push((u.name.clone(), s.label.clone(), up));
         }
     }
-    total.render()
+    let mut text = total.render();
+    crate::acme::metrics(&mut text);
+    text
 }
 
 fn reply(s: &mut TcpStream, status: u16, ctype: &str, body: &[u8], head: bool) {

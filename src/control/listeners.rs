@@ -47,7 +47,7 @@ pub fn bind_one(
         sockets.push(p.socket);
     }
     while sockets.len() < workers {
-        let s = accept::bind(bind_to).map_err(|e| format!("cannot listen on {configured}: {e}"))?;
+        let s = accept::bind(bind_to).map_err(|e| super::privdrop::bind_error(configured, &e))?;
         bind_to = s.local_addr().map_err(|e| e.to_string())?;
         sockets.push(s);
     }
@@ -99,7 +99,7 @@ pub fn bind_admin(addr: SocketAddr, upgrading: bool) -> Result<TcpListener, Stri
     if !upgrading {
         ensure_free(addr, &Kept::default()).map_err(|e| format!("{e} (admin)"))?;
     }
-    let l = accept::bind(addr).map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?;
+    let l = accept::bind(addr).map_err(|e| super::privdrop::bind_error(addr, &e) + " (admin)")?;
     l.set_nonblocking(false).map_err(|e| e.to_string())?;
     Ok(l)
 }

@@ -8,7 +8,9 @@ pub mod handoff;
 pub mod health;
 mod listeners;
 pub mod mailbox;
+mod privdrop;
 mod reload;
 pub(crate) mod start;
+mod systemd;
 
 pub use start::{check, run};

@@ -36,6 +36,9 @@ pub struct Running {
     pub checks: Checks,
     /// Their verdicts, shared with the admin listener.
     pub health: Arc<Mutex<Arc<Table>>>,
+    /// The ACME thread of the config in force; restarted by a reload that
+    /// changes `[acme]` or an ACME listener's names.
+    pub acme: Option<crate::acme::Manager>,
 }
 
 impl Running {
@@ -53,7 +56,10 @@ impl Running {
                 Arc::new(c)
             }
             Err(problems) => {
-                crate::error!("reload failed, the running config stays:\n{problems}");
+                // Each problem on its own stamped line.
+                for problem in problems.to_string().lines() {
+                    crate::error!("reload failed, the running config stays: {problem}");
+                }
                 return;
             }
         };
@@ -72,6 +78,13 @@ impl Running {
     /// Prepares what the workers need (sockets, log sinks), then sends it.
     /// Nothing is sent unless everything could be prepared.
     fn hand_over(&mut self, old: &Config, new: Arc<Config>) -> Result<(), String> {
+        if new.runtime.account != old.runtime.account {
+            return Err(
+                "runtime.user / runtime.group changed: a reload cannot switch the \
+                        account the process runs as; restart ringside for that"
+                    .into(),
+            );
+        }
         let old_addrs: Vec<SocketAddr> = old.listeners.iter().map(|l| l.address).collect();
         let new_addrs: Vec<SocketAddr> = new.listeners.iter().map(|l| l.address).collect();
         let close: Vec<SocketAddr> = old_addrs
@@ -125,6 +138,10 @@ impl Running {
             *h = checks.table();
         }
         self.checks = checks;
+        if !crate::acme::same_work(old, &new) {
+            self.acme = None;
+            self.acme = crate::acme::Manager::start(&new)?;
+        }
         Ok(())
     }
 

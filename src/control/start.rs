@@ -17,7 +17,7 @@ use signal_hook::{
     iterator::Signals,
 };
 
-use super::{admin, listeners, reload::Running};
+use super::{admin, listeners, privdrop, reload::Running, systemd};
 use crate::{
     config::{self, Config},
     control::handoff,
@@ -52,6 +52,11 @@ pub fn run(path: &Path, upgrade: Option<&Path>) -> i32 {
             return 1;
         }
     };
+    // Nothing is bound or started for a `user` that cannot be switched to.
+    if let Err(e) = privdrop::precheck(config.runtime.account.as_ref()) {
+        eprintln!("ringside: {e}");
+        return 1;
+    }
     match start(path, upgrade, config, &warnings) {
         Ok(code) => code,
         Err(e) => {
@@ -151,9 +156,15 @@ fn start(
     let access = Sink::open(&config.log.access)
         .map_err(|e| format!("cannot open the access log: {e}"))?
         .map(|s| Arc::new(Mutex::new(s)));
+    // Everything that needs root is done: switch before any thread starts.
+    if let Some(account) = &config.runtime.account {
+        crate::info!("{}", privdrop::switch(account, &config)?);
+    }
     // Active health checks run once per process until `checks` drops.
     let checks = super::health::Checks::start(&config)
         .map_err(|e| format!("cannot start the health checks: {e}"))?;
+    // Automatic certificates: ordered and renewed on their own thread.
+    let acme = crate::acme::Manager::start(&config)?;
     let charged = rlimit::rings_use_memlock();
     let memlock = rlimit::get(rlimit::Resource::Memlock).ok();
     let ring_entries = rlimit::ring_entries(
@@ -207,6 +218,7 @@ fn start(
         kept: kept.clone(),
         health: Arc::new(Mutex::new(checks.table())),
         checks,
+        acme,
     };
     let draining = Arc::new(AtomicBool::new(false));
     if let Some(l) = admin {
@@ -221,6 +233,7 @@ fn start(
     let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
     // The contract's readiness line: always stderr, whatever [log] says.
     eprintln!("ringside ready: listening on {}", list.join(", "));
+    systemd::ready(link.is_some());
     if let Some(p) = upgrade {
         let listener = match link {
             Some(link) => handoff::finish(link, p),
@@ -247,11 +260,16 @@ fn start(
     for sig in signals.forever() {
         match sig {
             SIGTERM | SIGINT => break,
-            SIGHUP => running.reload(),
+            SIGHUP => {
+                systemd::reloading();
+                running.reload();
+                systemd::ready(false);
+            }
             SIGUSR1 => running.reopen_logs(),
             _ => {}
         }
     }
+    systemd::stopping();
     draining.store(true, Ordering::Relaxed);
     let timeout = running.current().runtime.shutdown_timeout;
     crate::info!("stop signal: draining (up to {timeout:?})");

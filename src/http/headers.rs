@@ -88,7 +88,11 @@ impl<'b> Listed<'b> {
 
 /// What the listener and the connection add to a forwarded request.
 pub struct Forwarding<'a> {
+    /// The client's address (X-Real-IP).
     pub client_ip: IpAddr,
+    /// The connection's own address, appended to X-Forwarded-For: the
+    /// client's, unless a trusted proxy named the client (`real_ip_from`).
+    pub hop: IpAddr,
     /// "http" or "https".
     pub proto: &'static str,
     pub port: u16,
@@ -138,7 +142,7 @@ pub fn upstream_request(
         field(out, h.name.as_bytes(), h.value);
     }
     // Every X-Forwarded-For field the client sent is one list (RFC 9110
-    // section 5.3), written as one field with the client's address last.
+    // section 5.3), written as one field with the connection's address last.
     out.extend_from_slice(b"X-Forwarded-For: ");
     if xff {
         for h in req.headers {
@@ -148,11 +152,15 @@ pub fn upstream_request(
             }
         }
     }
-    let mut ip = [0u8; 64];
-    let ip = fmt_ip(fwd.client_ip, &mut ip);
-    out.extend_from_slice(ip);
+    let (mut ip, mut real) = ([0u8; 64], [0u8; 64]);
+    let hop = fmt_ip(fwd.hop, &mut ip);
+    out.extend_from_slice(hop);
     out.extend_from_slice(b"\r\n");
-    own(out, "X-Real-IP", ip);
+    let real = match fwd.client_ip == fwd.hop {
+        true => hop,
+        false => fmt_ip(fwd.client_ip, &mut real),
+    };
+    own(out, "X-Real-IP", real);
     own(out, "X-Forwarded-Proto", fwd.proto.as_bytes());
     own(out, "X-Forwarded-Host", req.host.unwrap_or(b""));
     let mut port = itoa::Buffer::new();

@@ -406,6 +406,7 @@ async fn run_stream(
     let mut c = Client {
         stream: ClientStream::H2(Box::new(stream)),
         peer: origin.peer,
+        hop: origin.peer,
         buf,
         hsts: origin.hsts.clone(),
         to_https: origin.to_https,

@@ -111,8 +111,9 @@ pub async fn answer(
 }
 
 /// A `redirect_https` listener's answer: 301 to `https://` + the Host
-/// without its port + the target as sent (in origin-form).
-pub async fn to_https(c: &mut Client, shard: &Shard, plan: &Plan) -> Done {
+/// without its port (+ `:port` unless it is 443, from the listener's
+/// `https_port`) + the target as sent (in origin-form).
+pub async fn to_https(c: &mut Client, shard: &Shard, plan: &Plan, port: u16) -> Done {
     let host = match plan.host(&c.buf) {
         Some(h) => host_without_port(h),
         None => c
@@ -125,6 +126,10 @@ pub async fn to_https(c: &mut Client, shard: &Shard, plan: &Plan) -> Done {
     let mut location = Vec::with_capacity(8 + host.len() + origin.len());
     location.extend_from_slice(b"https://");
     location.extend_from_slice(&host);
+    if port != 443 {
+        location.push(b':');
+        location.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
+    }
     location.extend_from_slice(&origin);
     let (keep, consumed) = own_answer_keep(c, shard, plan);
     let mut out = shard.heads.take();

@@ -1,16 +1,23 @@
 //! Stage 3, plan: the edge shield — who the client is and whether it may come in.
 //!
 //! `nets` holds the address lists the other parts share (listener and route
-//! `allow`/`deny`, `limits.real_ip_from`). For each request, `check` runs
-//! the request side in the contract's order: `[[rule]]`s (`rules`), then the
-//! route's `allow`/`deny` and `methods` (`access`), then its `[[limit]]`s
-//! (`limit`). A refusal is an `Error` that knows its status, its extra
-//! field and its `ringside_limited_total` reason; the exchange answers it
-//! like any other error, so it never reaches an upstream.
+//! `allow`/`deny`, `limits.real_ip_from`). At accept, `proxy_protocol` reads
+//! the client's address from an L4 balancer's header and `per_ip` counts
+//! each address's open connections across workers; on every request,
+//! `real_ip` takes the client's address from X-Forwarded-For when the peer
+//! is trusted to name it. Then `check` runs the request side in the
+//! contract's order: `[[rule]]`s (`rules`), then the route's `allow`/`deny`
+//! and `methods` (`access`), then its `[[limit]]`s (`limit`). A refusal is
+//! an `Error` that knows its status, its extra field and its
+//! `ringside_limited_total` reason; the exchange answers it like any other
+//! error, so it never reaches an upstream.
 
 pub mod access;
 pub mod limit;
 pub mod nets;
+pub mod per_ip;
+pub mod proxy_protocol;
+pub mod real_ip;
 pub mod rules;
 
 use std::net::IpAddr;

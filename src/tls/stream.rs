@@ -103,6 +103,11 @@ pub async fn accept(config: Arc<ServerConfig>, io: TcpStream) -> io::Result<TlsS
             ));
         }
     }
+    if s.conn.alpn_protocol() == Some(super::acme::ACME_TLS_ALPN) {
+        // RFC 8737 §3: the validator closes once it saw the certificate.
+        s.flush_tls().await?;
+        return Err(io::Error::other("tls-alpn-01 challenge answered"));
+    }
     Ok(s)
 }
 
