@@ -402,6 +402,13 @@ backend be
     server s1 127.0.0.1:$BACKEND_PORT
 EOF
 
+    # SHIELD=1: the edge shield's cost, a [[limit]] the load never reaches
+    # and three [[rule]]s that never match, on the route under test.
+    local ringside_route_shield="" ringside_shield=""
+    if [ "${SHIELD:-0}" = 1 ]; then
+        ringside_route_shield='limit = "all"'
+        ringside_shield=$(cat "$REPO/perf/shield.toml")
+    fi
     cat >"$(conf_file ringside "$fl")" <<EOF
 # ringside as the reverse proxy under test ($fl): one worker (CPU $PROXY_CPU by taskset).
 [runtime]
@@ -418,10 +425,12 @@ servers = [ { address = "127.0.0.1:$BACKEND_PORT" } ]
 [[route]]
 path = "/"
 upstream = "backend"
+$ringside_route_shield
 
 [[listen]]
 address = "127.0.0.1:${PORT[ringside]}"
 $ringside_listen
+$ringside_shield
 EOF
 }
 

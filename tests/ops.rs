@@ -223,10 +223,10 @@ fn broken_reload_keeps_the_running_config_and_says_why() {
     let lines = p.stderr_lines();
     let cfg = p.config_path().display().to_string();
     assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with(&format!("{cfg}:2: runtime.workers:"))),
-        "the problem is not reported as FILE:LINE: key: {lines:#?}"
+        lines.iter().any(|l| l.contains(&format!(
+            "[error] reload failed, the running config stays: {cfg}:2: runtime.workers:"
+        ))),
+        "the problem is not reported as one stamped FILE:LINE: key: line: {lines:#?}"
     );
     assert_eq!(fetch(p.addr(), "/").unwrap(), (200, "v1".into()));
 }
