@@ -19,6 +19,8 @@ def roff(text):
     text = text.replace("-", "\\-")
     for char, escape in (("\u2014", "\\(em"), ("\u2192", "\\(->"), ("\u2026", "..."), ("\u2013", "\\(en")):
         text = text.replace(char, escape)
+    # Any other non-ASCII character as groff's Unicode escape.
+    text = "".join(c if ord(c) < 128 else "\\[u%04X]" % ord(c) for c in text)
     lines = []
     for line in text.split("\n"):
         if line.startswith(".") or line.startswith("'"):
