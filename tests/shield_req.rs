@@ -10,8 +10,7 @@ mod common;
 use common::farm::{connect_from, within};
 use common::*;
 use std::{
-    io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
@@ -41,17 +40,6 @@ fn once(p: &Proxy, from: &str, raw: &str) -> Response {
 
 fn get(target: &str, extra: &str) -> String {
     format!("GET {target} HTTP/1.1\r\nHost: shield.test\r\n{extra}Connection: close\r\n\r\n")
-}
-
-fn scrape(p: &Proxy) -> String {
-    let admin = *p.addrs().last().expect("admin address");
-    let mut s = TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]
@@ -217,7 +205,7 @@ fn refusals_are_counted_and_logged_with_their_status() {
         "ringside_limited_total{route=\"/r/\",reason=\"rate\"} 1",
         "ringside_limited_total{route=\"\",reason=\"rule\"} 1",
     ];
-    let text = scrape(&p);
+    let text = p.metrics();
     for line in want {
         assert!(text.contains(line), "no {line} in\n{text}");
     }

@@ -675,18 +675,6 @@ fn an_idle_tls_connection_is_closed_with_close_notify() {
     }
 }
 
-/// `GET /metrics` from the admin listener (the last readiness address).
-fn scrape(p: &Proxy) -> String {
-    let admin = *p.addrs().last().unwrap();
-    let mut s = TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn handshakes_by_result_and_accepts_are_counted_per_listener() {
     let (dir, pki, up) = (TestDir::new(), Pki::new(), Upstream::echo());
@@ -716,7 +704,7 @@ fn handshakes_by_result_and_accepts_are_counted_per_listener() {
         // The connection ends after rustls's alert; the bytes are not checked.
         let _ = s.read_to_end(&mut sink);
     }
-    let text = scrape(&p);
+    let text = p.metrics();
     // The listener's label is its address as written.
     let l = "127.0.0.1:0";
     for want in [

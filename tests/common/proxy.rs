@@ -131,6 +131,16 @@ impl Proxy {
         self.addr().port()
     }
 
+    /// `GET /metrics` from the admin listener (the last readiness address):
+    /// the whole answer, head included.
+    #[allow(dead_code)] // not every test binary scrapes
+    pub fn metrics(&self) -> String {
+        let admin = *self.addrs().last().expect("admin address");
+        let mut c = Client::connect(admin);
+        c.send(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        String::from_utf8_lossy(&c.read_to_close(IO_TIMEOUT)).into_owned()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
