@@ -2,7 +2,7 @@
 """Writes packaging/ringside.toml.5 (roff) from docs/configuration.md.
 
 Run after editing the reference: python3 packaging/gen-toml-man.py
-tests/examples.rs checks that both name every key the parser accepts.
+tests/blackbox/examples.rs checks that both name every key the parser accepts.
 """
 import pathlib
 import re

@@ -1,0 +1,132 @@
+//! Named listeners: a route's `listeners` restricts it to connections
+//! accepted there (nginx's `server` blocks), `https_port` is where
+//! `redirect_https` points, and the config errors with their lines.
+
+use crate::common::*;
+
+/// Two listeners on distinct free ports (a listener is known by its
+/// configured address, so two `127.0.0.1:0` would be one to the routes).
+fn two_listeners(rest: &str) -> String {
+    let (a, b) = (closed_port(), closed_port());
+    format!(
+        "[runtime]\nworkers = 1\n\n[log]\naccess = \"off\"\nlevel = \"warn\"\n\n\
+         [[listen]]\nname = \"public\"\naddress = \"{a}\"\n\n\
+         [[listen]]\nname = \"internal\"\naddress = \"{b}\"\n\n{rest}"
+    )
+}
+
+#[test]
+fn a_route_serves_only_the_listeners_it_names() {
+    let public = Upstream::echo();
+    let internal = Upstream::echo();
+    let rest = format!(
+        "{}{}\
+         [[route]]\npath = \"/\"\nupstream = \"pub\"\nlisteners = [\"public\"]\n\n\
+         [[route]]\npath = \"/\"\nupstream = \"int\"\nlisteners = [\"internal\"]\n\n\
+         [[route]]\npath = \"/admin/\"\nrespond = {{ status = 200, body = \"admin\" }}\nlisteners = [\"internal\"]\n\n\
+         [[route]]\npath = \"/both/\"\nrespond = {{ status = 200, body = \"both\" }}\n",
+        upstream("pub", public.addr(), ""),
+        upstream("int", internal.addr(), ""),
+    );
+    let proxy = Proxy::start(&two_listeners(&rest));
+    let (a, b) = (proxy.addrs()[0], proxy.addrs()[1]);
+
+    let tok = token();
+    get_ok(&mut Client::connect(a), &format!("/x-{tok}"));
+    assert_eq!(public.requests_with(&tok).len(), 1);
+    assert!(internal.requests_with(&tok).is_empty());
+    let tok = token();
+    get_ok(&mut Client::connect(b), &format!("/x-{tok}"));
+    assert_eq!(internal.requests_with(&tok).len(), 1);
+    assert!(public.requests_with(&tok).is_empty());
+
+    // /admin/ exists on "internal" only: on "public" the longest route that
+    // serves it is "/", proxied to its upstream.
+    let r = Client::connect(b).get("/admin/x");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "admin"));
+    let tok = token();
+    let mut c = Client::connect(a);
+    get_ok(&mut c, &format!("/admin/{tok}"));
+    assert_eq!(public.requests_with(&tok).len(), 1);
+    // A route without listeners serves both.
+    assert_eq!(Client::connect(a).get("/both/").body_str(), "both");
+    assert_eq!(Client::connect(b).get("/both/").body_str(), "both");
+}
+
+#[test]
+fn a_listener_without_a_route_answers_404_and_the_other_keeps_serving() {
+    let rest = "[[route]]\npath = \"/\"\nrespond = { status = 200, body = \"in\" }\nlisteners = [\"internal\"]\n";
+    let proxy = Proxy::start(&two_listeners(rest));
+    let mut c = Client::connect(proxy.addrs()[0]);
+    assert_eq!(c.get("/").status, 404);
+    // The connection stays open after the 404, and the other listener serves.
+    assert_eq!(c.get("/").status, 404);
+    assert_eq!(Client::connect(proxy.addrs()[1]).get("/").body_str(), "in");
+}
+
+fn redirect_location(port_line: &str) -> String {
+    let toml = format!(
+        "[log]\naccess = \"off\"\n\n[[listen]]\naddress = \"127.0.0.1:0\"\nredirect_https = true\n{port_line}\n\n\
+         [[route]]\npath = \"/\"\nrespond = {{ status = 200 }}\n"
+    );
+    let proxy = Proxy::start(&toml);
+    let mut c = Client::connect(proxy.addr());
+    c.send(b"GET /a/b?c=d HTTP/1.1\r\nHost: Example.com:8080\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 301);
+    r.header("location").expect("a Location").to_string()
+}
+
+#[test]
+fn redirect_https_points_at_https_port() {
+    assert_eq!(redirect_location(""), "https://example.com/a/b?c=d");
+    assert_eq!(
+        redirect_location("https_port = 443"),
+        "https://example.com/a/b?c=d"
+    );
+    assert_eq!(
+        redirect_location("https_port = 8443"),
+        "https://example.com:8443/a/b?c=d"
+    );
+}
+
+fn check_errors(toml: &str) -> String {
+    let dir = TestDir::new();
+    let config = dir.write("ringside.toml", toml);
+    let out = run_bounded(
+        &["-c".as_ref(), config.as_os_str(), "--check".as_ref()],
+        IO_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{toml}");
+    String::from_utf8_lossy(&out.stderr).replace(&config.display().to_string(), "FILE")
+}
+
+#[test]
+fn unknown_and_duplicate_listener_names_are_check_errors_with_their_lines() {
+    let toml = two_listeners(
+        "[[route]]\npath = \"/\"\nrespond = { status = 200 }\nlisteners = [\"public\", \"nope\"]\n",
+    );
+    assert_eq!(
+        check_errors(&toml).trim(),
+        "FILE:19: route.listeners: unknown listener \"nope\" (named listeners: public, internal)"
+    );
+    let toml = toml
+        .replace("name = \"internal\"", "name = \"public\"")
+        .replace(", \"nope\"", "");
+    assert_eq!(
+        check_errors(&toml).trim(),
+        "FILE:13: listen.name: \"public\" already names the listener of line 9"
+    );
+    let bad_port = two_listeners("https_port = 0\n").replace("https_port = 0\n", "");
+    let bad_port = bad_port.replacen(
+        "name = \"public\"",
+        "name = \"public\"\nhttps_port = 70000",
+        1,
+    ) + "[[route]]\npath = \"/\"\nrespond = { status = 200 }\nlisteners = []\n";
+    let errors = check_errors(&bad_port);
+    assert!(errors.contains("FILE:10: listen.https_port: "), "{errors}");
+    assert!(
+        errors.contains("route.listeners: names no listener"),
+        "{errors}"
+    );
+}
