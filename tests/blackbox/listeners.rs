@@ -130,3 +130,40 @@ fn unknown_and_duplicate_listener_names_are_check_errors_with_their_lines() {
         "{errors}"
     );
 }
+
+/// A listener is known by its address (routes, reloads and binary upgrades
+/// find it that way), so two `[[listen]]` with one address would be one
+/// listener with the first one's settings, and two sockets bound with
+/// SO_REUSEPORT would split its connections between them.
+#[test]
+fn two_listeners_on_one_address_are_a_check_error() {
+    let toml = two_listeners("[[route]]\npath = \"/\"\nrespond = { status = 200 }\n");
+    let first = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("address = "))
+        .expect("an address")
+        .to_string();
+    let toml = toml.replacen(
+        &toml
+            .lines()
+            .filter_map(|l| l.strip_prefix("address = "))
+            .nth(1)
+            .expect("a second address")
+            .to_string(),
+        &first,
+        1,
+    );
+    let addr = first.trim_matches('"');
+    assert_eq!(
+        check_errors(&toml).trim(),
+        format!(
+            "FILE:14: listen.address: {addr} is already the address of the listener of line 10"
+        )
+    );
+    // Port 0 too: both would be "127.0.0.1:0" to the routes.
+    let zero = toml.replace(addr, "127.0.0.1:0");
+    assert_eq!(
+        check_errors(&zero).trim(),
+        "FILE:14: listen.address: 127.0.0.1:0 is already the address of the listener of line 10"
+    );
+}
