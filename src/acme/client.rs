@@ -43,6 +43,21 @@ impl Answer {
     pub fn json(&self) -> Result<serde_json::Value, String> {
         serde_json::from_slice(&self.body).map_err(|e| format!("the CA's answer is not JSON: {e}"))
     }
+
+    /// `Retry-After` (RFC 9110 §10.2.3): seconds, or a date (the time
+    /// left until it, nothing when it is past); none when unreadable.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let v = self.field("retry-after")?;
+        if let Ok(secs) = v.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        let at = httpdate::parse_http_date(v).ok()?;
+        let left = at.duration_since(std::time::SystemTime::now()).ok()?;
+        // Whole seconds, rounded up: never sooner than asked.
+        Some(Duration::from_secs(
+            left.as_secs() + u64::from(left.subsec_nanos() > 0),
+        ))
+    }
 }
 
 impl Https {
@@ -119,7 +134,7 @@ impl Https {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
             Err(e) => return Err(format!("{host}:{port}: {e}")),
         }
-        parse(&raw).ok_or_else(|| format!("{host}:{port}: a truncated or malformed HTTP answer"))
+        parse(&raw).ok_or_else(|| format!("{method} {url}: a truncated or malformed HTTP answer"))
     }
 }
 
@@ -182,5 +197,22 @@ mod tests {
         .unwrap();
         assert_eq!(a.body, b"abcd");
         assert!(super::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_none());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let answer = |v: &str| super::Answer {
+            status: 429,
+            fields: vec![("retry-after".into(), v.into())],
+            body: Vec::new(),
+        };
+        let secs = |v: &str| answer(v).retry_after().map(|d| d.as_secs());
+        assert_eq!(secs("120"), Some(120));
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
+        let left = secs(&httpdate::fmt_http_date(later)).unwrap();
+        assert!((599..=601).contains(&left), "{left}");
+        assert_eq!(secs("Thu, 01 Jan 1970 00:00:00 GMT"), None, "a past date");
+        assert_eq!(secs("soon"), None);
+        assert_eq!(secs("-5"), None);
     }
 }

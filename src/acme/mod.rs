@@ -5,9 +5,10 @@
 //! the missing ones, and renews each `renew_before` its end. A failure
 //! (directory unreachable, a challenge refused, a rate limit, a bad
 //! answer) is logged with the order's names and retried with a growing
-//! backoff; it never stops the process or another listener. A new
-//! certificate goes into the resolver's table (tls/acme.rs), which every
-//! worker reads at each handshake: no reload, no restart.
+//! backoff, or after the CA's `Retry-After` when that is longer; it never
+//! stops the process or another listener. A new certificate goes into the
+//! resolver's table (tls/acme.rs), which every worker reads at each
+//! handshake: no reload, no restart.
 //!
 //! The protocol is written here over a blocking `TcpStream` and rustls
 //! (client.rs) rather than taken from `instant-acme`: that crate runs on
@@ -50,6 +51,9 @@ pub use challenge::http01;
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 /// Longest wait between two tries (Let's Encrypt's rate limits are hourly).
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Longest `Retry-After` obeyed: Let's Encrypt's longest rate-limit window
+/// (7 days); a longer or bogus value must not stall the renewals for good.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 86_400);
 
 /// The ACME thread; dropping it stops the thread at its next wait.
 pub struct Manager {
@@ -169,11 +173,18 @@ fn run(acme: &Acme, mut orders: Vec<Order>, stop: &mpsc::Receiver<()>) {
             Err(e) => {
                 let has = managed().get(&o.names).is_some();
                 set_status(&o.names, if has { "valid" } else { "failed" }, None);
+                // The CA's Retry-After when it asks for longer than the
+                // backoff: a try before it would only be refused again.
+                let asked = e.retry_after.map(|d| d.min(MAX_RETRY_AFTER));
+                let (wait, why) = match asked {
+                    Some(d) if d > o.backoff => (d, " (the CA's Retry-After)"),
+                    _ => (o.backoff, ""),
+                };
                 crate::error!(
-                    "acme: certificate for {names}: {e}; retrying in {}s",
-                    o.backoff.as_secs()
+                    "acme: certificate for {names}: {e}; retrying in {}s{why}",
+                    wait.as_secs()
                 );
-                o.next = Instant::now() + o.backoff;
+                o.next = Instant::now() + wait;
                 o.backoff = (o.backoff * 2).min(MAX_BACKOFF);
             }
         }
@@ -232,7 +243,7 @@ fn install(
 }
 
 /// One order for `names`, from the directory to the certificate in use.
-fn issue(acme: &Acme, names: &[String]) -> Result<Instant, String> {
+fn issue(acme: &Acme, names: &[String]) -> Result<Instant, order::Failure> {
     let list = names.join(", ");
     let kind = match acme.challenge {
         Challenge::TlsAlpn01 => "tls-alpn-01",

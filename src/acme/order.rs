@@ -37,14 +37,53 @@ pub struct Issued {
     pub chain_pem: String,
 }
 
-fn problem(a: &Answer) -> String {
+/// Why an order failed, and how long the CA asked to wait before the next
+/// try (RFC 8555 §6.6: `Retry-After` on a `rateLimited` answer, or on any
+/// error answer as HTTP allows).
+pub struct Failure {
+    pub reason: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Failure {
+        Failure {
+            reason,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(reason: &str) -> Failure {
+        Failure::from(reason.to_string())
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// An error answer: its problem document (RFC 8555 §6.7) and `Retry-After`.
+fn problem(url: &str, a: &Answer) -> Failure {
     let doc = a.json().unwrap_or(Value::Null);
     let kind = doc["type"].as_str().unwrap_or("");
     let kind = kind
         .strip_prefix("urn:ietf:params:acme:error:")
         .unwrap_or(kind);
-    let detail = doc["detail"].as_str().unwrap_or("");
-    format!("the CA answered {} {kind}: {detail}", a.status)
+    let reason = match doc["detail"].as_str() {
+        Some(detail) => format!("{url}: the CA answered {} {kind}: {detail}", a.status),
+        None => format!(
+            "{url}: the CA answered {} without a problem document",
+            a.status
+        ),
+    };
+    Failure {
+        reason,
+        retry_after: a.retry_after(),
+    }
 }
 
 fn text<'v>(v: &'v Value, key: &str) -> Result<&'v str, String> {
@@ -55,18 +94,24 @@ fn text<'v>(v: &'v Value, key: &str) -> Result<&'v str, String> {
 
 impl<'a> Session<'a> {
     /// Reads the directory.
-    pub fn open(http: &'a Https, key: &'a AccountKey, directory: &str) -> Result<Self, String> {
+    pub fn open(http: &'a Https, key: &'a AccountKey, directory: &str) -> Result<Self, Failure> {
         let a = http.request("GET", directory, None)?;
         if a.status != 200 {
-            return Err(format!("directory {directory}: {}", problem(&a)));
+            return Err(problem(&format!("directory {directory}"), &a));
         }
-        let dir = a.json()?;
+        let dir = a
+            .json()
+            .map_err(|e| format!("directory {directory}: {e}"))?;
+        let url = |key| {
+            let found = text(&dir, key).map(str::to_string);
+            found.map_err(|e| format!("directory {directory}: {e}"))
+        };
         Ok(Session {
             http,
             key,
-            new_nonce: text(&dir, "newNonce")?.to_string(),
-            new_account: text(&dir, "newAccount")?.to_string(),
-            new_order: text(&dir, "newOrder")?.to_string(),
+            new_nonce: url("newNonce")?,
+            new_account: url("newAccount")?,
+            new_order: url("newOrder")?,
             nonce: None,
             kid: None,
         })
@@ -99,16 +144,16 @@ impl<'a> Session<'a> {
         Err(format!("{url}: badNonce {NONCE_TRIES} times in a row"))
     }
 
-    fn post_ok(&mut self, url: &str, payload: Option<&Value>) -> Result<Answer, String> {
+    fn post_ok(&mut self, url: &str, payload: Option<&Value>) -> Result<Answer, Failure> {
         let a = self.post(url, payload)?;
         match a.status {
             200..=299 => Ok(a),
-            _ => Err(problem(&a)),
+            _ => Err(problem(url, &a)),
         }
     }
 
     /// Finds or creates the account of this key (§7.3).
-    pub fn account(&mut self, email: Option<&str>) -> Result<(), String> {
+    pub fn account(&mut self, email: Option<&str>) -> Result<(), Failure> {
         let mut payload = json!({ "termsOfServiceAgreed": true });
         if let Some(e) = email {
             payload["contact"] = json!([format!("mailto:{e}")]);
@@ -126,7 +171,7 @@ impl<'a> Session<'a> {
         names: &[String],
         challenge: Challenge,
         answers: &Answers,
-    ) -> Result<Issued, String> {
+    ) -> Result<Issued, Failure> {
         let ids: Vec<Value> = names
             .iter()
             .map(|n| json!({ "type": "dns", "value": n }))
@@ -161,7 +206,7 @@ impl<'a> Session<'a> {
     }
 
     /// Answers one authorization's challenge and waits for its verdict.
-    fn authorize(&mut self, url: &str, kind: Challenge, answers: &Answers) -> Result<(), String> {
+    fn authorize(&mut self, url: &str, kind: Challenge, answers: &Answers) -> Result<(), Failure> {
         let authz = self.post_ok(url, None)?.json()?;
         if authz["status"] == "valid" {
             return Ok(());
@@ -185,20 +230,23 @@ impl<'a> Session<'a> {
         self.post_ok(&ch_url, Some(&json!({})))?;
         self.poll(url, "authorization")
             .map(drop)
-            .map_err(|e| format!("{name}: {e}"))
+            .map_err(|e| Failure {
+                reason: format!("{name}: {}", e.reason),
+                ..e
+            })
     }
 
     /// Polls an order or authorization until it is valid (or failed).
-    fn poll(&mut self, url: &str, what: &str) -> Result<Value, String> {
+    fn poll(&mut self, url: &str, what: &str) -> Result<Value, Failure> {
         for _ in 0..POLLS {
             let v = self.post_ok(url, None)?.json()?;
             match v["status"].as_str().unwrap_or("") {
                 "valid" if what != "order" || v["certificate"].is_string() => return Ok(v),
-                "invalid" => return Err(format!("the {what} is invalid: {}", why(&v))),
+                "invalid" => return Err(format!("the {what} is invalid: {}", why(&v)).into()),
                 _ => thread::sleep(POLL),
             }
         }
-        Err(format!("the {what} stayed pending"))
+        Err(format!("the {what} stayed pending").into())
     }
 }
 

@@ -5,7 +5,7 @@
 //! chain ringside serves is verified against the root pebble picked at
 //! its start (`/roots/0` on its management port).
 
-use crate::common::*;
+use crate::common::{acme_ca::ScriptedCa, *};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::{
     crypto::ring::default_provider,
@@ -525,4 +525,237 @@ fn check_reports_each_bad_acme_input_with_its_reason() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ------------------------------------------- failures, against a scripted CA
+
+/// The name of a listener with a certificate from files, served whatever
+/// the ACME order does.
+const OTHER: &str = "static.example.com";
+
+/// ringside against a scripted CA: the plain listener, the ACME listener
+/// for `NAMES` and a TLS listener for `OTHER` with a certificate from files.
+struct AgainstCa {
+    proxy: Proxy,
+    setup: Setup,
+    other: u16,
+    other_root: CertificateDer<'static>,
+}
+
+impl AgainstCa {
+    fn start(ca: &ScriptedCa) -> AgainstCa {
+        let setup = Setup::new();
+        let dir = TestDir::new();
+        let ca_file = dir.write("ca.pem", &ca.root_pem);
+        let root_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let root = params.self_signed(&root_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec![OTHER.to_string()])
+            .unwrap()
+            .signed_by(&key, &root, &root_key)
+            .unwrap();
+        let cert = dir.write("other.pem", &leaf.pem());
+        let key = dir.write("other-key.pem", &key.serialize_pem());
+        let other = free_port();
+        let toml = format!(
+            "{}\n[[listen]]\naddress = \"127.0.0.1:{other}\"\n\
+             tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+            setup.toml(&ca.url(acme_ca::DIRECTORY), &ca_file, ""),
+            cert.display(),
+            key.display()
+        );
+        AgainstCa {
+            proxy: Proxy::start_in(dir, &toml),
+            setup,
+            other,
+            other_root: root.der().clone(),
+        }
+    }
+
+    /// The failure line of the order for `NAMES` that holds `reason`.
+    fn failure(&self, reason: &str) -> String {
+        let line = wait(&self.proxy, reason, Duration::from_secs(10));
+        let names = format!("acme: certificate for {}: ", NAMES.join(", "));
+        assert!(line.contains(&names), "{line}");
+        line
+    }
+
+    /// The plain listener and the file certificate's name are served.
+    fn still_serving(&self) {
+        let mut c = Client::connect(([127, 0, 0, 1], self.setup.http).into());
+        c.send(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        assert!(c.read_to_close(IO_TIMEOUT).ends_with(b"hi"));
+        served(self.other, OTHER, &self.other_root);
+    }
+}
+
+#[test]
+fn a_rate_limit_is_logged_with_the_names_and_retried_no_sooner_than_retry_after() {
+    let detail = "too many certificates already issued for example.com";
+    let ca = ScriptedCa::start(move |ca, req| match req.path.as_str() {
+        acme_ca::NEW_ORDER => {
+            let fields = format!("{}Retry-After: 3\r\n", acme_ca::nonce_field(req));
+            acme_ca::problem(429, "rateLimited", detail, &fields)
+        }
+        _ => ca.standard(req),
+    });
+    let f = AgainstCa::start(&ca);
+    let line = f.failure("rateLimited");
+    assert!(
+        line.contains(&format!("429 rateLimited: {detail}")),
+        "{line}"
+    );
+    assert!(
+        line.contains("retrying in 3s (the CA's Retry-After)"),
+        "Retry-After: 3 wins over the first backoff (2 s): {line}"
+    );
+    f.still_serving();
+    let new_order = |s: &acme_ca::CaSeen| s.is("POST", acme_ca::NEW_ORDER);
+    let seen = ca.wait_for(2, new_order, Duration::from_secs(10));
+    let tries: Vec<_> = seen.iter().filter(|s| new_order(s)).collect();
+    let gap = tries[1].at - tries[0].at;
+    assert!(gap >= Duration::from_secs(3), "retried after {gap:?}");
+    // The doubled backoff (4 s) wins over a shorter Retry-After.
+    let again = |l: &str| l.contains("rateLimited") && l.contains("retrying in 4s");
+    let line = f.proxy.wait_for_line(again, Duration::from_secs(5));
+    assert!(line.is_some(), "{:?}", f.proxy.stderr_lines());
+    f.still_serving();
+}
+
+#[test]
+fn malformed_ca_answers_are_logged_with_their_reason_and_retried() {
+    type Shape = fn(&acme_ca::Ca, &acme_ca::CaSeen) -> Option<Vec<u8>>;
+    // Each shape: the bad answer (None: the standard one), and the reason
+    // logged, where `{CA}` stands for the CA's address.
+    let shapes: [(Shape, &str); 6] = [
+        (
+            |_, req| {
+                req.is("GET", acme_ca::DIRECTORY).then(|| {
+                    acme_ca::answer(503, "Content-Type: text/html\r\n", "<html>busy</html>")
+                })
+            },
+            "directory {CA}/directory: the CA answered 503 without a problem document",
+        ),
+        (
+            |_, req| {
+                req.is("GET", acme_ca::DIRECTORY).then(|| {
+                    acme_ca::answer(
+                        200,
+                        "Content-Type: text/html\r\n",
+                        "<html>maintenance</html>",
+                    )
+                })
+            },
+            "directory {CA}/directory: the CA's answer is not JSON",
+        ),
+        (
+            |ca, req| {
+                req.is("GET", acme_ca::DIRECTORY).then(|| {
+                    let dir = serde_json::json!({ "newAccount": ca.url(acme_ca::NEW_ACCOUNT) });
+                    acme_ca::answer(200, "", &dir.to_string())
+                })
+            },
+            "directory {CA}/directory: the CA's answer has no \"newNonce\"",
+        ),
+        (
+            |_, req| {
+                (req.path == acme_ca::NEW_NONCE)
+                    .then(|| b"this is not http at all\r\n\r\n".to_vec())
+            },
+            "HEAD {CA}/nonce: a truncated or malformed HTTP answer",
+        ),
+        (
+            |_, req| {
+                req.is("POST", acme_ca::NEW_ACCOUNT).then(|| {
+                    let head =
+                        "HTTP/1.1 201 Created\r\nReplay-Nonce: n\r\nContent-Length: 200\r\n\r\n";
+                    format!("{head}{{\"status\":").into_bytes()
+                })
+            },
+            "POST {CA}/new-account: a truncated or malformed HTTP answer",
+        ),
+        (
+            |_, req| {
+                req.is("POST", acme_ca::NEW_ORDER).then(|| {
+                    let order = r#"{"status":"pending","authorizations":[],"finalize":"x"}"#;
+                    acme_ca::answer(201, &acme_ca::nonce_field(req), order)
+                })
+            },
+            "the CA gave no order URL",
+        ),
+    ];
+    // All at once: each fails at its first try and retries 2 s later.
+    let runs: Vec<_> = shapes
+        .iter()
+        .map(|&(shape, reason)| {
+            let ca = ScriptedCa::start(move |ca, req| {
+                shape(ca, req).unwrap_or_else(|| ca.standard(req))
+            });
+            let f = AgainstCa::start(&ca);
+            let reason = reason.replace("{CA}", &ca.url(""));
+            (ca, f, reason)
+        })
+        .collect();
+    for (ca, f, reason) in &runs {
+        let line = f.failure(reason);
+        assert!(line.contains("retrying in 2s"), "{line}");
+        f.still_serving();
+        let directory = |s: &acme_ca::CaSeen| s.is("GET", acme_ca::DIRECTORY);
+        ca.wait_for(2, directory, Duration::from_secs(10));
+        let again = |l: &str| l.contains(reason.as_str()) && l.contains("retrying in 4s");
+        let line = f.proxy.wait_for_line(again, Duration::from_secs(5));
+        assert!(line.is_some(), "{:?}", f.proxy.stderr_lines());
+        f.still_serving();
+    }
+}
+
+#[test]
+fn bad_nonce_is_retried_at_once_with_the_nonce_of_its_answer() {
+    const FRESH: &str = "fresh-from-bad-nonce";
+    let ca = ScriptedCa::start(|ca, req| {
+        if !req.is("POST", acme_ca::NEW_ACCOUNT) {
+            return ca.standard(req);
+        }
+        match req.nonce() == FRESH {
+            true => acme_ca::problem(403, "unauthorized", "the scripted end", ""),
+            false => {
+                let fields = format!("Replay-Nonce: {FRESH}\r\n");
+                acme_ca::problem(
+                    400,
+                    "badNonce",
+                    "JWS has an invalid anti-replay nonce",
+                    &fields,
+                )
+            }
+        }
+    });
+    let f = AgainstCa::start(&ca);
+    let line = f.failure("the scripted end");
+    assert!(line.contains("403 unauthorized"), "{line}");
+    let seen = ca.seen();
+    let shown: Vec<_> = seen
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    assert_eq!(
+        shown[..4],
+        [
+            "GET /directory",
+            "HEAD /nonce",
+            "POST /new-account",
+            "POST /new-account"
+        ],
+        "the second POST follows the badNonce answer at once"
+    );
+    assert_eq!(seen[2].nonce(), "nonce-1", "the nonce from newNonce");
+    assert_eq!(seen[3].nonce(), FRESH, "the nonce of the badNonce answer");
+    assert_eq!(
+        count(&f.proxy, "badNonce"),
+        0,
+        "{:?}",
+        f.proxy.stderr_lines()
+    );
+    f.still_serving();
 }

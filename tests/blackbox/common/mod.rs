@@ -13,6 +13,7 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod acme_ca;
 mod client;
 pub mod farm;
 pub mod fixture;
