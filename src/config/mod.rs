@@ -20,6 +20,7 @@ mod check;
 mod file;
 pub mod files;
 mod named;
+mod route;
 mod shield_conn;
 mod shield_req;
 pub use named::known_keys;
@@ -28,6 +29,7 @@ mod tests;
 #[cfg(test)]
 mod tests_headers;
 pub mod units;
+mod upstream;
 mod walk;
 
 pub use acme::{split_url, writable, Acme, Challenge};
