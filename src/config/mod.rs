@@ -28,6 +28,8 @@ pub use named::known_keys;
 mod tests;
 #[cfg(test)]
 mod tests_headers;
+#[cfg(test)]
+mod tests_problems;
 pub mod units;
 mod upstream;
 mod walk;
