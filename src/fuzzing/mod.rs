@@ -3,12 +3,12 @@
 //! path runs it, and panics where the stage breaks a promise the later
 //! stages rely on, so that a fuzzer counts it as a crash:
 //!
-//! - [`plan`]: `http::parse::request` and routing (`exchange::plan`) over a
+//! - [`plan()`]: `http::parse::request` and routing (`exchange::plan`) over a
 //!   config with every route kind; the spans it hands on lie in the buffer,
 //!   and the head it writes upstream parses back with the same framing.
-//! - [`chunked`]: the chunked decoder gives the same bytes and the same end
+//! - [`chunked()`]: the chunked decoder gives the same bytes and the same end
 //!   whichever way its input is split.
-//! - [`response_head`]: an upstream response head that parses is written
+//! - [`response_head()`]: an upstream response head that parses is written
 //!   to the client as a head that parses again.
 //! - [`check_config`]: `--check` on arbitrary TOML.
 //! - [`H2`]: HTTP/2 frames through the real connection code (`conn::serve`,
