@@ -11,13 +11,19 @@
 use std::{
     cell::Cell,
     future::Future,
+    io,
     net::{IpAddr, SocketAddr},
     os::fd::AsRawFd,
+    pin::Pin,
     rc::Rc,
     sync::Arc,
 };
 
-use monoio::{io::AsyncWriteRent, net::TcpStream, time::Instant};
+use monoio::{
+    io::AsyncWriteRent,
+    net::TcpStream,
+    time::{error::Elapsed, Instant},
+};
 
 use crate::{
     exchange::exchange,
@@ -100,10 +106,7 @@ fn run(
         // the connection ends). Boxed, as the handshake is.
         let mut _slot = None;
         if shielded {
-            let ClientStream::Plain(stream) = &c.stream else {
-                unreachable!("a connection starts as plain TCP");
-            };
-            let checks = Box::pin(admit(stream, c.hop, &listen, &shard, deadline));
+            let checks = Box::pin(admit(plain(&c.stream), c.hop, &listen, &shard, deadline));
             let Some((client, slot)) = checks.await else {
                 shard.connections.set(shard.connections.get() - 1);
                 return;
@@ -111,11 +114,7 @@ fn run(
             (c.hop, c.peer, _slot) = (client, client, slot);
         }
         if let Some(config) = acceptor {
-            let ClientStream::Plain(stream) =
-                std::mem::replace(&mut c.stream, ClientStream::Closed)
-            else {
-                unreachable!("a connection starts as plain TCP");
-            };
+            let stream = take_plain(&mut c.stream);
             // Boxed: the handshake's state (a timer and rustls' accept)
             // would otherwise sit inline in every connection's task, TLS or
             // not, for its whole life.
@@ -173,33 +172,63 @@ fn run(
             let exchange = Box::pin(exchange(&mut c, &listen, &shard, deadline));
             let outcome = CatchUnwind(exchange).await;
             drop(fresh.take());
-            match outcome {
-                Ok(true) if !shard.draining.get() => {}
-                Ok(_) => break,
-                Err(()) => {
-                    crate::error!(
-                        "worker {}: request from {} panicked; connection closed",
-                        shard.id,
-                        c.peer
-                    );
-                    break;
-                }
+            if !keeps_open(outcome, &shard, c.peer) {
+                break;
             }
         }
         shard.heads.give(std::mem::take(&mut c.buf));
         if c.stream.is_tls() {
-            // close_notify, so a client can tell a close-delimited body
-            // from a truncated one; bounded, as the peer may have stopped
-            // reading. A peer already gone is fine: the socket closes next
-            // either way. After a cancelled read or write the stream
-            // refuses (tls/stream.rs) and nothing is sent; guarded like
-            // every exchange all the same.
-            let limit = shard.gen().config.limits.client_send_timeout;
-            let close = Box::pin(monoio::time::timeout(limit, c.stream.shutdown()));
-            let _ = CatchUnwind(close).await;
+            // A peer already gone is fine: the socket closes next either way.
+            let _ = CatchUnwind(close_notify(&mut c.stream, &shard)).await;
         }
         shard.connections.set(shard.connections.get() - 1);
     }
+}
+
+/// The plain TCP socket of a connection not yet past its TLS handshake.
+fn plain(stream: &ClientStream) -> &TcpStream {
+    let ClientStream::Plain(stream) = stream else {
+        unreachable!("a connection starts as plain TCP");
+    };
+    stream
+}
+
+/// Takes the plain TCP socket out for the TLS handshake, leaving `Closed`.
+fn take_plain(stream: &mut ClientStream) -> TcpStream {
+    let ClientStream::Plain(stream) = std::mem::replace(stream, ClientStream::Closed) else {
+        unreachable!("a connection starts as plain TCP");
+    };
+    stream
+}
+
+/// Whether the connection takes another request after an exchange: the
+/// exchange said so and the worker is not draining. A panic is logged here
+/// and closes the connection.
+fn keeps_open(outcome: Result<bool, ()>, shard: &Shard, peer: IpAddr) -> bool {
+    match outcome {
+        Ok(keep) => keep && !shard.draining.get(),
+        Err(()) => {
+            crate::error!(
+                "worker {}: request from {} panicked; connection closed",
+                shard.id,
+                peer
+            );
+            false
+        }
+    }
+}
+
+/// The TLS close_notify, so a client can tell a close-delimited body from a
+/// truncated one; bounded by `client_send_timeout`, as the peer may have
+/// stopped reading. After a cancelled read or write the stream refuses
+/// (tls/stream.rs) and nothing is sent; guarded like every exchange all the
+/// same. Boxed, as the handshake is: only TLS connections pay for its state.
+fn close_notify<'a>(
+    stream: &'a mut ClientStream,
+    shard: &Shard,
+) -> Pin<Box<impl Future<Output = Result<io::Result<()>, Elapsed>> + 'a>> {
+    let limit = shard.gen().config.limits.client_send_timeout;
+    Box::pin(monoio::time::timeout(limit, stream.shutdown()))
 }
 
 /// Waits, holding no buffer, until the client sends something (true) or

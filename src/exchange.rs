@@ -16,7 +16,7 @@ use monoio::time::Instant;
 
 use crate::{
     buffers::Buffers,
-    config::{Action, Config, Level},
+    config::{Action, Config, Level, Route, Upstream},
     error::{Error, Fault},
     http::{
         headers::{upstream_request, Forwarding},
@@ -233,12 +233,7 @@ pub(crate) fn plan(
     small: &Buffers,
 ) -> Result<Plan, Error> {
     let config = &*gen.config;
-    let limit = config.limits.max_request_body;
-    if let Framing::Length(n) = req.framing {
-        if limit > 0 && n > limit {
-            return Err(Error::body_too_large());
-        }
-    }
+    body_within(req.framing, config.limits.max_request_body)?;
     let normal = match path::normalize(req.path()) {
         std::borrow::Cow::Owned(p) => Some(p),
         std::borrow::Cow::Borrowed(_) => None,
@@ -285,15 +280,7 @@ pub(crate) fn plan(
                 key =
                     crate::balance::Key::new(up, c.peer, &origin, |name| route::cookie(req, name));
                 let upgrade = req.upgrade.filter(|_| r.websocket);
-                let fwd = Forwarding {
-                    client_ip: c.peer,
-                    hop: c.hop,
-                    proto: listen.proto,
-                    port: listen.port,
-                    fallback_host: &up.name,
-                    set: &r.set_request_headers,
-                    upgrade,
-                };
+                let fwd = forwarding(c, listen, up, r, upgrade);
                 let target = upstream_target(&origin, path, r);
                 // A pooled buffer (given back at the end of `exchange`): no
                 // allocation per request.
@@ -325,19 +312,52 @@ pub(crate) fn plan(
         spans: req.spans,
         normal,
         scheme: listen.proto,
-        accepts_gzip: route.is_some_and(|i| config.routes[i].gzip.is_some())
-            && crate::serve::gzip::accepts(
-                req.headers
-                    .iter()
-                    .filter(|h| h.name.eq_ignore_ascii_case("accept-encoding"))
-                    .map(|h| h.value),
-            ),
+        accepts_gzip: accepts_gzip(req, route.map(|i| &config.routes[i])),
         cache: match &act {
             Act::Proxy { .. } => route.and_then(|i| crate::cache::request(&config.routes[i], req)),
             _ => None,
         },
         act,
     })
+}
+
+/// A declared body over `max_request_body` (0: no limit) is refused before
+/// any of it is read; a chunked one is counted as it is relayed (`relay.rs`).
+fn body_within(framing: Framing, limit: u64) -> Result<(), Error> {
+    match framing {
+        Framing::Length(n) if limit > 0 && n > limit => Err(Error::body_too_large()),
+        _ => Ok(()),
+    }
+}
+
+/// What the head sent upstream says about the client and the hop.
+fn forwarding<'a>(
+    c: &Client,
+    listen: &Listen,
+    up: &'a Upstream,
+    r: &'a Route,
+    upgrade: Option<&'a [u8]>,
+) -> Forwarding<'a> {
+    Forwarding {
+        client_ip: c.peer,
+        hop: c.hop,
+        proto: listen.proto,
+        port: listen.port,
+        fallback_host: &up.name,
+        set: &r.set_request_headers,
+        upgrade,
+    }
+}
+
+/// Whether the route compresses (`gzip`) and the client takes gzip.
+fn accepts_gzip(req: &RequestHead<'_, '_>, route: Option<&Route>) -> bool {
+    route.is_some_and(|r| r.gzip.is_some())
+        && crate::serve::gzip::accepts(
+            req.headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("accept-encoding"))
+                .map(|h| h.value),
+        )
 }
 
 /// The target sent upstream: the client's, as sent (origin-form). With

@@ -81,14 +81,7 @@ pub async fn fetch(
         let name = gen.ids.upstreams[upstream].0;
         shard.stats.upstream_time(name, asked.elapsed());
     }
-    // The request's bytes in the client buffer once it was read whole:
-    // after a chunked body, copy_chunked left the buffer as head + next
-    // request.
-    let consumed = if plan.framing == Framing::Chunked {
-        plan.len
-    } else {
-        plan.len + body_now
-    };
+    let consumed = consumed(plan, body_now);
     let mut r = match reached {
         Ok(r) => r,
         Err(f) => {
@@ -178,6 +171,16 @@ fn body_split(plan: &Plan, in_buf: usize) -> (usize, u64) {
     }
 }
 
+/// The request's bytes in the client buffer once it was read whole: after
+/// a chunked body, copy_chunked left the buffer as head + next request.
+fn consumed(plan: &Plan, body_now: usize) -> usize {
+    if plan.framing == Framing::Chunked {
+        plan.len
+    } else {
+        plan.len + body_now
+    }
+}
+
 /// After a `101`: the upstream's head (and anything after it) goes to the
 /// client, then bytes flow both ways until either side ends.
 async fn tunnel(cx: &Cx<'_>, c: &mut Client, r: &mut Reached<'_>) {
@@ -228,18 +231,8 @@ async fn respond(
         _ if resp.changes.page => {
             clean &= framing == Framing::Empty && pending.is_empty();
             shard.small.give(client_head);
-            let status = resp.status;
-            let write = async {
-                let mut page = shard.heads.take();
-                let (keep, route, plan) = (resp.client_keep, Some(cx.route), cx.plan);
-                let n =
-                    pages::write_error(&mut page, route, status, keep, Some(plan), plan.head_only)
-                        .await;
-                write_head(c, &shard.heads, page, down, &mut head_sent)
-                    .await
-                    .map(|()| if plan.head_only { 0 } else { n as u64 })
-            };
-            Box::pin(write).await
+            let (status, keep) = (resp.status, resp.client_keep);
+            Box::pin(write_page(cx, c, status, keep, down, &mut head_sent)).await
         }
         // gzip and/or a copy for the cache, as the body flows.
         _ if resp.changes.gzip || resp.changes.store.is_some() => {
@@ -304,6 +297,25 @@ async fn respond(
         clean,
         fetched,
     )
+}
+
+/// The route's error page for `status`, in place of the upstream's answer.
+/// Returns the body bytes sent.
+async fn write_page(
+    cx: &Cx<'_>,
+    c: &mut Client,
+    status: u16,
+    keep: bool,
+    down: Limits,
+    head_sent: &mut bool,
+) -> Result<u64, CopyFail> {
+    let shard = cx.shard;
+    let mut page = shard.heads.take();
+    let (route, plan) = (Some(cx.route), cx.plan);
+    let n = pages::write_error(&mut page, route, status, keep, Some(plan), plan.head_only).await;
+    write_head(c, &shard.heads, page, down, head_sent)
+        .await
+        .map(|()| if plan.head_only { 0 } else { n as u64 })
 }
 
 /// The head, then a body that gzip changes or the cache copies as it flows.

@@ -20,6 +20,7 @@ mod check;
 mod file;
 pub mod files;
 mod named;
+mod route;
 mod shield_conn;
 mod shield_req;
 pub use named::known_keys;
@@ -27,7 +28,10 @@ pub use named::known_keys;
 mod tests;
 #[cfg(test)]
 mod tests_headers;
+#[cfg(test)]
+mod tests_problems;
 pub mod units;
+mod upstream;
 mod walk;
 
 pub use acme::{split_url, writable, Acme, Challenge};

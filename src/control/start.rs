@@ -2,13 +2,14 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    net::SocketAddr,
+    net::{SocketAddr, TcpListener},
+    os::unix::net::UnixStream,
     path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc, Arc, Mutex,
     },
-    thread,
+    thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
@@ -20,7 +21,10 @@ use signal_hook::{
 use super::{admin, listeners, privdrop, reload::Running, systemd};
 use crate::{
     config::{self, Config},
-    control::handoff,
+    control::{
+        handoff::{self, Passed},
+        mailbox::Control,
+    },
     log::{self, Sink},
     rlimit, worker,
 };
@@ -92,6 +96,8 @@ pub(crate) fn load(path: &Path) -> Result<(Config, config::Warnings), config::Pr
     Ok((config, warnings))
 }
 
+/// The steps of a start, in order; each may fail the start with a line for
+/// stderr. Returns once the workers have drained after SIGTERM/SIGINT.
 fn start(
     path: &Path,
     upgrade: Option<&Path>,
@@ -110,49 +116,9 @@ fn start(
     // disposition (which would kill the process on SIGHUP).
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-
-    // The CPUs of the affinity mask we were started with (taskset, cpuset).
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let workers = match config.runtime.workers {
-        0 => cores.len().max(1),
-        n => n,
-    };
-
-    // A binary upgrade: take the running process's sockets first.
-    let (mut inherited, link) = match upgrade {
-        Some(p) => match handoff::take_over(p) {
-            Ok(Some((sockets, link))) => (sockets, Some(link)),
-            Ok(None) => (Vec::new(), None),
-            Err(e) => return Err(format!("binary upgrade from {}: {e}", p.display())),
-        },
-        None => (Vec::new(), None),
-    };
-
-    // Bind every worker's listeners here, so a clash fails the start with
-    // a clear line before any thread runs. Port 0 is resolved by the first
-    // bind and reused for the other workers' sockets.
-    let kept: listeners::Kept = Arc::default();
-    let mut bound: Vec<SocketAddr> = Vec::new();
-    let mut per_worker: listeners::PerWorker = (0..workers).map(|_| Vec::new()).collect();
-    for l in &config.listeners {
-        bound.push(listeners::bind_one(
-            l.address,
-            &mut per_worker,
-            &mut inherited,
-            &kept,
-        )?);
-    }
-    // Inherited sockets the new config has no listener for close here.
-    drop(inherited);
-    let admin = match &config.admin {
-        Some(a) => {
-            let l = listeners::bind_admin(a.address, link.is_some())?;
-            bound.push(l.local_addr().map_err(|e| e.to_string())?);
-            Some(l)
-        }
-        None => None,
-    };
-
+    let (cores, workers) = worker_cores(&config);
+    let (inherited, link) = take_over(upgrade)?;
+    let bound = bind(&config, workers, inherited, link.is_some())?;
     let access = Sink::open(&config.log.access)
         .map_err(|e| format!("cannot open the access log: {e}"))?
         .map(|s| Arc::new(Mutex::new(s)));
@@ -165,6 +131,139 @@ fn start(
         .map_err(|e| format!("cannot start the health checks: {e}"))?;
     // Automatic certificates: ordered and renewed on their own thread.
     let acme = crate::acme::Manager::start(&config)?;
+    // Closed on SIGTERM/SIGINT; every worker drains when it closes.
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let spawn = Spawn {
+        config: &config,
+        cores: &cores,
+        workers,
+        access: &access,
+        health: &checks.table(),
+        stop: &stop_rx,
+    };
+    let Workers { threads, senders } = spawn_workers(spawn, bound.per_worker)?;
+    let mut running = Running {
+        path: path.to_path_buf(),
+        config: Arc::new(Mutex::new(config.clone())),
+        workers: senders,
+        access,
+        kept: bound.kept.clone(),
+        health: Arc::new(Mutex::new(checks.table())),
+        checks,
+        acme,
+    };
+    let draining = Arc::new(AtomicBool::new(false));
+    if let Some(l) = bound.admin {
+        spawn_admin(l, &running, &draining)?;
+    }
+    let list: Vec<String> = bound.addresses.iter().map(ToString::to_string).collect();
+    // The contract's readiness line: always stderr, whatever [log] says.
+    eprintln!("ringside ready: listening on {}", list.join(", "));
+    systemd::ready(link.is_some());
+    if let Some(p) = upgrade {
+        serve_upgrade(p, link, &bound.kept)?;
+    }
+    wait_for_stop(&mut signals, &mut running);
+    systemd::stopping();
+    draining.store(true, Ordering::Relaxed);
+    drain(&running, &bound.kept, &stop_tx, &threads);
+    Ok(0)
+}
+
+/// The CPUs of the affinity mask the process started with (taskset,
+/// cpuset), and how many workers run: `runtime.workers`, or one per CPU.
+fn worker_cores(config: &Config) -> (Vec<core_affinity::CoreId>, usize) {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let workers = match config.runtime.workers {
+        0 => cores.len().max(1),
+        n => n,
+    };
+    (cores, workers)
+}
+
+/// A binary upgrade: the running process's sockets, taken before anything
+/// binds, and the link to that process (none when it was not running).
+fn take_over(upgrade: Option<&Path>) -> Result<(Vec<Passed>, Option<UnixStream>), String> {
+    match upgrade {
+        Some(p) => match handoff::take_over(p) {
+            Ok(Some((sockets, link))) => Ok((sockets, Some(link))),
+            Ok(None) => Ok((Vec::new(), None)),
+            Err(e) => Err(format!("binary upgrade from {}: {e}", p.display())),
+        },
+        None => Ok((Vec::new(), None)),
+    }
+}
+
+/// Every listening socket of the process, bound before any thread runs.
+struct Bound {
+    /// Each worker's `[[listen]]` sockets.
+    per_worker: listeners::PerWorker,
+    /// The addresses for the readiness line: listeners, then admin.
+    addresses: Vec<SocketAddr>,
+    /// Copies of every socket, for the next hand-off.
+    kept: listeners::Kept,
+    admin: Option<TcpListener>,
+}
+
+/// Binds every worker's listeners here, so a clash fails the start with a
+/// clear line before any thread runs. Port 0 is resolved by the first bind
+/// and reused for the other workers' sockets. Inherited sockets the config
+/// has no listener for close here.
+fn bind(
+    config: &Config,
+    workers: usize,
+    mut inherited: Vec<Passed>,
+    upgrading: bool,
+) -> Result<Bound, String> {
+    let kept: listeners::Kept = Arc::default();
+    let mut addresses: Vec<SocketAddr> = Vec::new();
+    let mut per_worker: listeners::PerWorker = (0..workers).map(|_| Vec::new()).collect();
+    for l in &config.listeners {
+        addresses.push(listeners::bind_one(
+            l.address,
+            &mut per_worker,
+            &mut inherited,
+            &kept,
+        )?);
+    }
+    drop(inherited);
+    let admin = match &config.admin {
+        Some(a) => {
+            let l = listeners::bind_admin(a.address, upgrading)?;
+            addresses.push(l.local_addr().map_err(|e| e.to_string())?);
+            Some(l)
+        }
+        None => None,
+    };
+    Ok(Bound {
+        per_worker,
+        addresses,
+        kept,
+        admin,
+    })
+}
+
+/// What every worker thread shares at start.
+struct Spawn<'a> {
+    config: &'a Arc<Config>,
+    cores: &'a [core_affinity::CoreId],
+    workers: usize,
+    access: &'a Option<Arc<Mutex<Sink>>>,
+    health: &'a Arc<super::health::Table>,
+    stop: &'a async_channel::Receiver<()>,
+}
+
+/// The worker threads, once every one accepts.
+struct Workers {
+    threads: Vec<JoinHandle<()>>,
+    /// Each worker's control channel (reloads, scrapes).
+    senders: Vec<async_channel::Sender<Control>>,
+}
+
+/// Starts one thread per worker, each pinned to a CPU of the mask in turn,
+/// and waits until every one accepts (or one fails).
+fn spawn_workers(spawn: Spawn<'_>, per_worker: listeners::PerWorker) -> Result<Workers, String> {
+    let workers = spawn.workers;
     let charged = rlimit::rings_use_memlock();
     let memlock = rlimit::get(rlimit::Resource::Memlock).ok();
     let ring_entries = rlimit::ring_entries(
@@ -173,10 +272,10 @@ fn start(
         memlock.map_or(u64::MAX, |l| l.soft),
         charged,
     );
-    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(workers);
     let mut senders = Vec::with_capacity(workers);
+    let cores = spawn.cores;
     for (id, listeners) in per_worker.into_iter().enumerate() {
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let (control_tx, control_rx) = async_channel::unbounded();
@@ -184,12 +283,12 @@ fn start(
         let start = worker::Start {
             id,
             core,
-            config: config.clone(),
+            config: spawn.config.clone(),
             listeners,
-            access: access.clone(),
-            health: checks.table(),
+            access: spawn.access.clone(),
+            health: spawn.health.clone(),
             workers,
-            stop: stop_rx.clone(),
+            stop: spawn.stop.clone(),
             control: control_rx,
             ring_entries,
         };
@@ -210,53 +309,60 @@ fn start(
         }
     }
     log_drivers(&drivers, charged, memlock);
-    let mut running = Running {
-        path: path.to_path_buf(),
-        config: Arc::new(Mutex::new(config.clone())),
-        workers: senders,
-        access,
-        kept: kept.clone(),
-        health: Arc::new(Mutex::new(checks.table())),
-        checks,
-        acme,
-    };
-    let draining = Arc::new(AtomicBool::new(false));
-    if let Some(l) = admin {
-        let shared = admin::Shared {
-            workers: running.workers.clone(),
-            config: running.config.clone(),
-            health: running.health.clone(),
-            draining: draining.clone(),
-        };
-        admin::spawn(l, shared).map_err(|e| format!("cannot start the admin listener: {e}"))?;
-    }
-    let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
-    // The contract's readiness line: always stderr, whatever [log] says.
-    eprintln!("ringside ready: listening on {}", list.join(", "));
-    systemd::ready(link.is_some());
-    if let Some(p) = upgrade {
-        let listener = match link {
-            Some(link) => handoff::finish(link, p),
-            None => handoff::bind(p),
-        };
-        match listener {
-            Ok(l) => {
-                let (p, kept) = (p.to_path_buf(), kept.clone());
-                thread::Builder::new()
-                    .name("ringside-upgrade".into())
-                    .spawn(move || {
-                        handoff::serve(l, p, || listeners::copies(&kept));
-                        // The new process serves: drain and exit as on SIGTERM.
-                        if let Err(e) = signal_hook::low_level::raise(SIGTERM) {
-                            crate::error!("binary upgrade: cannot start draining: {e}");
-                        }
-                    })
-                    .map_err(|e| format!("cannot start the upgrade listener: {e}"))?;
-            }
-            Err(e) => crate::error!("binary upgrade socket {}: {e}", p.display()),
-        }
-    }
+    Ok(Workers { threads, senders })
+}
 
+/// Starts the admin listener's thread, sharing the running config, the
+/// workers' channels and the health verdicts.
+fn spawn_admin(
+    listener: TcpListener,
+    running: &Running,
+    draining: &Arc<AtomicBool>,
+) -> Result<(), String> {
+    let shared = admin::Shared {
+        workers: running.workers.clone(),
+        config: running.config.clone(),
+        health: running.health.clone(),
+        draining: draining.clone(),
+    };
+    admin::spawn(listener, shared).map_err(|e| format!("cannot start the admin listener: {e}"))
+}
+
+/// With `--upgrade-socket`: tells the process this one took over from (if
+/// any) that it serves, then listens on the socket for the next upgrade;
+/// once a next process has taken the listeners, this one drains as on
+/// SIGTERM. A socket that cannot be made is logged and the start goes on.
+fn serve_upgrade(
+    path: &Path,
+    link: Option<UnixStream>,
+    kept: &listeners::Kept,
+) -> Result<(), String> {
+    let listener = match link {
+        Some(link) => handoff::finish(link, path),
+        None => handoff::bind(path),
+    };
+    match listener {
+        Ok(l) => {
+            let (p, kept) = (path.to_path_buf(), kept.clone());
+            thread::Builder::new()
+                .name("ringside-upgrade".into())
+                .spawn(move || {
+                    handoff::serve(l, p, || listeners::copies(&kept));
+                    // The new process serves: drain and exit as on SIGTERM.
+                    if let Err(e) = signal_hook::low_level::raise(SIGTERM) {
+                        crate::error!("binary upgrade: cannot start draining: {e}");
+                    }
+                })
+                .map_err(|e| format!("cannot start the upgrade listener: {e}"))?;
+        }
+        Err(e) => crate::error!("binary upgrade socket {}: {e}", path.display()),
+    }
+    Ok(())
+}
+
+/// The signal loop: SIGHUP reloads, SIGUSR1 reopens the logs; returns on
+/// SIGTERM or SIGINT.
+fn wait_for_stop(signals: &mut Signals, running: &mut Running) {
     for sig in signals.forever() {
         match sig {
             SIGTERM | SIGINT => break,
@@ -269,8 +375,16 @@ fn start(
             _ => {}
         }
     }
-    systemd::stopping();
-    draining.store(true, Ordering::Relaxed);
+}
+
+/// Stops accepting and waits for the workers to drain, up to
+/// `shutdown_timeout` and a second more.
+fn drain(
+    running: &Running,
+    kept: &listeners::Kept,
+    stop: &async_channel::Sender<()>,
+    threads: &[JoinHandle<()>],
+) {
     let timeout = running.current().runtime.shutdown_timeout;
     crate::info!("stop signal: draining (up to {timeout:?})");
     // Close the copies kept for a hand-off too: once the workers' sockets
@@ -278,12 +392,11 @@ fn start(
     if let Ok(mut k) = kept.lock() {
         k.clear();
     }
-    stop_tx.close();
+    stop.close();
     let deadline = Instant::now() + timeout + Duration::from_secs(1);
     while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
     }
-    Ok(0)
 }
 
 /// Logs the workers' event loops: one line when they all run on the same
