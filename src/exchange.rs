@@ -253,14 +253,7 @@ pub(crate) fn plan(
     };
     let mut key = crate::balance::Key::default();
     let access = route.map(|i| &config.routes[i].access);
-    let shield = crate::shield::check(
-        &config.rules,
-        &config.rate_limits,
-        access,
-        req,
-        path,
-        c.peer,
-    );
+    let shield = crate::shield::check(&gen.rules, &config.rate_limits, access, req, path, c.peer);
     let act = match route.map(|i| (i, &config.routes[i])) {
         _ if shield.is_some() => Act::Refuse(shield.expect("checked by the guard")),
         // TRACE is answered 405, as nginx: it would echo the head (cookies

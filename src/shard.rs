@@ -71,6 +71,10 @@ pub struct Generation {
     pub balancers: Vec<Balancer>,
     /// Per route: the smooth WRR over a `split` route's upstreams.
     splits: Vec<Option<RoundRobin>>,
+    /// This worker's copy of the config's `[[rule]]`s: a clone shares the
+    /// compiled regexes but has its own search caches, so workers never
+    /// meet on the pool of one shared set.
+    pub rules: crate::shield::rules::Rules,
 }
 
 impl Generation {
@@ -93,6 +97,7 @@ impl Generation {
                     _ => None,
                 })
                 .collect(),
+            rules: config.rules.clone(),
             config,
         }
     }

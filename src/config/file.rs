@@ -102,12 +102,13 @@ impl Reader {
             .opt(root, "acme", |r, f| r.table(f))
             .map(|n| self.acme(&n));
         let mut listeners = Vec::new();
-        let mut listener_names = HashMap::new();
+        let (mut listener_names, mut addresses) = (HashMap::new(), HashMap::new());
         match self.field(root, "listen") {
             Some(f) => {
                 for node in self.tables(&f, "at least one [[listen]] is required") {
                     let i = listeners.len();
-                    listeners.push(self.listener(&node, i, &mut listener_names));
+                    let seen = (&mut listener_names, &mut addresses);
+                    listeners.push(self.listener(&node, i, seen));
                 }
             }
             None => self.report(root.line, "listen", "at least one [[listen]] is required"),
@@ -275,7 +276,7 @@ impl Reader {
         &mut self,
         n: &Node<'_>,
         index: usize,
-        names: &mut HashMap<String, usize>,
+        (names, addresses): (&mut HashMap<String, usize>, &mut HashMap<SocketAddr, usize>),
     ) -> Listener {
         let keys = [
             "address",
@@ -291,7 +292,20 @@ impl Reader {
         let mut places = ListenerPlaces::default();
         let address = self.required(n, "address").and_then(|f| {
             places.address = f.place();
-            self.socket(&f)
+            let address = self.socket(&f)?;
+            // A listener is known by its address (routes, reloads and
+            // upgrades find it so): two with one address would be one.
+            match addresses.get(&address) {
+                Some(line) => {
+                    let message =
+                        format!("{address} is already the address of the listener of line {line}");
+                    self.report(f.line, &f.key, message);
+                }
+                None => {
+                    addresses.insert(address, f.line);
+                }
+            }
+            Some(address)
         });
         let http2 = self.get(n, "http2", false, Self::boolean);
         let hsts = self.opt(n, "hsts", |r, f| {
