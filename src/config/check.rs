@@ -278,7 +278,7 @@ tls = {{ cert = "cert.pem", key = "key.pem" }}
 [[listen]]
 address = "127.0.0.1:0"
 [[listen]]
-address = "127.0.0.1:0"
+address = "127.0.0.2:0"
 [[route]]
 path = "/"
 static = "www"

@@ -451,7 +451,7 @@ fn cert_pair(dir: &TestDir) -> (PathBuf, PathBuf) {
 /// A TLS listener on `cert`/`key` and an error page, on separate lines.
 fn files_config(cert: &Path, key: &Path, page: &Path, body: &str) -> String {
     let rest = format!(
-        "[[listen]]\naddress = \"127.0.0.1:0\"\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
+        "[[listen]]\naddress = \"127.0.0.2:0\"\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
          [[route]]\npath = \"/e/\"\nrespond = {{ status = 200, body = \"e\" }}\n\
          error_pages = {{ \"502\" = \"{}\" }}\n\n",
         cert.display(),

@@ -335,7 +335,7 @@ fn check_reports_a_key_that_does_not_match_and_an_unreadable_file() {
     let toml = format!(
         "[[listen]]\naddress = \"127.0.0.1:0\"\n\
          tls = {{ cert = \"{}\", key = \"{}\" }}\n\
-         [[listen]]\naddress = \"127.0.0.1:0\"\n\
+         [[listen]]\naddress = \"127.0.0.2:0\"\n\
          tls = {{ cert = \"{}\", key = \"{}\" }}\n",
         a.0.display(),
         b.1.display(),
@@ -510,11 +510,12 @@ fn check(dir: &TestDir, toml: &str) -> (Option<i32>, String, String, PathBuf) {
 }
 
 fn listener_lines(pairs: &[&(PathBuf, PathBuf)]) -> String {
-    pairs
-        .iter()
-        .map(|(c, k)| {
+    // Each on its own address: a listener is known by it.
+    (pairs.iter().enumerate())
+        .map(|(i, (c, k))| {
             format!(
-                "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+                "[[listen]]\naddress = \"127.0.0.{}:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+                i + 2,
                 c.display(),
                 k.display()
             )

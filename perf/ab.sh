@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# A/B on the small-request workload, alternated, for changes smaller than
+# one perf/run.sh round's noise: each named binary+config runs ROUNDS times in
+# turn (one worker on CPU 1, wrk -t1 -c64 and the backend nginx on CPU 0) and
+# the proxy's own CPU time (utime+stime from /proc) gives requests per
+# CPU-second. Prints every run, then per variant the median and the mean of
+# the best three (this VM has slow spells that hit any run at random).
+#
+#   perf/ab.sh [ROUNDS] NAME=BINARY:CONFIG ...
+#   perf/ab.sh 10 plain=target/release/ringside:/tmp/plain.toml shield=target/release/ringside:/tmp/shield.toml
+#
+# The configs must listen on 127.0.0.1:$AB_PORT (18081) and proxy to the
+# backend started here on 127.0.0.1:$AB_BACKEND (18080), as perf/run.sh's
+# ringside.toml does (with perf/shield.toml appended for the shield's cost).
+set -euo pipefail
+ROUNDS=10
+if [[ ${1:-} =~ ^[0-9]+$ ]]; then ROUNDS=$1; shift; fi
+[ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
+PORT=${AB_PORT:-18081} BACKEND=${AB_BACKEND:-18080} SECS=${AB_SECONDS:-8}
+WORK=$(mktemp -d /dev/shm/ringside-ab.XXXXXX)
+trap 'kill $(cat "$WORK/backend.pid" 2>/dev/null) 2>/dev/null; rm -rf "$WORK"' EXIT
+head -c 128 /dev/zero | tr '\0' x >"$WORK/small"
+cat >"$WORK/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/backend.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; sendfile on;
+  server { listen 127.0.0.1:$BACKEND backlog=4096; root $WORK; } }
+CONF
+taskset -c 0 nginx -p "$WORK" -c "$WORK/backend.conf" & echo $! >"$WORK/backend.pid"
+for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$BACKEND/small" && break; sleep 0.1; done
+
+one() {  # one NAME BINARY CONFIG: prints NAME requests req/cpu-s
+    taskset -c 1 "$2" -c "$3" 2>"$WORK/$1.err" & local p=$!
+    for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$PORT/small" && break; sleep 0.05; done
+    taskset -c 0 wrk -t1 -c64 -d1s "http://127.0.0.1:$PORT/small" >/dev/null
+    local t0 t1 out
+    t0=$(awk '{print $14 + $15}' "/proc/$p/stat")
+    out=$(taskset -c 0 wrk -t1 -c64 -d"${SECS}s" "http://127.0.0.1:$PORT/small")
+    t1=$(awk '{print $14 + $15}' "/proc/$p/stat")
+    kill $p; wait $p 2>/dev/null || true
+    local req; req=$(awk '/requests in/ {print $1}' <<<"$out")
+    echo "$1 $req $(( req * 100 / (t1 - t0) ))"
+}
+for round in $(seq "$ROUNDS"); do
+    for v in "$@"; do
+        IFS=: read -r bin conf <<<"${v#*=}"
+        one "${v%%=*}" "$bin" "$conf"
+    done
+done | tee "$WORK/runs"
+python3 - "$WORK/runs" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    name, _, rate = line.split()
+    runs[name].append(int(rate))
+for name, r in runs.items():
+    best = sorted(r)[-3:]
+    print(f"{name}: {len(r)} runs, req/CPU-s median {statistics.median(r):,.0f}, best-3 mean {statistics.mean(best):,.0f}")
+PY
