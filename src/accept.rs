@@ -45,6 +45,9 @@ pub async fn run(
     let listen = Rc::new(listen);
     let canceller = Canceller::new();
     let mut room = crate::idle::Room::default();
+    // One stop future for the listener's life: once registered it stays
+    // registered, instead of a new wait on the channel for every accept.
+    let mut stopped = std::pin::pin!(stop.recv());
     loop {
         // At `max_connections`, close the longest-idle keep-alive
         // connection to admit the next one (as nginx); with none idle, new
@@ -54,13 +57,13 @@ pub async fn run(
             room.make(shard.connections.get(), listener.as_raw_fd());
             monoio::select! {
                 _ = monoio::time::sleep(Duration::from_millis(5)) => {}
-                _ = stop.recv() => return,
+                _ = &mut stopped => return,
             }
         }
         let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
         let accepted = monoio::select! {
             r = &mut accept => r,
-            _ = stop.recv() => {
+            _ = &mut stopped => {
                 // Cancel, then take what the op returns: a connection the
                 // kernel handed over meanwhile is served, not reset.
                 let _ = canceller.cancel();
@@ -81,7 +84,7 @@ pub async fn run(
                     ACCEPT_FAILURES.with(|f| f.failed(shard.id, &e, std::time::Instant::now()));
                 monoio::select! {
                     _ = monoio::time::sleep(wait) => {}
-                    _ = stop.recv() => return,
+                    _ = &mut stopped => return,
                 }
                 continue;
             }
