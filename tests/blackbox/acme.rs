@@ -6,7 +6,6 @@
 //! its start (`/roots/0` on its management port).
 
 use crate::common::{acme_ca::ScriptedCa, *};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::{
     crypto::ring::default_provider,
     pki_types::{pem::PemObject, CertificateDer, ServerName},
@@ -75,18 +74,8 @@ impl Pebble {
     /// `validity`: pebble's certificate lifetime in seconds.
     fn start(http_port: u16, tls_port: u16, validity: Option<u64>) -> Pebble {
         let dir = TestDir::new();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "pebble test CA");
-        let ca_cert = params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])
-            .unwrap()
-            .signed_by(&key, &ca_cert, &ca_key)
-            .unwrap();
+        let ca = TestCa::new("pebble test CA");
+        let (leaf, key) = ca.leaf(&["127.0.0.1", "localhost"], |_| {});
         dir.write("cert.pem", &leaf.pem());
         dir.write("key.pem", &key.serialize_pem());
         let (port, management, dns, challtest) =
@@ -134,7 +123,7 @@ impl Pebble {
             children,
             port,
             management,
-            ca: ca_cert.pem(),
+            ca: ca.cert.pem(),
             _dir: dir,
         };
         wait_port(port);
@@ -439,10 +428,7 @@ fn a_refused_challenge_is_logged_with_its_reason_and_retried() {
 impl Pebble {
     /// Any CA will do where no pebble runs.
     fn test_ca_pem() -> String {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.self_signed(&key).unwrap().pem()
+        TestCa::new("test CA").cert.pem()
     }
 }
 
@@ -547,15 +533,8 @@ impl AgainstCa {
         let setup = Setup::new();
         let dir = TestDir::new();
         let ca_file = dir.write("ca.pem", &ca.root_pem);
-        let root_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let root = params.self_signed(&root_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec![OTHER.to_string()])
-            .unwrap()
-            .signed_by(&key, &root, &root_key)
-            .unwrap();
+        let root = TestCa::new("other test CA");
+        let (leaf, key) = root.leaf(&[OTHER], |_| {});
         let cert = dir.write("other.pem", &leaf.pem());
         let key = dir.write("other-key.pem", &key.serialize_pem());
         let other = free_port();
@@ -570,7 +549,7 @@ impl AgainstCa {
             proxy: Proxy::start_in(dir, &toml),
             setup,
             other,
-            other_root: root.der().clone(),
+            other_root: root.cert.der().clone(),
         }
     }
 

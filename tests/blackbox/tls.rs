@@ -3,10 +3,10 @@
 //! a leaf per name, and each cert file holds the full chain (leaf, then CA).
 
 use crate::common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rcgen::CertificateParams;
 use rustls::{
     crypto::ring::default_provider,
-    pki_types::{CertificateDer, ServerName, UnixTime},
+    pki_types::{ServerName, UnixTime},
     time_provider::{DefaultTimeProvider, TimeProvider},
     ClientConfig, ClientConnection, HandshakeKind, RootCertStore, StreamOwned,
     SupportedProtocolVersion,
@@ -21,24 +21,13 @@ use std::{
 
 /// A test CA and the leaf certificates it signed, written into `dir`.
 struct Pki {
-    ca: CertificateDer<'static>,
-    ca_cert: rcgen::Certificate,
-    ca_key: KeyPair,
+    ca: TestCa,
 }
 
 impl Pki {
     fn new() -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "ringside test CA");
-        let ca_cert = params.self_signed(&ca_key).unwrap();
         Pki {
-            ca: ca_cert.der().clone(),
-            ca_cert,
-            ca_key,
+            ca: TestCa::new("ringside test CA"),
         }
     }
 
@@ -67,12 +56,8 @@ impl Pki {
         name: &str,
         edit: impl FnOnce(&mut CertificateParams),
     ) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        edit(&mut params);
-        let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
-        let chain = cert.pem() + &self.ca_cert.pem();
+        let (cert, key) = self.ca.leaf(&[name], edit);
+        let chain = cert.pem() + &self.ca.cert.pem();
         (
             dir.write(&format!("{name}.pem"), &chain),
             dir.write(&format!("{name}.key"), &key.serialize_pem()),
@@ -91,7 +76,7 @@ impl Pki {
         time: Arc<dyn TimeProvider>,
     ) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
-        roots.add(self.ca.clone()).unwrap();
+        roots.add(self.ca.cert.der().clone()).unwrap();
         Arc::new(
             ClientConfig::builder_with_details(Arc::new(default_provider()), time)
                 .with_protocol_versions(versions)

@@ -5,7 +5,6 @@
 //! the upstream's read_timeout.
 
 use crate::common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::{
     crypto::ring::default_provider, ClientConfig, ClientConnection, RootCertStore, StreamOwned,
 };
@@ -25,17 +24,9 @@ type Tls = StreamOwned<ClientConnection, TcpStream>;
 /// of `up`, and a client config that trusts that CA.
 fn tls_proxy(up: SocketAddr, upstream_keys: &str) -> (Proxy, Arc<ClientConfig>) {
     let dir = TestDir::new();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, "ws CA");
-    let ca = params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["ws.test".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let cert = dir.write("ws.pem", &(leaf.pem() + &ca.pem()));
+    let ca = TestCa::new("ws CA");
+    let (leaf, key) = ca.leaf(&["ws.test"], |_| {});
+    let cert = dir.write("ws.pem", &(leaf.pem() + &ca.cert.pem()));
     let keyf = dir.write("ws.key", &key.serialize_pem());
     let toml = format!(
         "[runtime]\nworkers = 1\nshutdown_timeout = \"5s\"\n\n\
@@ -48,7 +39,7 @@ fn tls_proxy(up: SocketAddr, upstream_keys: &str) -> (Proxy, Arc<ClientConfig>) 
         route("/", "app")
     );
     let mut roots = RootCertStore::empty();
-    roots.add(ca.der().clone()).unwrap();
+    roots.add(ca.cert.der().clone()).unwrap();
     let client = ClientConfig::builder_with_provider(Arc::new(default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -7,7 +7,6 @@
 //! for a JWS POST, its protected header.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::{
     crypto::ring::default_provider,
     pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
@@ -93,15 +92,8 @@ pub const NEW_ORDER: &str = "/new-order";
 
 impl ScriptedCa {
     pub fn start(script: impl Fn(&Ca, &CaSeen) -> Vec<u8> + Send + Sync + 'static) -> Self {
-        let root_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let root = params.self_signed(&root_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &root, &root_key)
-            .unwrap();
+        let root = super::pki::TestCa::new("scripted ACME CA");
+        let (leaf, key) = root.leaf(&["127.0.0.1"], |_| {});
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
             .with_safe_default_protocol_versions()
@@ -124,7 +116,7 @@ impl ScriptedCa {
         thread::spawn(move || serve(&shared, &listener, &config, &*script));
         ScriptedCa {
             inner,
-            root_pem: root.pem(),
+            root_pem: root.cert.pem(),
         }
     }
 

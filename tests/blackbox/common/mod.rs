@@ -18,11 +18,13 @@ mod client;
 pub mod farm;
 pub mod fixture;
 pub mod h2kit;
+pub mod pki;
 mod proxy;
 mod upstream;
 mod wire;
 
 pub use client::*;
+pub use pki::TestCa;
 pub use proxy::*;
 pub use upstream::*;
 pub use wire::*;
