@@ -172,9 +172,12 @@ async fn serve(start: Start, ready: Ready, driver: Driver) {
     // control plane is already stopping.
     let _ = ready.send(Ok(driver));
 
+    // Ticks until the drain below ends: deadlines (timeouts, HTTP/2's
+    // closing GOAWAY) keep firing for the connections that finish then.
+    let (drained, ticking) = async_channel::bounded::<()>(1);
     let housekeeping = {
         let shard = shard.clone();
-        let stop = start.stop.clone();
+        let stop = ticking;
         monoio::spawn(async move {
             let mut ticks = 0u32;
             loop {
@@ -215,7 +218,6 @@ async fn serve(start: Start, ready: Ready, driver: Driver) {
     for l in listeners {
         l.stop().await;
     }
-    housekeeping.await;
     // In-flight requests finish (scrapes are still answered meanwhile), and
     // connections accepted just before the stop get FRESH_GRACE to send
     // their first request.
@@ -236,6 +238,8 @@ async fn serve(start: Start, ready: Ready, driver: Driver) {
             }
         }
     }
+    drop(drained);
+    housekeeping.await;
     shard.access.flush();
 }
 

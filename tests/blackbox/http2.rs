@@ -306,6 +306,10 @@ fn graceful_stop_sends_goaway_and_finishes_the_stream_under_way() {
         .until(|f| f.ty == DATA && f.stream == 1 && f.flags & END_STREAM != 0)
         .expect("the stream under way is finished");
     assert!(String::from_utf8_lossy(&data.payload).contains("target=/slow"));
+    // The client answers no PING: GRACE later the final GOAWAY names the
+    // stream served, while the drain still runs, and the connection closes.
+    let last = raw.until(|f| f.ty == GOAWAY).expect("the final GOAWAY");
+    assert_eq!((last.code(), last.last_stream()), (NO_ERROR, 1));
     assert!(raw.closed());
     let status = p.proxy.wait_exit(Duration::from_secs(10)).expect("exits");
     assert!(status.success());

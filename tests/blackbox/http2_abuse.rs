@@ -398,11 +398,11 @@ fn an_idle_connection_gets_goaway_after_keepalive_timeout() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(700));
     // h2 shuts down in two steps (RFC 9113 6.8): GOAWAY naming 2^31-1 and
     // a PING; once the PING is answered, GOAWAY naming the last stream.
-    let mut last = u32::from_be_bytes(g.payload[..4].try_into().unwrap());
+    let mut last = g.last_stream();
     while let Some(f) = raw.next() {
         match f.ty {
             PING if f.flags & ACK == 0 => raw.send(&frame(PING, ACK, 0, &f.payload)),
-            GOAWAY => last = u32::from_be_bytes(f.payload[..4].try_into().unwrap()),
+            GOAWAY => last = f.last_stream(),
             _ => {}
         }
     }

@@ -143,6 +143,11 @@ impl Frame {
         let at = if self.ty == GOAWAY { 4 } else { 0 };
         u32::from_be_bytes(self.payload[at..at + 4].try_into().unwrap())
     }
+
+    /// The last stream a GOAWAY says was processed.
+    pub fn last_stream(&self) -> u32 {
+        u32::from_be_bytes(self.payload[..4].try_into().unwrap()) & 0x7fff_ffff
+    }
 }
 
 pub fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
