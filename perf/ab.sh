@@ -9,6 +9,14 @@
 #   perf/ab.sh [ROUNDS] NAME=BINARY:CONFIG ...
 #   perf/ab.sh 10 plain=target/release/ringside:/tmp/plain.toml shield=target/release/ringside:/tmp/shield.toml
 #
+# AB_WRK (default "-t1 -c64") and AB_HEADER (e.g. "Connection: close", for a
+# new connection per request) change the load.
+#
+# AB_QUOTA=PCT caps the proxy at PCT% of one CPU (a cgroup v1 or v2 CPU
+# quota, 10 ms period): the proxy is then saturated on this small machine,
+# as on a core of its own with load to spare, and connections queue while
+# it is throttled.
+#
 # The configs must listen on 127.0.0.1:$AB_PORT (18081) and proxy to the
 # backend started here on 127.0.0.1:$AB_BACKEND (18080), as perf/run.sh's
 # ringside.toml does (with perf/shield.toml appended for the shield's cost).
@@ -17,6 +25,8 @@ ROUNDS=10
 if [[ ${1:-} =~ ^[0-9]+$ ]]; then ROUNDS=$1; shift; fi
 [ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
 PORT=${AB_PORT:-18081} BACKEND=${AB_BACKEND:-18080} SECS=${AB_SECONDS:-8}
+read -ra LOAD <<<"${AB_WRK:--t1 -c64}"
+if [ -n "${AB_HEADER:-}" ]; then LOAD+=(-H "$AB_HEADER"); fi
 WORK=$(mktemp -d /dev/shm/ringside-ab.XXXXXX)
 trap 'kill $(cat "$WORK/backend.pid" 2>/dev/null) 2>/dev/null; rm -rf "$WORK"' EXIT
 head -c 128 /dev/zero | tr '\0' x >"$WORK/small"
@@ -29,13 +39,26 @@ CONF
 taskset -c 0 nginx -p "$WORK" -c "$WORK/backend.conf" & echo $! >"$WORK/backend.pid"
 for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$BACKEND/small" && break; sleep 0.1; done
 
+quota() {  # quota PID: moves PID into a cgroup capped at AB_QUOTA% of a CPU
+    local g
+    if [ -d /sys/fs/cgroup/cpu ]; then
+        g=/sys/fs/cgroup/cpu/ringside-ab; mkdir -p "$g"
+        echo 10000 >"$g/cpu.cfs_period_us"; echo $((AB_QUOTA * 100)) >"$g/cpu.cfs_quota_us"
+    else
+        g=/sys/fs/cgroup/ringside-ab; mkdir -p "$g"
+        echo "$((AB_QUOTA * 100)) 10000" >"$g/cpu.max"
+    fi
+    echo "$1" >"$g/cgroup.procs"
+}
+
 one() {  # one NAME BINARY CONFIG: prints NAME requests req/cpu-s
     taskset -c 1 "$2" -c "$3" 2>"$WORK/$1.err" & local p=$!
+    if [ -n "${AB_QUOTA:-}" ]; then quota $p; fi
     for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$PORT/small" && break; sleep 0.05; done
-    taskset -c 0 wrk -t1 -c64 -d1s "http://127.0.0.1:$PORT/small" >/dev/null
+    taskset -c 0 wrk "${LOAD[@]}" -d1s "http://127.0.0.1:$PORT/small" >/dev/null
     local t0 t1 out
     t0=$(awk '{print $14 + $15}' "/proc/$p/stat")
-    out=$(taskset -c 0 wrk -t1 -c64 -d"${SECS}s" "http://127.0.0.1:$PORT/small")
+    out=$(taskset -c 0 wrk "${LOAD[@]}" -d"${SECS}s" "http://127.0.0.1:$PORT/small")
     t1=$(awk '{print $14 + $15}' "/proc/$p/stat")
     kill $p; wait $p 2>/dev/null || true
     local req; req=$(awk '/requests in/ {print $1}' <<<"$out")

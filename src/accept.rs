@@ -45,6 +45,7 @@ pub async fn run(
     let listen = Rc::new(listen);
     let canceller = Canceller::new();
     let mut room = crate::idle::Room::default();
+    let mut burst = Burst::default();
     // One stop future for the listener's life: once registered it stays
     // registered, instead of a new wait on the channel for every accept.
     let mut stopped = std::pin::pin!(stop.recv());
@@ -76,6 +77,9 @@ pub async fn run(
         match accepted {
             Ok((stream, peer)) => {
                 monoio::spawn(conn::serve(stream, peer, listen.clone(), shard.clone()));
+                if burst.due() {
+                    burst.took(take_waiting(&listener, &listen, &shard));
+                }
             }
             Err(e) => {
                 // The connection stays in the backlog; waiting keeps the
@@ -91,6 +95,86 @@ pub async fn run(
         }
         ACCEPT_FAILURES.with(Failures::accepted);
     }
+}
+
+/// Most connections taken from the backlog per wake-up, after the one the
+/// ring's accept returned: a burst is served in one turn of the loop
+/// without starving the worker's other tasks.
+const TAKE_MAX: usize = 64;
+
+/// When to look for more connections after the ring's accept. Taking them
+/// pays while a burst waits in the backlog (the worker was busy or
+/// throttled); when connections come one at a time it costs a system call
+/// that finds nothing, and takes connections before their first bytes have
+/// arrived. So after a look that finds nothing, the next looks come only
+/// after 1, 2, 4, ... up to `QUIET_MAX` accepts; one that finds some makes
+/// every accept look again.
+#[derive(Default)]
+struct Burst {
+    /// Accepts left before the next look.
+    skip: u32,
+    /// The gap after the last look that found nothing.
+    gap: u32,
+}
+
+const QUIET_MAX: u32 = 64;
+
+impl Burst {
+    fn due(&mut self) -> bool {
+        match self.skip {
+            0 => true,
+            _ => {
+                self.skip -= 1;
+                false
+            }
+        }
+    }
+
+    fn took(&mut self, n: usize) {
+        self.gap = match n {
+            0 => (self.gap * 2).clamp(1, QUIET_MAX),
+            _ => 0,
+        };
+        self.skip = self.gap;
+    }
+}
+
+/// Takes the connections already waiting in the backlog (as nginx's
+/// `multi_accept`): one non-blocking `accept4` each, until the backlog is
+/// empty, `TAKE_MAX` is reached or `max_connections` is. The ring's accept
+/// costs a round trip through the event loop per connection; these cost
+/// one system call each, plus one that finds the backlog empty. A failure
+/// ends the turn: the ring's next accept meets it and backs off.
+fn take_waiting(listener: &TcpListener, listen: &Rc<Listen>, shard: &Rc<Shard>) -> usize {
+    // SAFETY: the listener's fd stays open for this borrow, which ends
+    // with this function; the listener is only read through it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(listener.as_raw_fd()) };
+    let socket = socket2::SockRef::from(&fd);
+    let max = shard.gen().config.limits.max_connections;
+    for taken in 0..TAKE_MAX {
+        if max > 0 && shard.connections.get() >= max {
+            return taken;
+        }
+        // accept4 with SOCK_CLOEXEC; the listener is non-blocking, so an
+        // empty backlog answers EAGAIN at once.
+        let Ok((socket, peer)) = socket.accept() else {
+            return taken;
+        };
+        let Some(peer) = peer.as_socket() else {
+            continue;
+        };
+        // io_uring's reads and writes need a blocking socket (a
+        // non-blocking one answers EAGAIN instead of waiting); epoll's
+        // need a non-blocking one. Accepted sockets start blocking.
+        if shard.epoll && socket.set_nonblocking(true).is_err() {
+            continue;
+        }
+        let Ok(stream) = monoio::net::TcpStream::from_std(socket.into()) else {
+            continue;
+        };
+        monoio::spawn(conn::serve(stream, peer, listen.clone(), shard.clone()));
+    }
+    TAKE_MAX
 }
 
 /// Shortest and longest wait after a failed accept. A lack of descriptors

@@ -168,6 +168,9 @@ pub struct Shard {
     /// set when the worker starts), and its fetches in flight.
     pub cache: RefCell<Cache>,
     pub flights: Flights,
+    /// The worker runs on the epoll fallback driver: sockets it opens or
+    /// accepts itself must be non-blocking (io_uring's must block).
+    pub epoll: bool,
 }
 
 impl Shard {
@@ -176,6 +179,7 @@ impl Shard {
         config: Arc<Config>,
         health: Arc<health::Table>,
         access: Option<Arc<Mutex<Sink>>>,
+        epoll: bool,
     ) -> Self {
         // Head buffers are sized by the first config's max_request_head; a
         // reload that raises it grows buffers on demand (they then leave
@@ -201,6 +205,7 @@ impl Shard {
             stats: Stats::default(),
             cache: RefCell::new(Cache::new(0)),
             flights: Flights::default(),
+            epoll,
             generation: RefCell::new(Rc::new(Generation::new(config.clone(), health.clone()))),
         };
         shard.install(config, health);

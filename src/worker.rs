@@ -155,6 +155,7 @@ async fn serve(start: Start, ready: Ready, driver: Driver) {
         start.config.clone(),
         start.health.clone(),
         start.access,
+        driver.uring_error.is_some(),
     ));
     let share = start.config.cache.size / start.workers.max(1) as u64;
     *shard.cache.borrow_mut() = Cache::new(usize::try_from(share).unwrap_or(usize::MAX));

@@ -81,7 +81,7 @@ impl H2 {
             .expect("open /dev/null");
         let configured = config.listeners[0].address;
         let health = Arc::new(health::Table::new(&config));
-        let shard = Rc::new(Shard::new(0, config, health, None));
+        let shard = Rc::new(Shard::new(0, config, health, None, false));
         *shard.cache.borrow_mut() = crate::cache::Cache::new(1 << 20);
         // As the workers' listeners are bound (TCP_NODELAY included).
         let listener =

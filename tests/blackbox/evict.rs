@@ -96,6 +96,51 @@ fn with_every_connection_busy_a_new_client_waits_in_the_backlog() {
     assert_eq!(r.header("x-echo-target"), Some("/new"));
 }
 
+#[test]
+fn a_burst_in_the_backlog_is_taken_no_further_than_max_connections() {
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = Mutex::new(go_rx);
+    let up = Upstream::start(move |c: &mut UpConn| {
+        while let Some(req) = c.read_request() {
+            let _ = go_rx.lock().unwrap().recv_timeout(IO_TIMEOUT * 2);
+            if !c.write(&echo_response(&req)) {
+                return;
+            }
+        }
+    });
+    let routes = upstream("app", up.addr(), "") + &route("/", "app");
+    let p = Proxy::start(&config(&limits(4), &routes));
+    // Twelve clients at once, each with its request already sent: the
+    // worker finds them waiting together in the backlog.
+    let mut clients: Vec<Client> = (0..12)
+        .map(|i| {
+            let mut c = Client::connect(p.addr());
+            c.send(format!("GET /burst/{i} HTTP/1.1\r\nHost: test.local\r\n\r\n").as_bytes());
+            c
+        })
+        .collect();
+    assert!(up.wait_until(IO_TIMEOUT, |s| s.heads.len() == 4));
+    // The rest wait in the backlog: no fifth request reaches the upstream.
+    let mut fifth = Client::connect(p.addr());
+    fifth.send(b"GET /fifth HTTP/1.1\r\nHost: test.local\r\n\r\n");
+    fifth.timeout = Duration::from_secs(1);
+    assert!(fifth.try_read_response(false).is_err(), "served while full");
+    assert_eq!(up.heads_with("/burst"), 4);
+    // Each answer frees a place: every client is served in the end.
+    for _ in 0..13 {
+        go_tx.send(()).unwrap();
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let r = c.read_response();
+        assert_eq!(r.header("x-echo-target"), Some(&*format!("/burst/{i}")));
+    }
+    fifth.timeout = IO_TIMEOUT;
+    assert_eq!(
+        fifth.read_response().header("x-echo-target"),
+        Some("/fifth")
+    );
+}
+
 /// One GET over TLS with ALPN http/1.1 on a kept-alive connection.
 fn tls_get(s: &mut TlsSync, path: &str) -> Vec<u8> {
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())

@@ -46,6 +46,17 @@ fn body_of(addr: std::net::SocketAddr) -> Vec<u8> {
     r.body
 }
 
+/// 32 connections opened before any sends a byte, so that they wait in the
+/// backlog together and are taken in one turn (`accept4` beside the event
+/// loop's own accept); each is then served, the last opened first.
+fn burst_is_served(addr: std::net::SocketAddr) {
+    let mut clients: Vec<Client> = (0..32).map(|_| Client::connect(addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate().rev() {
+        let r = c.get(&format!("/burst/{i}"));
+        assert_eq!(r.status, 200, "{}", show(&r.body));
+    }
+}
+
 /// The 1-based line of `toml` that holds `needle`.
 fn line_of(toml: &str, needle: &str) -> usize {
     toml.lines()
@@ -330,6 +341,7 @@ fn a_small_hard_memlock_limit_shrinks_the_rings_with_one_line() {
     for _ in 0..4 {
         assert_eq!(body_of(p.addr()), b"up");
     }
+    burst_is_served(p.addr());
 }
 
 /// A hard RLIMIT_MEMLOCK of 0: where rings are charged to it, no ring fits,
@@ -356,6 +368,7 @@ fn no_locked_memory_falls_back_to_epoll_with_one_line_naming_memlock() {
     for _ in 0..4 {
         assert_eq!(body_of(p.addr()), b"up");
     }
+    burst_is_served(p.addr());
 }
 
 #[test]
@@ -370,6 +383,7 @@ fn io_uring_forbidden_falls_back_to_epoll_with_one_line_naming_the_cause() {
         "{lines:?}"
     );
     assert_eq!(body_of(p.addr()), b"up");
+    burst_is_served(p.addr());
 }
 
 /// User + system CPU seconds of `pid` so far.
