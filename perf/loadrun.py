@@ -114,8 +114,9 @@ def main():
     ap.add_argument("--round", type=int, required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--log", required=True)
-    ap.add_argument("--proxy-cpu", type=int)
-    ap.add_argument("--load-cpu", type=int)
+    # Comma lists where the proxy or the load has several cores.
+    ap.add_argument("--proxy-cpu", type=lambda v: [int(c) for c in v.split(",")])
+    ap.add_argument("--load-cpu", type=lambda v: [int(c) for c in v.split(",")])
     ap.add_argument("--backend-pid", type=int)
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("wrk", nargs=argparse.REMAINDER)
@@ -124,12 +125,13 @@ def main():
     tool = next((c.rsplit("/", 1)[-1] for c in cmd if c.endswith(("wrk", "h2load", "s_time"))), "wrk")
     h2load = tool == "h2load"
 
-    cores = a.proxy_cpu is not None and a.load_cpu is not None and a.proxy_cpu != a.load_cpu
+    cores = (a.proxy_cpu is not None and a.load_cpu is not None
+             and not set(a.proxy_cpu) & set(a.load_cpu))
     if cores:
-        pc0, lc0 = procstat.cpu_times(a.proxy_cpu), procstat.cpu_times(a.load_cpu)
+        pc0, lc0 = procstat.cpus_times(a.proxy_cpu), procstat.cpus_times(a.load_cpu)
         be0 = procstat.snapshot(a.backend_pid)["cpu_s"] if a.backend_pid else 0.0
-        kp0 = procstat.thread_cpu(f"ksoftirqd/{a.proxy_cpu}")
-        kl0 = procstat.thread_cpu(f"ksoftirqd/{a.load_cpu}")
+        kp0 = sum(procstat.thread_cpu(f"ksoftirqd/{c}") for c in a.proxy_cpu)
+        kl0 = sum(procstat.thread_cpu(f"ksoftirqd/{c}") for c in a.load_cpu)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     before = procstat.snapshot(a.pid)
     t0 = time.monotonic()
@@ -145,10 +147,10 @@ def main():
     wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     extra = {"wrk_cpu_s": round(wrk_cpu, 3)}
     if cores:
-        pc1, lc1 = procstat.cpu_times(a.proxy_cpu), procstat.cpu_times(a.load_cpu)
+        pc1, lc1 = procstat.cpus_times(a.proxy_cpu), procstat.cpus_times(a.load_cpu)
         be1 = procstat.snapshot(a.backend_pid)["cpu_s"] if a.backend_pid else 0.0
-        kp1 = procstat.thread_cpu(f"ksoftirqd/{a.proxy_cpu}")
-        kl1 = procstat.thread_cpu(f"ksoftirqd/{a.load_cpu}")
+        kp1 = sum(procstat.thread_cpu(f"ksoftirqd/{c}") for c in a.proxy_cpu)
+        kl1 = sum(procstat.thread_cpu(f"ksoftirqd/{c}") for c in a.load_cpu)
         proxy_cpu = after["cpu_s"] - before["cpu_s"]
         extra.update({
             "core_busy_s": round(busy(pc0, pc1), 3),

@@ -95,6 +95,15 @@ def cpu_times(cpu):
     raise ValueError(f"no cpu{cpu} in /proc/stat")
 
 
+def cpus_times(cpus):
+    """cpu_times summed over the CPUs in `cpus`."""
+    out = {"task": 0.0, "irq": 0.0, "steal": 0.0}
+    for c in cpus:
+        for k, v in cpu_times(c).items():
+            out[k] += v
+    return out
+
+
 def thread_cpu(comm):
     """CPU seconds of the (kernel) thread named comm, e.g. ksoftirqd/1; 0 if none."""
     for name in os.listdir("/proc"):

@@ -26,6 +26,7 @@ WORKLOAD_DESC = {
     "1m": "1 MiB response, keep-alive, 256 connections",
     "close": "128-byte response, a new client connection per request "
              "(wrk -H 'Connection: close', 64 at a time); upstream stays keep-alive",
+    "close4": "as close, from 4 wrk threads (one core each where wrk has several)",
     "idle10k": "10,000 client connections, one request each, then held idle; "
                "bytes/idle conn = (RSS holding - RSS before) / connections held",
     "tls-handshake": "a full TLS 1.3 handshake (ECDSA P-256 certificate) per connection and one "
@@ -148,34 +149,85 @@ def per_round(recs, columns, workloads):
     return table(rows, columns, ["round", "workload", "proxy"])
 
 
+def pinning(meta):
+    if meta.get("backend_cpu", meta["load_cpu"]) == meta["load_cpu"]:
+        return (f"- pinning: proxy on CPU {meta['proxy_cpu']}; wrk, the backend nginx and "
+                f"the helper scripts on CPU {meta['load_cpu']} (the proxy is not saturated)")
+    return (f"- pinning: proxy on CPUs {meta['proxy_cpu']} (one worker per CPU), backend nginx on "
+            f"{meta['backend_cpu']}, wrk ({meta.get('wrk_threads', 1)} threads) on {meta['load_cpu']}, "
+            "helpers on 0-1")
+
+
+def describe(w):
+    base, _, workers = w.partition("@w")
+    d = WORKLOAD_DESC.get(base, "")
+    return f"{d}; {workers} worker(s) (processes, threads) per proxy" if workers else d
+
+
 def targets(recs):
-    """Issue 6's targets for ringside, judged on the medians of this run."""
+    """Issue 14's targets for ringside, judged on the medians of this run."""
     def med(wl, proxy, key):
         vs = [r[key] for r in recs if r.get("ok") and r["workload"] == wl and r["proxy"] == proxy and key in r]
         return statistics.median(vs) if vs else None
 
+    def against_best(wl, key):
+        rs = med(wl, "ringside", key)
+        peers = [v for v in (med(wl, p, key) for p in ("nginx", "haproxy")) if v]
+        return (rs, max(peers)) if rs and peers else None
+
     lines = []
-    for wl, want in (("small64", 1.2), ("small256", 1.2), ("1m", 1.5)):
-        for key, what in (("req_per_cpu_s", "req/CPU-s"), ("req_per_core_s", "req/core-s")):
-            rs = med(wl, "ringside", key)
-            peers = [v for v in (med(wl, p, key) for p in ("nginx", "haproxy")) if v]
-            if rs and peers:
-                got = rs / max(peers)
-                lines.append(f"- {wl}: {what} {got:.2f}× the best peer (target ≥ {want}×): "
-                             f"{'met' if got >= want else 'NOT met'}")
-    # Tails only at the same offered load: a closed loop at saturation gives
-    # every proxy a queueing tail that follows how hard it is pushed (README.md).
-    for wl in ("small64-paced", "64k-paced"):
+    ratios = (("small64", 1.2), ("small256", 1.2), ("close", 1.2), ("close4", 1.2),
+              ("h2-small", 1.3), ("64k", 2.0), ("1m", 3.0),
+              ("tls-handshake", 1.5), ("tls12-handshake", 1.5))
+    for wl, want in ratios:
+        got = against_best(wl, "req_per_cpu_s")
+        if got:
+            r = got[0] / got[1]
+            lines.append(f"- {wl}: req/CPU-s {r:.2f}× the best peer (target ≥ {want}×): {verdict(r >= want)}")
+    for wl in ("close", "close4"):
+        got = against_best(wl, "rps")
+        if got:
+            r = got[0] / got[1]
+            lines.append(f"- {wl}: req/s {r:.2f}× the best peer's (target ≥ 1.00×): {verdict(r >= 1.0)}")
+    # p99 at saturation and at a paced load: at most 1.1x the best peer's.
+    for wl in ("small64", "small64-paced"):
         rs = med(wl, "ringside", "p99_ms")
         peers = [v for v in (med(wl, p, "p99_ms") for p in ("nginx", "haproxy")) if v]
         if rs and peers:
-            lines.append(f"- {wl}: p99 {rs:.3f} ms vs best peer {min(peers):.3f} ms: "
-                         f"{'met' if rs <= min(peers) else 'NOT met'}")
+            r = rs / min(peers)
+            lines.append(f"- {wl}: p99 {rs:.3f} ms, {r:.2f}× the best peer's {min(peers):.3f} ms "
+                         f"(target ≤ 1.1×): {verdict(r <= 1.1)}")
     b = med("idle10k", "ringside", "bytes_per_conn")
     if b:
-        lines.append(f"- idle: {b:,.0f} bytes per idle keep-alive connection (target < 1024): "
-                     f"{'met' if b < 1024 else 'NOT met'}")
+        lines.append(f"- idle: {b:,.0f} bytes per idle keep-alive connection (target ≤ 512): "
+                     f"{verdict(b <= 512)}")
+    lines += scaling_targets(med)
     return "\n".join(lines)
+
+
+def scaling_targets(med):
+    """--scaling: ringside at N workers against N times its one-worker rate, and
+    against the best peer at 4 and 8 workers."""
+    lines = []
+    for wl in ("small64", "close4"):
+        one = med(f"{wl}@w1", "ringside", "rps")
+        for n in (2, 4, 8):
+            rs = med(f"{wl}@w{n}", "ringside", "rps")
+            if not (one and rs):
+                continue
+            lin = rs / (one * n)
+            lines.append(f"- {wl}, {n} workers: {rs:,.0f} req/s, {lin:.2f} of linear "
+                         f"(target ≥ 0.9): {verdict(lin >= 0.9)}")
+            peers = [v for v in (med(f"{wl}@w{n}", p, "rps") for p in ("nginx", "haproxy")) if v]
+            if n >= 4 and peers:
+                r = rs / max(peers)
+                lines.append(f"- {wl}, {n} workers: {r:.2f}× the best peer's req/s "
+                             f"(target ≥ 1.3×): {verdict(r >= 1.3)}")
+    return lines
+
+
+def verdict(ok):
+    return "met" if ok else "NOT met"
 
 
 def problems(recs):
@@ -236,8 +288,7 @@ def main():
         f"- mode: {meta['mode']} — {meta['rounds']} round(s), {meta['duration']} s per workload "
         f"after a {meta['warmup']} s warm-up; proxies in each round in the order "
         f"{', '.join(meta['proxies'])}",
-        f"- pinning: proxy (one worker) on CPU {meta['proxy_cpu']}; wrk, the backend nginx and "
-        f"the helper scripts on CPU {meta['load_cpu']}",
+        pinning(meta),
         f"- versions: {meta['versions']}",
         f"- open-file limit {meta['nofile']}; the idle workload holds {meta['idle_conns']:,} connections"
         + (" (HAProxy needs two fds per connection, so the hard limit capped it below 10,000)"
@@ -270,11 +321,12 @@ def main():
     ]
     t = targets(recs)
     if t:
-        md += ["## Issue 6 targets for ringside", "", t, ""]
+        md += ["## Issue 14 targets for ringside", "",
+               "Judged on this run's medians against the best peer in the same run.", "", t, ""]
     md += ["## Problems seen", "", problems(recs), ""]
     md += ["## Every round", "", per_round(load, LOAD_COLUMNS, wls), "",
            per_round(idle, IDLE_COLUMNS, wls), ""]
-    md += ["## Workloads", ""] + [f"- `{w}`: {WORKLOAD_DESC.get(w, '')}" for w in wls] + [""]
+    md += ["## Workloads", ""] + [f"- `{w}`: {describe(w)}" for w in wls] + [""]
     with open(a.commands) as f:
         cmds = f.read().strip()
     md += ["## Exact commands", "", "```sh", cmds, "```", ""]

@@ -6,15 +6,21 @@
 #   perf/run.sh                 full: 3 rounds, 10 s per workload (~16 min)
 #   perf/run.sh --quick         1 round, 5 s per workload (~4 min)
 #   perf/run.sh --only nginx,haproxy --quick
+#   perf/run.sh --scaling       1, 2, 4, 8 workers each (as many as the cores allow)
 #
 # What it does, in order:
 #   1. installs nginx, haproxy, wrk, h2load (nghttp2-client) and openssl from Debian if missing
 #   2. builds ringside (cargo build --release) if target/release/ringside is missing
-#   3. starts a backend nginx on CPU 0 serving fixed files from tmpfs
+#   3. starts a backend nginx serving fixed files from tmpfs
 #   4. for each round, workload and proxy (order rotated each round): starts the
-#      proxy alone on CPU 1 with one worker, checks it answers 200, warms up,
-#      measures with wrk on CPU 0, reads the proxy's CPU time and memory from
-#      /proc, stops it
+#      proxy alone on its core(s), checks it answers 200, warms up, measures
+#      with wrk, reads the proxy's CPU time and memory from /proc, stops it
+#
+#   Cores: below 8 CPUs the proxy (one worker) has CPU 1 and wrk, the backend
+#   and the helpers share CPU 0, so the proxy is not saturated. From 8 CPUs on
+#   each has cores of its own: CPUs 0-1 the helpers, then the proxy's (one, or
+#   up to 8 with --scaling, one per worker), then the backend's and wrk's
+#   (one wrk thread per core), so one proxy core is saturated.
 #      (TLS workloads: the same, with a self-signed certificate made at run time)
 #   5. writes perf/results/YYYY-MM-DD-HHMM.md and a copy as perf/results/latest.md
 #
@@ -26,11 +32,13 @@ usage() {
     cat <<'EOF'
 usage: perf/run.sh [options]
   --quick              1 round, 5 s per workload, 1 s warm-up
+  --scaling            small64 and close4 at 1, 2, 4 and 8 workers (those that fit
+                       on the proxy's cores), instead of the workload list
   --rounds N           rounds (default 3)
   --duration S         seconds of wrk per workload (default 10)
   --only LIST          proxies to run, comma-separated (default ringside,nginx,haproxy)
   --workloads LIST     default small64,small64-paced,small256,64k,64k-paced,1m,close,idle10k
-                       and the TLS ones tls-handshake,tls12-handshake,tls-small,h2-small,idle-tls
+                       (close4: close with 4 wrk threads) and the TLS ones tls-handshake,tls12-handshake,tls-small,h2-small,idle-tls
                        (`plain` and `tls` stand for each group)
   --idle-conns N       connections held by the idle workload (default 10000)
   --quiet-wait S       before each measurement wait up to S s for idle CPUs (default 60, quick 20; 0 = never)
@@ -46,11 +54,11 @@ EOF
 
 ROUNDS=3 DURATION=10 WARMUP=2 MODE=full QUIET_WAIT=60
 ONLY=ringside,nginx,haproxy
-PLAIN_WORKLOADS=small64,small64-paced,small256,64k,64k-paced,1m,close,idle10k
+PLAIN_WORKLOADS=small64,small64-paced,small256,64k,64k-paced,1m,close,close4,idle10k
 TLS_WORKLOADS=tls-handshake,tls12-handshake,tls-small,h2-small,idle-tls
 WORKLOADS=$PLAIN_WORKLOADS,$TLS_WORKLOADS
 IDLE_CONNS=10000
-INSTALL=1 BUILD=1 SAVE=1
+INSTALL=1 BUILD=1 SAVE=1 SCALING=0
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PERF=$REPO/perf
 RINGSIDE_BIN=$REPO/target/release/ringside
@@ -58,6 +66,7 @@ RINGSIDE_BIN=$REPO/target/release/ringside
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) ROUNDS=1 DURATION=5 WARMUP=1 MODE=quick QUIET_WAIT=20 ;;
+        --scaling) SCALING=1 ;;
         --rounds) ROUNDS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --only) ONLY=$2; shift ;;
@@ -78,6 +87,36 @@ QUIET_WAIT=${QUIET_WAIT_SET:-$QUIET_WAIT}
 WORK=${PERF_WORK:-/dev/shm/ringside-perf}
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
+# The proxy's, wrk's and the backend's cores as comma lists (place_cores sets
+# them from the CPU count), the proxy's worker count, wrk's thread count.
+PROXY_CPUS=$PROXY_CPU LOAD_CPUS=$LOAD_CPU BACKEND_CPUS=$LOAD_CPU
+WORKERS=1 WRK_THREADS=1 BACKEND_WORKERS=1 HELPER_CPUS=$LOAD_CPU
+
+place_cores() {  # place_cores NCPU PROXY_CORES: disjoint cores from 8 CPUs on
+    local n=$1 p=$2 first=2 rest b
+    [ "$n" -ge 8 ] || return 0
+    rest=$((n - first - p)); b=$((rest / 2))
+    PROXY_CPUS=$(seq -s, $first $((first + p - 1)))
+    BACKEND_CPUS=$(seq -s, $((first + p)) $((first + p + b - 1)))
+    LOAD_CPUS=$(seq -s, $((first + p + b)) $((n - 1)))
+    BACKEND_WORKERS=$b WRK_THREADS=$((rest - b)) HELPER_CPUS=0,1
+}
+
+# cpu_masks CPUS COUNT: nginx's worker_cpu_affinity, one CPU of the comma
+# list CPUS for each of COUNT workers.
+cpu_masks() {
+    local cpus i mask out=""
+    IFS=, read -ra cpus <<<"$1"
+    for ((i = 0; i < $2; i++)); do
+        mask=1
+        for ((k = 0; k < cpus[i % ${#cpus[@]}]; k++)); do mask+=0; done
+        out+=" $mask"
+    done
+    echo "${out# }"
+}
+
+# cpu_range CPUS: the first-last range of a contiguous comma list (HAProxy's cpu-map).
+cpu_range() { local f=${1%%,*} l=${1##*,}; [ "$f" = "$l" ] && echo "$f" || echo "$f-$l"; }
 # Four consecutive loopback ports: backend, ringside, nginx, haproxy. The
 # first base whose four ports are all free is used (other work on the machine
 # may hold some); all below the ephemeral range.
@@ -245,8 +284,9 @@ write_content_and_configs() {
     head -c 1048576 /dev/urandom >"$WORK/www/1m"
 
     cat >"$WORK/conf/backend-nginx.conf" <<EOF
-# The fixed backend: nginx serving files from tmpfs, one worker on CPU $LOAD_CPU.
-worker_processes 1;
+# The fixed backend: nginx serving files from tmpfs, on CPUs $BACKEND_CPUS.
+worker_processes $BACKEND_WORKERS;
+worker_cpu_affinity $(cpu_masks "$BACKEND_CPUS" "$BACKEND_WORKERS");
 daemon off;
 pid $WORK/run/backend.pid;
 error_log $WORK/logs/backend.error.log warn;
@@ -333,8 +373,9 @@ write_proxy_configs() {  # write_proxy_configs FLAVOUR
     esac
 
     cat >"$(conf_file nginx "$fl")" <<EOF
-# nginx as the reverse proxy under test ($fl): one worker (CPU $PROXY_CPU by taskset).
-worker_processes 1;
+# nginx as the reverse proxy under test ($fl): $WORKERS worker(s) on CPUs $PROXY_CPUS.
+worker_processes $WORKERS;
+worker_cpu_affinity $(cpu_masks "$PROXY_CPUS" "$WORKERS");
 daemon off;
 pid $WORK/run/nginx-proxy.pid;
 error_log $WORK/logs/nginx-proxy.error.log warn;
@@ -372,9 +413,10 @@ http {
 EOF
 
     cat >"$(conf_file haproxy "$fl")" <<EOF
-# HAProxy as the reverse proxy under test ($fl): one thread (CPU $PROXY_CPU by taskset).
+# HAProxy as the reverse proxy under test ($fl): $WORKERS thread(s) on CPUs $PROXY_CPUS.
 global
-    nbthread 1
+    nbthread $WORKERS
+    cpu-map auto:1/1-$WORKERS $(cpu_range "$PROXY_CPUS")
     maxconn $HAPROXY_MAXCONN
 
 defaults
@@ -410,9 +452,9 @@ EOF
         ringside_shield=$(cat "$REPO/perf/shield.toml")
     fi
     cat >"$(conf_file ringside "$fl")" <<EOF
-# ringside as the reverse proxy under test ($fl): one worker (CPU $PROXY_CPU by taskset).
+# ringside as the reverse proxy under test ($fl): $WORKERS worker(s) on CPUs $PROXY_CPUS.
 [runtime]
-workers = 1
+workers = $WORKERS
 
 [log]
 access = "off"
@@ -436,7 +478,7 @@ EOF
 
 # ---------------------------------------------------------------- backend
 start_backend() {
-    local cmd=(taskset -c "$LOAD_CPU" nginx -p "$WORK/run" -e "$WORK/logs/backend.error.log"
+    local cmd=(taskset -c "$BACKEND_CPUS" nginx -p "$WORK/run" -e "$WORK/logs/backend.error.log"
                -c "$WORK/conf/backend-nginx.conf")
     note_cmd "${cmd[@]}"
     "${cmd[@]}" >"$WORK/logs/backend.out" 2>&1 &
@@ -452,10 +494,10 @@ proxy_cmd() {  # proxy_cmd PROXY FLAVOUR: sets CMD
     local conf
     conf=$(conf_file "$1" "$2")
     case $1 in
-        ringside) CMD=(taskset -c "$PROXY_CPU" "$RINGSIDE_BIN" -c "$conf") ;;
-        nginx)    CMD=(taskset -c "$PROXY_CPU" nginx -p "$WORK/run" -e "$WORK/logs/nginx-proxy.error.log"
+        ringside) CMD=(taskset -c "$PROXY_CPUS" "$RINGSIDE_BIN" -c "$conf") ;;
+        nginx)    CMD=(taskset -c "$PROXY_CPUS" nginx -p "$WORK/run" -e "$WORK/logs/nginx-proxy.error.log"
                        -c "$conf") ;;
-        haproxy)  CMD=(taskset -c "$PROXY_CPU" haproxy -db -f "$conf") ;;
+        haproxy)  CMD=(taskset -c "$PROXY_CPUS" haproxy -db -f "$conf") ;;
     esac
 }
 
@@ -493,7 +535,7 @@ start_proxy() {
 
 # ---------------------------------------------------------------- workloads
 wrk_args() {  # wrk_args WORKLOAD SECONDS PORT: sets WRK (the load command: wrk or h2load)
-    local base=(taskset -c "$LOAD_CPU" wrk -t1 --timeout 5s --latency -d"${2}s")
+    local base=(taskset -c "$LOAD_CPUS" wrk -t"$WRK_THREADS" --timeout 5s --latency -d"${2}s")
     local url=http://127.0.0.1:$3 tls=https://127.0.0.1:$3
     case $1 in
         small64)  WRK=("${base[@]}" -c64 "$url/small") ;;
@@ -504,27 +546,30 @@ wrk_args() {  # wrk_args WORKLOAD SECONDS PORT: sets WRK (the load command: wrk 
         64k-paced)     WRK=(env PACE_MS="$PACE_64K_MS" "${base[@]}" -s "$PERF/paced.lua" -c64 "$url/64k") ;;
         1m)       WRK=("${base[@]}" -c256 "$url/1m") ;;
         close)    WRK=("${base[@]}" -c64 -H "Connection: close" "$url/small") ;;
+        # new connections from 4 wrk threads, however many cores wrk has
+        close4)   WRK=(taskset -c "$LOAD_CPUS" wrk -t4 --timeout 5s --latency -d"${2}s" -c64
+                       -H "Connection: close" "$url/small") ;;
         # A full handshake per connection, one HTTP/1.0 GET on it, closed by
         # the proxy. openssl s_time -new never offers a session (wrk would:
         # it resumes after its first handshake); loadrun.py runs 4 at once.
-        tls-handshake)   WRK=(taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$3" -new
+        tls-handshake)   WRK=(taskset -c "$LOAD_CPUS" openssl s_time -connect "127.0.0.1:$3" -new
                               -time "$2" -www /small -tls1_3) ;;
-        tls12-handshake) WRK=(taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$3" -new
+        tls12-handshake) WRK=(taskset -c "$LOAD_CPUS" openssl s_time -connect "127.0.0.1:$3" -new
                               -time "$2" -www /small -tls1_2) ;;
         tls-small) WRK=("${base[@]}" -c64 "$tls/small") ;;
         # 64 h2 connections, 10 streams in flight on each.
-        h2-small) WRK=(taskset -c "$LOAD_CPU" h2load -t1 -c64 -m10 -D "$2" "$tls/small") ;;
+        h2-small) WRK=(taskset -c "$LOAD_CPUS" h2load -t"$WRK_THREADS" -c64 -m10 -D "$2" "$tls/small") ;;
         *) die "unknown workload $1" ;;
     esac
 }
 
 measure() {  # measure PROXY WORKLOAD ROUND
-    local proxy=$1 wl=$2 round=$3 port=${PORT[$1]}
+    local proxy=$1 wl=${2%@*} round=$3 port=${PORT[$1]} name=$2
     [ -d "/proc/$BACKEND_PID" ] || die "the backend nginx died (see $WORK/logs/backend.error.log)"
     # Another job on the machine (a build, say) skews every figure: wait for
     # it to pass; loadrun.py still flags a run it disturbed.
     if [ "$QUIET_WAIT" != 0 ]; then
-        python3 "$PERF/procstat.py" --wait-quiet "$LOAD_CPU,$PROXY_CPU" "$QUIET_WAIT" ||
+        python3 "$PERF/procstat.py" --wait-quiet "$LOAD_CPUS,$PROXY_CPUS" "$QUIET_WAIT" ||
             say "  (the CPUs are still busy with other jobs after $QUIET_WAIT s; measuring anyway)"
     fi
     start_proxy "$proxy" "$wl" "$round" || return 0
@@ -540,12 +585,12 @@ measure() {  # measure PROXY WORKLOAD ROUND
         local parallel=1
         [[ $wl == *-handshake ]] && parallel=$S_TIME_PARALLEL
         wrk_args "$wl" "$WARMUP" "$port"
-        "${WRK[@]}" >"$WORK/wrk/$proxy-$wl-r$round-warmup.txt" 2>&1 || true
+        "${WRK[@]}" >"$WORK/wrk/$proxy-$name-r$round-warmup.txt" 2>&1 || true
         wrk_args "$wl" "$DURATION" "$port"
         note_cmd "${WRK[@]}"
-        python3 "$PERF/loadrun.py" --pid "$PROXY_PID" --proxy "$proxy" --workload "$wl" --parallel "$parallel" \
-            --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --backend-pid "$BACKEND_PID" \
-            --round "$round" --out "$WORK/records.jsonl" --log "$WORK/wrk/$proxy-$wl-r$round.txt" \
+        python3 "$PERF/loadrun.py" --pid "$PROXY_PID" --proxy "$proxy" --workload "$name" --parallel "$parallel" \
+            --proxy-cpu "$PROXY_CPUS" --load-cpu "$LOAD_ALL" --backend-pid "$BACKEND_PID" \
+            --round "$round" --out "$WORK/records.jsonl" --log "$WORK/wrk/$proxy-$name-r$round.txt" \
             -- "${WRK[@]}" || true
     fi
     stop_tree proxy
@@ -586,7 +631,20 @@ fi
 ncpu=$(nproc)
 if [ "$ncpu" -lt 2 ]; then
     say "warning: one CPU only — proxy and load generator share it"
-    PROXY_CPU=0
+    PROXY_CPU=0 PROXY_CPUS=0
+fi
+# --scaling: up to 8 proxy cores, leaving 4 for the backend and wrk.
+proxy_cores=1
+if [ "$SCALING" = 1 ] && [ "$ncpu" -ge 8 ]; then
+    proxy_cores=$((ncpu - 6)); [ $proxy_cores -gt 8 ] && proxy_cores=8
+fi
+place_cores "$ncpu" "$proxy_cores"
+LOAD_ALL=$(tr , '\n' <<<"$LOAD_CPUS,$BACKEND_CPUS" | sort -un | paste -sd,)
+WORKER_COUNTS=(1)
+if [ "$SCALING" = 1 ]; then
+    WORKER_COUNTS=()
+    for w in 1 2 4 8; do [ "$w" -le "$proxy_cores" ] && WORKER_COUNTS+=("$w"); done
+    WORKLOADS=small64,close4
 fi
 pick_ports
 WLS=()
@@ -606,21 +664,37 @@ done
 [[ " ${FLAVOURS[*]} " == *" plain "* ]] || FLAVOURS+=(plain)
 [ "${FLAVOURS[*]}" = plain ] || make_cert
 write_content_and_configs
-taskset -cp "$LOAD_CPU" $$ >/dev/null     # this shell, wrk and the helpers: the load CPU
+# This shell and the helpers (below 8 CPUs, with wrk and the backend).
+taskset -cp "$HELPER_CPUS" $$ >/dev/null
 start_backend
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 say "== ringside perf ($MODE): ${ACTIVE[*]} × ${WLS[*]}, $ROUNDS round(s), ${DURATION}s each"
-say "   proxy on CPU $PROXY_CPU; wrk, backend and helpers on CPU $LOAD_CPU; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+say "   proxy on CPUs $PROXY_CPUS (workers: ${WORKER_COUNTS[*]}); wrk ($WRK_THREADS threads) on $LOAD_CPUS;" \
+    "backend on $BACKEND_CPUS; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+# The workloads as the report names them (with @wN under --scaling).
+REPORT_WLS=()
+for WORKERS in "${WORKER_COUNTS[@]}"; do
+    for wl in "${WLS[@]}"; do
+        if [ "$SCALING" = 1 ]; then REPORT_WLS+=("$wl@w$WORKERS"); else REPORT_WLS+=("$wl"); fi
+    done
+done
 for round in $(seq "$ROUNDS"); do
     # rotate the order each round so no proxy always runs first after a pause
     order=()
     for i in "${!ACTIVE[@]}"; do order+=("${ACTIVE[$(( (i + round - 1) % ${#ACTIVE[@]} ))]}"); done
     say "-- round $round/$ROUNDS (${order[*]})"
-    for wl in "${WLS[@]}"; do
-        for proxy in "${order[@]}"; do
-            # a proxy skipped earlier in this run stays skipped
-            [[ " ${ACTIVE[*]} " == *" $proxy "* ]] && measure "$proxy" "$wl" "$round"
+    for WORKERS in "${WORKER_COUNTS[@]}"; do
+        suffix=""
+        if [ "$SCALING" = 1 ]; then
+            suffix=@w$WORKERS
+            for f in "${FLAVOURS[@]}"; do write_proxy_configs "$f"; done
+        fi
+        for wl in "${WLS[@]}"; do
+            for proxy in "${order[@]}"; do
+                # a proxy skipped earlier in this run stays skipped
+                [[ " ${ACTIVE[*]} " == *" $proxy "* ]] && measure "$proxy" "$wl$suffix" "$round"
+            done
         done
     done
 done
@@ -628,8 +702,9 @@ done
 # ---------------------------------------------------------------- report
 stamp=$(date +%Y-%m-%d-%H%M)
 export META_DATE=$stamp META_MODE=$MODE META_ROUNDS=$ROUNDS META_DURATION=$DURATION \
-    META_WARMUP=$WARMUP META_PROXIES="${ACTIVE[*]}" META_WORKLOADS="${WLS[*]}" \
-    META_LOAD_CPU=$LOAD_CPU META_PROXY_CPU=$PROXY_CPU META_IDLE_CONNS=$IDLE_CONNS META_NOFILE=$NOFILE \
+    META_WARMUP=$WARMUP META_PROXIES="${ACTIVE[*]}" META_WORKLOADS="${REPORT_WLS[*]}" \
+    META_LOAD_CPU=$LOAD_CPUS META_PROXY_CPU=$PROXY_CPUS META_BACKEND_CPU=$BACKEND_CPUS \
+    META_WRK_THREADS=$WRK_THREADS META_SCALING=$SCALING META_IDLE_CONNS=$IDLE_CONNS META_NOFILE=$NOFILE \
     META_LOADAVG="$LOADAVG_START" META_LOADAVG_END="$(cut -d' ' -f1-3 /proc/loadavg)" \
     META_CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
     META_KERNEL="$(uname -r)" META_NPROC="$ncpu" \
@@ -644,6 +719,8 @@ json.dump({
     "duration": int(e["META_DURATION"]), "warmup": int(e["META_WARMUP"]),
     "proxies": e["META_PROXIES"].split(), "workloads": e["META_WORKLOADS"].split(),
     "load_cpu": e["META_LOAD_CPU"], "proxy_cpu": e["META_PROXY_CPU"],
+    "backend_cpu": e["META_BACKEND_CPU"], "wrk_threads": int(e["META_WRK_THREADS"]),
+    "scaling": e["META_SCALING"] == "1",
     "loadavg": e["META_LOADAVG"], "loadavg_end": e["META_LOADAVG_END"], "cpu_model": e["META_CPU"], "kernel": e["META_KERNEL"],
     "nproc": e["META_NPROC"], "os": e["META_OS"], "mem": e["META_MEM"],
     "versions": e["META_VERSIONS"], "idle_conns": int(e["META_IDLE_CONNS"]),
