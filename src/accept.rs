@@ -78,7 +78,7 @@ pub async fn run(
             Ok((stream, peer)) => {
                 monoio::spawn(conn::serve(stream, peer, listen.clone(), shard.clone()));
                 if burst.due() {
-                    burst.took(take_waiting(&listener, &listen, &shard));
+                    burst.took(take_waiting(&listener, &listen, &shard, max));
                 }
             }
             Err(e) => {
@@ -141,16 +141,20 @@ impl Burst {
 
 /// Takes the connections already waiting in the backlog (as nginx's
 /// `multi_accept`): one non-blocking `accept4` each, until the backlog is
-/// empty, `TAKE_MAX` is reached or `max_connections` is. The ring's accept
+/// empty, `TAKE_MAX` is reached or `max` (`max_connections`) is. The ring's accept
 /// costs a round trip through the event loop per connection; these cost
 /// one system call each, plus one that finds the backlog empty. A failure
 /// ends the turn: the ring's next accept meets it and backs off.
-fn take_waiting(listener: &TcpListener, listen: &Rc<Listen>, shard: &Rc<Shard>) -> usize {
+fn take_waiting(
+    listener: &TcpListener,
+    listen: &Rc<Listen>,
+    shard: &Rc<Shard>,
+    max: usize,
+) -> usize {
     // SAFETY: the listener's fd stays open for this borrow, which ends
     // with this function; the listener is only read through it.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(listener.as_raw_fd()) };
     let socket = socket2::SockRef::from(&fd);
-    let max = shard.gen().config.limits.max_connections;
     for taken in 0..TAKE_MAX {
         if max > 0 && shard.connections.get() >= max {
             return taken;

@@ -53,13 +53,14 @@ fn the_longest_idle_keepalive_connection_makes_room_for_a_new_client() {
     get_ok(&mut held[2], "/held/2/third");
 }
 
-#[test]
-fn with_every_connection_busy_a_new_client_waits_in_the_backlog() {
+/// An echo upstream that answers a request whose target starts with
+/// `prefix` only once the test sends a go (or after two I/O timeouts).
+fn held(prefix: &'static str) -> (Upstream, mpsc::Sender<()>) {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let go_rx = Mutex::new(go_rx);
     let up = Upstream::start(move |c: &mut UpConn| {
         while let Some(req) = c.read_request() {
-            if req.target.starts_with("/slow") {
+            if req.target.starts_with(prefix) {
                 let _ = go_rx.lock().unwrap().recv_timeout(IO_TIMEOUT * 2);
             }
             if !c.write(&echo_response(&req)) {
@@ -67,6 +68,12 @@ fn with_every_connection_busy_a_new_client_waits_in_the_backlog() {
             }
         }
     });
+    (up, go_tx)
+}
+
+#[test]
+fn with_every_connection_busy_a_new_client_waits_in_the_backlog() {
+    let (up, go_tx) = held("/slow");
     let routes = upstream("app", up.addr(), "") + &route("/", "app");
     let p = Proxy::start(&config(&limits(2), &routes));
     let mut busy: Vec<Client> = (0..2)
@@ -98,16 +105,7 @@ fn with_every_connection_busy_a_new_client_waits_in_the_backlog() {
 
 #[test]
 fn a_burst_in_the_backlog_is_taken_no_further_than_max_connections() {
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let go_rx = Mutex::new(go_rx);
-    let up = Upstream::start(move |c: &mut UpConn| {
-        while let Some(req) = c.read_request() {
-            let _ = go_rx.lock().unwrap().recv_timeout(IO_TIMEOUT * 2);
-            if !c.write(&echo_response(&req)) {
-                return;
-            }
-        }
-    });
+    let (up, go_tx) = held("/");
     let routes = upstream("app", up.addr(), "") + &route("/", "app");
     let p = Proxy::start(&config(&limits(4), &routes));
     // Twelve clients at once, each with its request already sent: the
