@@ -17,6 +17,7 @@ use std::{
     pin::Pin,
     rc::Rc,
     sync::Arc,
+    task::{Context, Poll},
 };
 
 use monoio::{
@@ -234,28 +235,61 @@ fn close_notify<'a>(
 /// Waits, holding no buffer, until the client sends something (true) or
 /// `until` passes, the socket fails or, for a keep-alive wait, the accept
 /// loop evicts it to admit a new client (false).
-async fn idle(stream: &mut ClientStream, until: Instant, keepalive: bool) -> bool {
+fn idle(
+    stream: &mut ClientStream,
+    until: Instant,
+    keepalive: bool,
+) -> impl Future<Output = bool> + '_ {
+    let until = crate::idle::until(until, keepalive);
     match stream {
-        ClientStream::Plain(s) => monoio::select! {
-            r = s.readable(false) => r.is_ok(),
-            _ = crate::idle::until(until, keepalive) => false,
+        ClientStream::Plain(s) => Idle::Plain {
+            ready: s.readable(false),
+            until,
         },
         // Plaintext rustls already holds counts as ready too; no buffer is
         // held while waiting (tls/stream.rs). Boxed, as the handshake is:
         // inline, this wait's state would make every idle connection's task
         // larger, plain ones included.
-        ClientStream::Tls(s) => {
-            let wait = Box::pin(async {
+        ClientStream::Tls(s) => Idle::Tls {
+            wait: Box::pin(async move {
                 monoio::select! {
                     r = s.readable() => r.is_ok(),
-                    _ = crate::idle::until(until, keepalive) => false,
+                    _ = until => false,
                 }
-            });
-            wait.await
-        }
+            }),
+        },
         // An HTTP/2 stream runs one exchange and never waits here; a stream
         // a tunnel took apart is over.
-        ClientStream::H2(_) | ClientStream::Closed => false,
+        ClientStream::H2(_) | ClientStream::Closed => Idle::Over,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `idle`'s wait, a named future: it holds the socket's readiness and
+    /// the deadline and nothing else, where a `select!` in an `async fn`
+    /// keeps both twice over, and this wait's size is in every idle
+    /// connection's task.
+    #[project = IdleProj]
+    enum Idle<'a, R> {
+        Plain { #[pin] ready: R, until: crate::idle::Until },
+        Tls { wait: Pin<Box<dyn Future<Output = bool> + 'a>> },
+        Over,
+    }
+}
+
+impl<R: Future<Output = io::Result<()>>> Future for Idle<'_, R> {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        match self.project() {
+            // Readiness first: a request that came with the deadline wins.
+            IdleProj::Plain { ready, until } => match ready.poll(cx) {
+                Poll::Ready(r) => Poll::Ready(r.is_ok()),
+                Poll::Pending => Pin::new(until).poll(cx).map(|()| false),
+            },
+            IdleProj::Tls { wait } => wait.as_mut().poll(cx),
+            IdleProj::Over => Poll::Ready(false),
+        }
     }
 }
 

@@ -13,6 +13,11 @@
 //! slab): a slab of nodes linked in the order they went idle, so listing,
 //! unlisting and evicting are O(1) and allocate nothing once the slab has
 //! grown to the worker's peak of connections.
+//!
+//! A connection's wait for its next request (`Until`) keeps its deadline in
+//! its own node, as a tick count, rather than in a `timer` slot beside it:
+//! an idle connection then costs one 32-byte node. `fire` ends the waits
+//! whose time has come, on the worker's tick, as `timer::fire` does.
 
 use std::{
     cell::RefCell,
@@ -25,17 +30,25 @@ use std::{
 
 use monoio::time::Instant;
 
-use crate::timer::{self, Deadline};
+use crate::timer;
 
 /// No node: the end of the list, or an entry that holds no slot.
 const NONE: u32 = u32::MAX;
 
+/// A node's `at` when it has no deadline (an HTTP/2 connection's entry, a
+/// free node): past every tick `fire` sees.
+const NEVER: u32 = u32::MAX;
+
 struct Node {
     prev: u32,
     next: u32,
+    /// The tick (`timer::TICK`s since `EPOCH`) from which the wait is over.
+    at: u32,
     listed: bool,
     /// Set by `evict_longest`, taken by the connection.
     evicted: bool,
+    /// Set by `fire` once `at` has passed.
+    fired: bool,
     waker: Option<Waker>,
 }
 
@@ -86,6 +99,23 @@ thread_local! {
     static IDLE: RefCell<Registry> = const {
         RefCell::new(Registry { nodes: Vec::new(), free: Vec::new(), head: NONE, tail: NONE })
     };
+    /// Tick 0 of the thread's deadlines.
+    static EPOCH: Instant = Instant::now();
+}
+
+/// `at` in ticks since `EPOCH`, rounded up (a wait never ends early); an
+/// instant beyond `u32` ticks (13 years) is `NEVER - 1`.
+fn tick_after(at: Instant) -> u32 {
+    let since = at.saturating_duration_since(EPOCH.with(|e| *e));
+    let ticks = since.as_nanos().div_ceil(timer::TICK.as_nanos());
+    ticks.min(u128::from(NEVER - 1)) as u32
+}
+
+/// The ticks since `EPOCH` that have fully passed at `now`.
+fn ticks_before(now: Instant) -> u32 {
+    let since = now.saturating_duration_since(EPOCH.with(|e| *e));
+    let ticks = since.as_nanos() / timer::TICK.as_nanos();
+    ticks.min(u128::from(NEVER - 1)) as u32
 }
 
 /// A connection's place in the registry: listed between `enter` and
@@ -97,11 +127,18 @@ pub struct Entry {
 impl Entry {
     /// A slot, not listed yet.
     pub fn new() -> Entry {
+        Entry::ending(NEVER)
+    }
+
+    /// A slot whose wait ends at tick `at`, not listed yet.
+    fn ending(at: u32) -> Entry {
         let node = Node {
             prev: NONE,
             next: NONE,
+            at,
             listed: false,
             evicted: false,
+            fired: false,
             waker: None,
         };
         let key = IDLE.with_borrow_mut(|r| match r.free.pop() {
@@ -157,7 +194,9 @@ impl Drop for Entry {
         let _ = IDLE.try_with(|r| {
             let mut r = r.borrow_mut();
             r.unlink(self.key);
-            r.nodes[self.key as usize].waker = None;
+            let n = &mut r.nodes[self.key as usize];
+            n.waker = None;
+            n.at = NEVER;
             r.free.push(self.key);
         });
     }
@@ -189,33 +228,50 @@ pub fn evict_longest() -> bool {
 /// `conn::idle`'s deadline: completes at `at`, or earlier when the
 /// connection is evicted. Listed only for a keep-alive wait (`listed`).
 pub fn until(at: Instant, listed: bool) -> Until {
-    let entry = listed.then(|| {
-        let e = Entry::new();
-        e.enter();
-        e
-    });
-    Until {
-        entry,
-        deadline: timer::until(at),
+    let entry = Entry::ending(tick_after(at));
+    if listed {
+        entry.enter();
     }
+    Until { entry }
 }
 
 pub struct Until {
-    entry: Option<Entry>,
-    deadline: Deadline,
+    entry: Entry,
 }
 
 impl Future for Until {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(e) = &self.entry {
-            if e.poll_evicted(cx).is_ready() {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        IDLE.with_borrow_mut(|r| {
+            let n = &mut r.nodes[self.entry.key as usize];
+            if n.fired || std::mem::take(&mut n.evicted) {
                 return Poll::Ready(());
             }
-        }
-        Pin::new(&mut self.deadline).poll(cx)
+            match &n.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => n.waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
     }
+}
+
+/// Ends every wait whose time has come; the worker's housekeeping calls it
+/// once per tick, beside `timer::fire`.
+pub fn fire(now: Instant) {
+    let tick = ticks_before(now);
+    let mut wake = Vec::new();
+    IDLE.with_borrow_mut(|r| {
+        for n in r.nodes.iter_mut() {
+            if !n.fired && n.at <= tick {
+                n.fired = true;
+                wake.extend(n.waker.take());
+            }
+        }
+    });
+    // Woken outside the borrow: a waker may run code that takes a node.
+    wake.into_iter().for_each(Waker::wake);
 }
 
 /// How long the accept loop waits for an evicted connection to close
@@ -258,4 +314,52 @@ fn waiting(listener: RawFd) -> bool {
     // call; a timeout of 0 returns at once.
     let n = unsafe { libc::poll(&mut fd, 1, 0) };
     n > 0 && fd.revents & libc::POLLIN != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll(u: &mut Until) -> Poll<()> {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(u).poll(&mut cx)
+    }
+
+    #[test]
+    fn a_wait_ends_at_the_first_tick_after_its_instant_never_before() {
+        let start = Instant::now();
+        let at = start + Duration::from_millis(250);
+        let mut wait = until(at, false);
+        assert!(poll(&mut wait).is_pending());
+        // Ticks before `at`, and the one that ends right before it.
+        for t in [0, 100, 200, 249] {
+            fire(start + Duration::from_millis(t));
+            assert!(
+                poll(&mut wait).is_pending(),
+                "ended at {t} ms, before 250 ms"
+            );
+        }
+        fire(at + timer::TICK);
+        assert!(poll(&mut wait).is_ready());
+    }
+
+    #[test]
+    fn an_evicted_wait_ends_at_once_and_a_freed_node_never_fires() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut kept = until(far, true);
+        let mut other = until(far, true);
+        assert!(poll(&mut kept).is_pending());
+        // The longest idle is evicted first.
+        assert!(evict_longest());
+        assert!(poll(&mut kept).is_ready());
+        assert!(poll(&mut other).is_pending());
+        drop(kept);
+        // The freed node is reused with its own deadline, not the old one's.
+        let mut reused = until(far, false);
+        fire(far - Duration::from_secs(1));
+        assert!(poll(&mut reused).is_pending());
+        assert!(poll(&mut other).is_pending());
+        fire(far + timer::TICK);
+        assert!(poll(&mut reused).is_ready() && poll(&mut other).is_ready());
+    }
 }

@@ -186,7 +186,9 @@ async fn serve(start: Start, ready: Ready, driver: Driver) {
                     _ = monoio::time::sleep(TICK) => {}
                     _ = stop.recv() => break,
                 }
-                crate::timer::fire(Instant::now());
+                let now = Instant::now();
+                crate::timer::fire(now);
+                crate::idle::fire(now);
                 ticks += 1;
                 if ticks % 10 == 0 {
                     shard.access.flush();
