@@ -152,7 +152,7 @@ fn run(
         let mut first = true;
         loop {
             if c.buf.is_empty() {
-                shard.heads.give(std::mem::take(&mut c.buf));
+                shard.requests.give(std::mem::take(&mut c.buf));
                 // Each wait uses the config current when it starts (reload).
                 let until = if first {
                     deadline
@@ -177,7 +177,7 @@ fn run(
                 break;
             }
         }
-        shard.heads.give(std::mem::take(&mut c.buf));
+        shard.requests.give(std::mem::take(&mut c.buf));
         if c.stream.is_tls() {
             // A peer already gone is fine: the socket closes next either way.
             let _ = CatchUnwind(close_notify(&mut c.stream, &shard)).await;

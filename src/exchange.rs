@@ -185,7 +185,7 @@ async fn read_request(
     let max = gen.config.limits.max_request_head;
     let mut scan = Scan::default();
     if c.buf.capacity() == 0 {
-        c.buf = shard.heads.take();
+        c.buf = shard.requests.take();
     }
     if let (true, ClientStream::Plain(s)) = (c.buf.is_empty(), &c.stream) {
         // Readiness was just reported: take the bytes without a ring op.
@@ -208,6 +208,11 @@ async fn read_request(
             if c.buf.len() >= max {
                 return Err(parse::too_large(&c.buf[..max]));
             }
+        }
+        // A full buffer grows (it then leaves the pool), up to `max`: a
+        // read into no room would look like the client closing.
+        if c.buf.len() == c.buf.capacity() {
+            c.buf.reserve(c.buf.capacity().clamp(1, max - c.buf.len()));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let (r, buf) = relay::read_more(&mut c.stream, std::mem::take(&mut c.buf), left).await;

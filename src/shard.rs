@@ -43,6 +43,11 @@ const RELAY_SMALL: usize = 64 * 1024;
 /// Size of the pooled buffers for heads ringside writes (`Shard::small`).
 const SMALL_BUF: usize = 1024;
 
+/// Size of the pooled buffers a client's request head is first read into
+/// (`Shard::requests`), as nginx's `client_header_buffer_size`: most heads
+/// fit; a larger one grows its buffer up to `max_request_head`.
+pub const REQUEST_BUF: usize = 2048;
+
 /// What a connection needs to know about the listener that accepted it.
 #[derive(Clone, Copy)]
 pub struct Listen {
@@ -134,7 +139,10 @@ pub struct Shard {
     /// Idle upstream connections by server address, so that they carry over
     /// a reload that keeps the server.
     pub pool: Pool,
-    /// Head buffers (request heads, upstream response heads).
+    /// Client request heads: every connection in the middle of a request
+    /// holds one, so they start small (`REQUEST_BUF`).
+    pub requests: Buffers,
+    /// Head buffers (upstream response heads, tunnels).
     pub heads: Buffers,
     /// Small buffers: upstream request heads and client response heads,
     /// taken and given back once per proxied request. Most heads fit in
@@ -181,9 +189,9 @@ impl Shard {
         access: Option<Arc<Mutex<Sink>>>,
         epoll: bool,
     ) -> Self {
-        // Head buffers are sized by the first config's max_request_head; a
-        // reload that raises it grows buffers on demand (they then leave
-        // the pool).
+        // Upstream response heads are read into buffers of the first
+        // config's max_request_head (a head that fills one is refused);
+        // request heads grow from REQUEST_BUF up to the current limit.
         let head_size = config.limits.max_request_head.max(4096);
         let (stop_tx, stop_rx) = async_channel::bounded(1);
         let shard = Shard {
@@ -192,6 +200,7 @@ impl Shard {
             sessions: Cell::new(0),
             id,
             pool: Pool::default(),
+            requests: Buffers::new(REQUEST_BUF),
             heads: Buffers::new(head_size),
             small: Buffers::new(SMALL_BUF),
             relay: Buffers::capped(RELAY_BUF, RELAY_LENT, RELAY_SMALL),

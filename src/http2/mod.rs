@@ -435,7 +435,7 @@ async fn run_stream(
     if let ClientStream::H2(s) = &mut c.stream {
         s.finish();
     }
-    shard.heads.give(std::mem::take(&mut c.buf));
+    shard.requests.give(std::mem::take(&mut c.buf));
     origin.open.set(origin.open.get() - 1);
     origin.quiet_since.set(Instant::now());
     if origin.open.get() == 0 && !origin.closing.get() {

@@ -171,6 +171,35 @@ fn reload_serves_new_requests_with_the_new_config() {
     assert_eq!(kept.get("/").body_str(), "v2");
 }
 
+/// One GET whose head carries `pad` bytes in a field; the status.
+fn padded_status(addr: SocketAddr, pad: usize) -> u16 {
+    let mut c = Client::connect(addr);
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: ops.test\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(pad)
+    );
+    c.send(head.as_bytes());
+    c.read_response().status
+}
+
+#[test]
+fn a_reload_that_raises_max_request_head_admits_the_larger_heads() {
+    let up = Upstream::echo();
+    let limits = |size: &str| format!("\n[limits]\nmax_request_head = \"{size}\"\n");
+    let mut p = Proxy::start(&ops_config("v1", up.addr(), &limits("4k")));
+    // Larger than the first read buffer, within the limit: read in pieces.
+    assert_eq!(padded_status(p.addr(), 3000), 200);
+    assert_eq!(padded_status(p.addr(), 10_000), 431);
+    rewrite(&p, &ops_config("v2", up.addr(), &limits("32k")));
+    p.signal(libc::SIGHUP);
+    wait_lines(&p, "reloaded", 1);
+    // The workers' buffers were sized under the first config.
+    assert_eq!(padded_status(p.addr(), 10_000), 200);
+    assert_eq!(padded_status(p.addr(), 30_000), 200);
+    assert_eq!(padded_status(p.addr(), 40_000), 431);
+    assert_eq!(fetch(p.addr(), "/").unwrap(), (200, "v2".into()));
+}
+
 #[test]
 fn reload_under_load_fails_no_request_and_finishes_requests_in_flight() {
     // The upstream answers /up/slow after 600 ms: a request in flight across reloads.
