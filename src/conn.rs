@@ -83,7 +83,16 @@ pub fn serve(
         hsts,
         to_https,
     };
-    run(client, acceptor, listen, shard, deadline, shielded)
+    let start = (acceptor.is_some() || shielded).then(|| Box::new(Start { acceptor, shielded }));
+    run(client, start, listen, shard, deadline)
+}
+
+/// What a connection does before its first request, on listeners that ask
+/// for it: the edge shield's checks and the TLS handshake. Boxed, and only
+/// there: inline, it would stay in every connection's task for its life.
+struct Start {
+    acceptor: Option<Arc<rustls::ServerConfig>>,
+    shielded: bool,
 }
 
 /// The connection's life: the TLS handshake if its listener has one, then
@@ -92,48 +101,38 @@ pub fn serve(
 #[allow(clippy::manual_async_fn)]
 fn run(
     mut c: Client,
-    acceptor: Option<Arc<rustls::ServerConfig>>,
+    start: Option<Box<Start>>,
     mut listen: Rc<Listen>,
     shard: Rc<Shard>,
     mut deadline: Instant,
-    shielded: bool,
 ) -> impl Future<Output = ()> {
     async move {
         // Until its first request is answered, a connection counts as
         // fresh: a graceful stop gives it a moment to send that request.
         let mut fresh = Some(shard.fresh());
-        // The edge shield, before TLS: the PROXY header, the listener's
-        // lists, the per-address count (whose place the slot holds until
-        // the connection ends). Boxed, as the handshake is.
+        // The place in the per-address count, held until the connection ends.
         let mut _slot = None;
-        if shielded {
-            let checks = Box::pin(admit(plain(&c.stream), c.hop, &listen, &shard, deadline));
-            let Some((client, slot)) = checks.await else {
-                shard.connections.set(shard.connections.get() - 1);
-                return;
+        if let Some(start) = start {
+            // Boxed: the checks' and the handshake's state would otherwise
+            // sit inline in every connection's task for its whole life.
+            let begun = Box::pin(begin(
+                start,
+                &mut c,
+                &mut listen,
+                &shard,
+                deadline,
+                &mut _slot,
+            ));
+            let h2 = match begun.await {
+                Begun::Http1 => None,
+                Begun::Closed => {
+                    shard.connections.set(shard.connections.get() - 1);
+                    return;
+                }
+                Begun::Http2(tls) => Some(tls),
             };
-            (c.hop, c.peer, _slot) = (client, client, slot);
-        }
-        if let Some(config) = acceptor {
-            let stream = take_plain(&mut c.stream);
-            // Boxed: the handshake's state (a timer and rustls' accept)
-            // would otherwise sit inline in every connection's task, TLS or
-            // not, for its whole life.
-            let handshake = Box::pin(handshake(config, stream, deadline));
-            let tls = handshake.await;
-            shard.stats.handshake(listen.stat, tls.is_some());
-            let Some(tls) = tls else {
-                // A stalled, truncated or refused handshake: close, as
-                // nginx does (rustls already sent the alert it owed).
-                shard.connections.set(shard.connections.get() - 1);
-                return;
-            };
-            listen = Rc::new(Listen {
-                proto: "https",
-                ..*listen
-            });
             // The client chose HTTP/2 by ALPN: http2/ serves the connection.
-            if tls.alpn_protocol() == Some(b"h2") {
+            if let Some(tls) = h2 {
                 drop(fresh.take());
                 let client = (c.peer, c.hsts.take(), c.to_https);
                 let h2 = Box::pin(crate::http2::serve(
@@ -147,7 +146,6 @@ fn run(
                 shard.connections.set(shard.connections.get() - 1);
                 return;
             }
-            c.stream = ClientStream::Tls(tls);
         }
         let mut first = true;
         loop {
@@ -184,6 +182,55 @@ fn run(
         }
         shard.connections.set(shard.connections.get() - 1);
     }
+}
+
+/// How a connection's start ended.
+enum Begun {
+    /// Closed by the shield or a failed handshake (counted and logged).
+    Closed,
+    /// HTTP/1.1 requests follow, on plain TCP or TLS (now `c.stream`).
+    Http1,
+    /// TLS with `h2` chosen by ALPN.
+    Http2(Box<crate::tls::TlsStream>),
+}
+
+/// The edge shield's checks (the PROXY header, the listener's lists, the
+/// per-address count, whose place goes to `slot`), then the TLS handshake,
+/// as the listener asks.
+async fn begin(
+    start: Box<Start>,
+    c: &mut Client,
+    listen: &mut Rc<Listen>,
+    shard: &Shard,
+    deadline: Instant,
+    slot: &mut Option<Box<per_ip::Slot>>,
+) -> Begun {
+    if start.shielded {
+        let Some((client, place)) = admit(plain(&c.stream), c.hop, listen, shard, deadline).await
+        else {
+            return Begun::Closed;
+        };
+        (c.hop, c.peer, *slot) = (client, client, place.map(Box::new));
+    }
+    let Some(config) = start.acceptor else {
+        return Begun::Http1;
+    };
+    let tls = handshake(config, take_plain(&mut c.stream), deadline).await;
+    shard.stats.handshake(listen.stat, tls.is_some());
+    let Some(tls) = tls else {
+        // A stalled, truncated or refused handshake: close, as nginx does
+        // (rustls already sent the alert it owed).
+        return Begun::Closed;
+    };
+    *listen = Rc::new(Listen {
+        proto: "https",
+        ..**listen
+    });
+    if tls.alpn_protocol() == Some(b"h2") {
+        return Begun::Http2(tls);
+    }
+    c.stream = ClientStream::Tls(tls);
+    Begun::Http1
 }
 
 /// The plain TCP socket of a connection not yet past its TLS handshake.
