@@ -46,13 +46,17 @@ usage: perf/run.sh [options]
   --no-install         do not apt-get install missing tools
   --no-build           do not build ringside when its binary is missing
   --no-save            print the report path under the work dir; leave perf/results alone
+  --profile DIR        also sample the proxy's core(s) with `perf record` (999 Hz, every
+                       CPU of the proxy, kernel and user) during each measured run, and
+                       write DIR/PROXY-WORKLOAD-rN.txt: the share of kernel and user
+                       time, and the top symbols (needs linux-perf)
   -h, --help
 environment: PERF_WORK (default /dev/shm/ringside-perf), LOAD_CPU (0), PROXY_CPU (1),
              PACE_SMALL_MS (2), PACE_64K_MS (6): the pauses of the *-paced workloads
 EOF
 }
 
-ROUNDS=3 DURATION=10 WARMUP=2 MODE=full QUIET_WAIT=60
+ROUNDS=3 DURATION=10 WARMUP=2 MODE=full QUIET_WAIT=60 PROFILE=
 ONLY=ringside,nginx,haproxy
 PLAIN_WORKLOADS=small64,small64-paced,small256,64k,64k-paced,1m,close,close4,idle10k
 TLS_WORKLOADS=tls-handshake,tls12-handshake,tls-small,h2-small,idle-tls
@@ -72,6 +76,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY=$2; shift ;;
         --workloads) WORKLOADS=$2; shift ;;
         --idle-conns) IDLE_CONNS=$2; shift ;;
+        --profile) PROFILE=$(realpath -m "$2"); shift ;;
         --quiet-wait) QUIET_WAIT_SET=$2; shift ;;
         --ringside) RINGSIDE_BIN=$(realpath "$2"); shift ;;
         --no-install) INSTALL=0 ;;
@@ -563,6 +568,27 @@ wrk_args() {  # wrk_args WORKLOAD SECONDS PORT: sets WRK (the load command: wrk 
     esac
 }
 
+# --profile: perf record on the proxy's CPUs (whatever runs there: the proxy
+# and the kernel work it causes) for the measured run, then a text report.
+profile_start() {  # profile_start NAME
+    mkdir -p "$PROFILE"
+    perf record -q -F 999 -a -C "$PROXY_CPUS" -o "$PROFILE/$1.data" -- sleep "$DURATION" \
+        >/dev/null 2>&1 & PROFILE_PID=$!
+}
+profile_end() {  # profile_end NAME
+    wait "$PROFILE_PID" 2>/dev/null || true
+    local data=$PROFILE/$1.data out=$PROFILE/$1.txt
+    [ -s "$data" ] || { say "  (no profile for $1: perf record failed)"; return 0; }
+    {
+        echo "# $1: perf record -F 999 -a -C $PROXY_CPUS for ${DURATION}s during the measured run"
+        echo "## by privilege (k = kernel, u = user)"
+        perf report -i "$data" --stdio --no-children --sort comm,dso -q --percent-limit 1 2>/dev/null
+        echo "## top symbols"
+        perf report -i "$data" --stdio --no-children --sort comm,sym -q --percent-limit 0.5 2>/dev/null | head -60
+    } >"$out"
+    say "  profile: $out ($data)"
+}
+
 measure() {  # measure PROXY WORKLOAD ROUND
     local proxy=$1 wl=${2%@*} round=$3 port=${PORT[$1]} name=$2
     [ -d "/proc/$BACKEND_PID" ] || die "the backend nginx died (see $WORK/logs/backend.error.log)"
@@ -588,10 +614,12 @@ measure() {  # measure PROXY WORKLOAD ROUND
         "${WRK[@]}" >"$WORK/wrk/$proxy-$name-r$round-warmup.txt" 2>&1 || true
         wrk_args "$wl" "$DURATION" "$port"
         note_cmd "${WRK[@]}"
+        if [ -n "$PROFILE" ]; then profile_start "$proxy-$name-r$round"; fi
         python3 "$PERF/loadrun.py" --pid "$PROXY_PID" --proxy "$proxy" --workload "$name" --parallel "$parallel" \
             --proxy-cpu "$PROXY_CPUS" --load-cpu "$LOAD_ALL" --backend-pid "$BACKEND_PID" \
             --round "$round" --out "$WORK/records.jsonl" --log "$WORK/wrk/$proxy-$name-r$round.txt" \
             -- "${WRK[@]}" || true
+        if [ -n "$PROFILE" ]; then profile_end "$proxy-$name-r$round"; fi
     fi
     stop_tree proxy
 }
