@@ -49,7 +49,7 @@ def group(comm, dso, priv, sym):
             if re.search(pat, sym):
                 return 'u: ' + name
         return 'u: libc other'
-    if 'crypto' in dso or 'ssl' in dso or sym.startswith(('ring_core', 'ring::', '<ring', 'aws_lc', 'rustls')):
+    if 'crypto' in dso or 'ssl' in dso or sym.startswith(('ring_core', 'ring::', '<ring::', 'aws_lc', 'rustls', '<rustls')):
         return 'u: tls'
     m = USER_CRATE.match(sym)
     return 'u: ' + (m.group(1) if m else dso)

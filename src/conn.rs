@@ -168,7 +168,14 @@ fn run(
             first = false;
             // Each request names its own client (`real_ip_from`).
             c.peer = c.hop;
-            let exchange = Box::pin(exchange(&mut c, &listen, &shard, deadline));
+            // Allocated first and the future made in place: `Box::pin`
+            // would build it on the stack and copy all of it (kilobytes,
+            // most of them unused until it runs) once per request.
+            let slot = Box::new_uninit();
+            let exchange = Box::into_pin(Box::write(
+                slot,
+                exchange(&mut c, &listen, &shard, deadline),
+            ));
             let outcome = CatchUnwind(exchange).await;
             drop(fresh.take());
             if !keeps_open(outcome, &shard, c.peer) {

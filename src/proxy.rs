@@ -59,7 +59,18 @@ pub async fn fetch(
         route: &cfg.routes[plan.route.unwrap_or(0)],
         upgrade,
     };
-    let _held = match Box::pin(body_first(&cx, c)).await {
+    // Most requests have no body still to read: they skip the boxed step.
+    let pending = match plan.framing {
+        Framing::Length(n) => n > (c.buf.len() - plan.len) as u64,
+        Framing::Chunked => true,
+        Framing::Empty | Framing::UntilClose => false,
+    };
+    let first = if pending {
+        Box::pin(body_first(&cx, c)).await
+    } else {
+        Ok(None)
+    };
+    let _held = match first {
         Ok(held) => held,
         Err(e) => {
             return (

@@ -190,7 +190,7 @@ async fn serve(start: Start, ready: Ready, driver: Driver) {
                 crate::timer::fire(now);
                 crate::idle::fire(now);
                 ticks += 1;
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     shard.access.flush();
                     shard.expire_idle();
                     if shard.in_flight.get() == 0 {

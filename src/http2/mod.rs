@@ -238,7 +238,12 @@ async fn connection(
                 origin.idle.leave();
                 origin.streams.set(origin.streams.get() + 1);
                 origin.open.set(origin.open.get() + 1);
-                monoio::spawn(run_stream(origin.clone(), req, respond));
+                // The stream's state (kilobytes: the exchange is inline) is
+                // made in place in its own allocation: spawned as it is,
+                // it would be built on the stack and copied into the task.
+                let slot = Box::new_uninit();
+                let work = Box::write(slot, run_stream(origin.clone(), req, respond));
+                monoio::spawn(Box::into_pin(work));
             }
             // A connection error: h2 sent GOAWAY with its code.
             Next::Stream(Some(Err(_))) | Next::Stream(None) => break,
@@ -397,7 +402,7 @@ async fn run_stream(
     let shard = &origin.shard;
     let (parts, body) = req.into_parts();
     let end = body.is_end_stream();
-    let mut buf = shard.heads.take();
+    let mut buf = shard.requests.take();
     buf.clear();
     let framing = head::request(&parts, end, &mut buf);
     let head_only = parts.method == http::Method::HEAD;
