@@ -60,15 +60,9 @@ pub async fn fetch(
         upgrade,
     };
     // Most requests have no body still to read: they skip the boxed step.
-    let pending = match plan.framing {
-        Framing::Length(n) => n > (c.buf.len() - plan.len) as u64,
-        Framing::Chunked => true,
-        Framing::Empty | Framing::UntilClose => false,
-    };
-    let first = if pending {
-        Box::pin(body_first(&cx, c)).await
-    } else {
-        Ok(None)
+    let first = match body_pending(plan, c.buf.len() - plan.len) {
+        true => Box::pin(body_first(&cx, c)).await,
+        false => Ok(None),
     };
     let _held = match first {
         Ok(held) => held,
@@ -168,6 +162,16 @@ async fn body_first<'s>(
         precheck_chunked(&c.buf[plan.len..], limits.max_request_body)?;
     }
     Ok(held)
+}
+
+/// Whether some of the request's body is still to come from the client,
+/// `in_buf` bytes of it being in the buffer after the head.
+fn body_pending(plan: &Plan, in_buf: usize) -> bool {
+    match plan.framing {
+        Framing::Length(n) => n > in_buf as u64,
+        Framing::Chunked => true,
+        Framing::Empty | Framing::UntilClose => false,
+    }
 }
 
 /// Of a body with a length, the bytes that came with the head (sent with
