@@ -103,19 +103,18 @@ thread_local! {
     static EPOCH: Instant = Instant::now();
 }
 
-/// `at` in ticks since `EPOCH`, rounded up (a wait never ends early); an
-/// instant beyond `u32` ticks (13 years) is `NEVER - 1`.
-fn tick_after(at: Instant) -> u32 {
-    let since = at.saturating_duration_since(EPOCH.with(|e| *e));
-    let ticks = since.as_nanos().div_ceil(timer::TICK.as_nanos());
-    ticks.min(u128::from(NEVER - 1)) as u32
-}
-
-/// The ticks since `EPOCH` that have fully passed at `now`.
-fn ticks_before(now: Instant) -> u32 {
-    let since = now.saturating_duration_since(EPOCH.with(|e| *e));
-    let ticks = since.as_nanos() / timer::TICK.as_nanos();
-    ticks.min(u128::from(NEVER - 1)) as u32
+/// `t` in ticks since `EPOCH`, rounded up for a deadline (a wait never
+/// ends early) and down for the time now; an instant beyond `u32` ticks
+/// (13 years) is `NEVER - 1`.
+fn ticks(t: Instant, up: bool) -> u32 {
+    let since = t.saturating_duration_since(EPOCH.with(|e| *e)).as_nanos();
+    let tick = timer::TICK.as_nanos();
+    let n = if up {
+        since.div_ceil(tick)
+    } else {
+        since / tick
+    };
+    n.min(u128::from(NEVER - 1)) as u32
 }
 
 /// A connection's place in the registry: listed between `enter` and
@@ -165,11 +164,12 @@ impl Entry {
     }
 
     /// Ready once `evict_longest` picked this connection (the notice is
-    /// taken: it is ready once per eviction).
-    pub fn poll_evicted(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// taken: it is ready once per eviction), or once the entry's deadline
+    /// passed (an entry from `new` has none).
+    pub fn poll_over(&self, cx: &mut Context<'_>) -> Poll<()> {
         IDLE.with_borrow_mut(|r| {
             let n = &mut r.nodes[self.key as usize];
-            if std::mem::take(&mut n.evicted) {
+            if n.fired || std::mem::take(&mut n.evicted) {
                 return Poll::Ready(());
             }
             match &n.waker {
@@ -228,7 +228,7 @@ pub fn evict_longest() -> bool {
 /// `conn::idle`'s deadline: completes at `at`, or earlier when the
 /// connection is evicted. Listed only for a keep-alive wait (`listed`).
 pub fn until(at: Instant, listed: bool) -> Until {
-    let entry = Entry::ending(tick_after(at));
+    let entry = Entry::ending(ticks(at, true));
     if listed {
         entry.enter();
     }
@@ -243,24 +243,14 @@ impl Future for Until {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        IDLE.with_borrow_mut(|r| {
-            let n = &mut r.nodes[self.entry.key as usize];
-            if n.fired || std::mem::take(&mut n.evicted) {
-                return Poll::Ready(());
-            }
-            match &n.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => n.waker = Some(cx.waker().clone()),
-            }
-            Poll::Pending
-        })
+        self.entry.poll_over(cx)
     }
 }
 
 /// Ends every wait whose time has come; the worker's housekeeping calls it
 /// once per tick, beside `timer::fire`.
 pub fn fire(now: Instant) {
-    let tick = ticks_before(now);
+    let tick = ticks(now, false);
     let mut wake = Vec::new();
     IDLE.with_borrow_mut(|r| {
         for n in r.nodes.iter_mut() {

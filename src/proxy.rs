@@ -60,9 +60,10 @@ pub async fn fetch(
         upgrade,
     };
     // Most requests have no body still to read: they skip the boxed step.
-    let first = match body_pending(plan, c.buf.len() - plan.len) {
-        true => Box::pin(body_first(&cx, c)).await,
-        false => Ok(None),
+    let first = if body_pending(plan, c.buf.len() - plan.len) {
+        Box::pin(body_first(&cx, c)).await
+    } else {
+        Ok(None)
     };
     let _held = match first {
         Ok(held) => held,
@@ -167,11 +168,7 @@ async fn body_first<'s>(
 /// Whether some of the request's body is still to come from the client,
 /// `in_buf` bytes of it being in the buffer after the head.
 fn body_pending(plan: &Plan, in_buf: usize) -> bool {
-    match plan.framing {
-        Framing::Length(n) => n > in_buf as u64,
-        Framing::Chunked => true,
-        Framing::Empty | Framing::UntilClose => false,
-    }
+    plan.framing == Framing::Chunked || body_split(plan, in_buf).1 > 0
 }
 
 /// Of a body with a length, the bytes that came with the head (sent with

@@ -223,7 +223,7 @@ async fn connection(
             monoio::select! {
                 s = conn.accept() => Next::Stream(s),
                 _ = stop => Next::Stop,
-                _ = std::future::poll_fn(|cx| origin.idle.poll_evicted(cx)) => Next::Evicted,
+                _ = std::future::poll_fn(|cx| origin.idle.poll_over(cx)) => Next::Evicted,
                 _ = wake => Next::Tick,
             }
         };
