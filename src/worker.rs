@@ -84,8 +84,9 @@ pub fn run(start: Start, ready: Ready) {
     // A ring the kernel cannot allocate (ENOMEM: locked memory or the memory
     // cgroup) is tried again at a quarter of the size before epoll.
     let mut entries = start.ring_entries;
+    let defer = std::env::var_os(TASKRUN_ENV).is_some_and(|v| v == "defer");
     let error = loop {
-        match uring(entries) {
+        match uring(entries, defer) {
             Ok((mut rt, name)) => {
                 let driver = Driver {
                     worker: start.id,
@@ -117,35 +118,59 @@ pub fn run(start: Start, ready: Ready) {
 
 type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>;
 
+/// Set to `defer` in the environment, the workers' rings are set up with
+/// DEFER_TASKRUN (tuning.md, "io_uring task running").
+pub const TASKRUN_ENV: &str = "RINGSIDE_TASKRUN";
+
 /// An io_uring runtime with `entries` submission entries, and its name for
-/// the log: with COOP_TASKRUN, else without it (kernels before 5.19).
-fn uring(entries: u32) -> std::io::Result<(UringRuntime, String)> {
+/// the log: with COOP_TASKRUN (or first DEFER_TASKRUN, when `defer`), else
+/// without either (kernels before 5.19).
+fn uring(entries: u32, defer: bool) -> std::io::Result<(UringRuntime, String)> {
     let size = match entries {
         RING_ENTRIES => String::new(),
         n => format!(", {n} entries"),
     };
     // COOP_TASKRUN: completions are run when the thread next enters the
-    // kernel instead of interrupting it, the largest single gain on small
-    // requests (README, "Figures").
-    //
-    // DEFER_TASKRUN (+ SINGLE_ISSUER) is not used: it runs completions only
-    // when the ring is entered with GETEVENTS, and monoio 0.2.4 submits
-    // without it while tasks are still queued, so one task that keeps waking
-    // itself would stall every socket of the worker.
-    let coop = io_uring::IoUring::builder().setup_coop_taskrun().clone();
-    let with_coop = RuntimeBuilder::<IoUringDriver>::new()
-        .enable_timer()
-        .with_entries(entries)
-        .uring_builder(coop)
-        .build();
-    let e = match with_coop {
-        Ok(rt) => return Ok((rt, format!("io_uring (COOP_TASKRUN{size})"))),
-        Err(e) => e,
-    };
+    // kernel instead of interrupting it.
+    let mut coop = io_uring::IoUring::builder();
+    coop.setup_coop_taskrun();
+    // DEFER_TASKRUN (with the SINGLE_ISSUER it requires): the kernel posts
+    // completions only when this thread enters the ring to get events, as a
+    // batch. The vendored monoio gets events on every enter
+    // (vendor/monoio/RINGSIDE.md); 0.2.4 as released did not while tasks were
+    // queued, which on such a ring stalls the worker's sockets behind one
+    // busy task. The ring is built here, on the worker's thread, the only one
+    // that ever submits to it. Not the default: no difference could be
+    // measured on the development machine (perf/results/2026-12-05-monoio.md);
+    // the switch lets a machine with a saturated proxy core decide.
+    let mut setups = vec![("COOP_TASKRUN", coop)];
+    if defer {
+        let mut builder = io_uring::IoUring::builder();
+        builder.setup_defer_taskrun().setup_single_issuer();
+        setups.insert(0, ("DEFER_TASKRUN", builder));
+    }
+    let mut first = None;
+    for (flags, builder) in setups {
+        let built = RuntimeBuilder::<IoUringDriver>::new()
+            .enable_timer()
+            .with_entries(entries)
+            .uring_builder(builder)
+            .build();
+        match built {
+            Ok(rt) => return Ok((rt, format!("io_uring ({flags}{size})"))),
+            // Too little locked memory is not cured by other flags: the
+            // caller shrinks the ring.
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => return Err(e),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
     let plain = RuntimeBuilder::<IoUringDriver>::new()
         .enable_timer()
         .with_entries(entries)
         .build()?;
+    let e = first.map(|e| e.to_string()).unwrap_or_default();
     Ok((plain, format!("io_uring without COOP_TASKRUN ({e}{size})")))
 }
 
@@ -311,4 +336,72 @@ fn apply(shard: &Rc<Shard>, listeners: &mut Vec<Accepting>, r: Reload) {
 /// The address each listener of a worker is bound to.
 pub fn listen_addrs(l: &[std::net::TcpListener]) -> Vec<SocketAddr> {
     l.iter().filter_map(|l| l.local_addr().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::io::Write;
+    use std::rc::Rc;
+
+    /// On either of the worker's rings (COOP_TASKRUN or DEFER_TASKRUN), a task
+    /// that wakes itself on every poll keeps the runtime from parking; a
+    /// read armed before its bytes arrive must still complete meanwhile.
+    /// With monoio 0.2.4 as released it did not, for two reasons: the busy
+    /// task was put back at the front of the queue, and the ring was entered
+    /// without asking for completions (vendor/monoio/RINGSIDE.md).
+    #[test]
+    fn a_task_that_never_sleeps_does_not_stall_the_rings_completions() {
+        for (defer, flags) in [(true, "DEFER_TASKRUN"), (false, "COOP_TASKRUN")] {
+            self_waking_task_beside_a_read(defer, flags);
+        }
+    }
+
+    fn self_waking_task_beside_a_read(defer: bool, flags: &str) {
+        let (mut rt, name) = super::uring(64, defer).expect("an io_uring runtime");
+        // Kernels before 6.1 (DEFER_TASKRUN) and 5.19 (COOP_TASKRUN) fall back.
+        assert!(name.starts_with("io_uring ("), "{name}");
+        if !name.contains(flags) {
+            eprintln!("{flags} not set up here: {name}");
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let turns_left = rt.block_on(async move {
+            let read = Rc::new(Cell::new(false));
+            let done = read.clone();
+            let busy = monoio::spawn(async move {
+                let mut turns = 200_000u32;
+                while !read.get() && turns > 0 {
+                    turns -= 1;
+                    // By now the read below has been submitted and waits.
+                    if turns == 199_900 {
+                        client.write_all(b"ping").unwrap();
+                    }
+                    yield_once().await;
+                }
+                turns
+            });
+            let mut stream = monoio::net::TcpStream::from_std(server).unwrap();
+            let (n, buf) =
+                monoio::io::AsyncReadRent::read(&mut stream, Vec::with_capacity(8)).await;
+            assert_eq!((n.unwrap(), &buf[..]), (4, &b"ping"[..]));
+            done.set(true);
+            busy.await
+        });
+        assert!(turns_left > 0, "the read waited for the busy task ({name})");
+    }
+
+    /// Wakes its task at once and yields once: the task stays queued.
+    async fn yield_once() {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if std::mem::replace(&mut yielded, true) {
+                return std::task::Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+        .await
+    }
 }

@@ -290,6 +290,24 @@ fn event_loop_lines(p: &Proxy) -> Vec<String> {
         .collect()
 }
 
+/// `RINGSIDE_TASKRUN=defer` sets the rings up with DEFER_TASKRUN (this
+/// kernel has it); the workers serve on them as on the default rings.
+#[test]
+fn the_taskrun_switch_sets_the_rings_up_with_defer_taskrun() {
+    let toml = respond_config("up", "127.0.0.1:0", 2, "");
+    let p = Proxy::start_with(TestDir::new(), &toml, &[], |c| {
+        c.env("RINGSIDE_TASKRUN", "defer");
+    });
+    assert_eq!(
+        event_loop_lines(&p),
+        ["2 workers: event loop on io_uring (DEFER_TASKRUN)"]
+    );
+    for _ in 0..4 {
+        assert_eq!(body_of(p.addr()), b"up");
+    }
+    burst_is_served(p.addr());
+}
+
 #[test]
 fn soft_memlock_and_nofile_limits_are_raised_to_the_hard_ones() {
     let p = Child::default()
