@@ -1,5 +1,4 @@
 use std::{
-    cell::UnsafeCell,
     future::Future,
     io,
     net::{SocketAddr, ToSocketAddrs},
@@ -535,15 +534,11 @@ impl tokio::io::AsyncWrite for TcpStream {
     }
 }
 
+// ringside: the local and peer addresses are no longer cached here (two
+// `Option<SocketAddr>`, 64 bytes in every stream, idle keep-alive connections
+// included); each call asks the kernel, and ringside asks rarely.
 struct StreamMeta {
     socket: Option<socket2::Socket>,
-    meta: UnsafeCell<Meta>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Meta {
-    local_addr: Option<SocketAddr>,
-    peer_addr: Option<SocketAddr>,
 }
 
 impl StreamMeta {
@@ -551,7 +546,6 @@ impl StreamMeta {
     fn new(fd: RawFd) -> Self {
         Self {
             socket: unsafe { Some(socket2::Socket::from_raw_fd(fd)) },
-            meta: Default::default(),
         }
     }
 
@@ -561,44 +555,23 @@ impl StreamMeta {
     fn new(fd: RawSocket) -> Self {
         Self {
             socket: unsafe { Some(socket2::Socket::from_raw_socket(fd)) },
-            meta: Default::default(),
         }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        let meta = unsafe { &mut *self.meta.get() };
-        if let Some(addr) = meta.local_addr {
-            return Ok(addr);
-        }
-
-        let ret = self
-            .socket
+        self.socket
             .as_ref()
             .unwrap()
             .local_addr()
-            .map(|addr| addr.as_socket().expect("tcp socket is expected"));
-        if let Ok(addr) = ret {
-            meta.local_addr = Some(addr);
-        }
-        ret
+            .map(|addr| addr.as_socket().expect("tcp socket is expected"))
     }
 
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        let meta = unsafe { &mut *self.meta.get() };
-        if let Some(addr) = meta.peer_addr {
-            return Ok(addr);
-        }
-
-        let ret = self
-            .socket
+        self.socket
             .as_ref()
             .unwrap()
             .peer_addr()
-            .map(|addr| addr.as_socket().expect("tcp socket is expected"));
-        if let Ok(addr) = ret {
-            meta.peer_addr = Some(addr);
-        }
-        ret
+            .map(|addr| addr.as_socket().expect("tcp socket is expected"))
     }
 
     fn no_delay(&self) -> io::Result<bool> {
