@@ -120,7 +120,7 @@ type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>;
 
 /// Set to `defer` in the environment, the workers' rings are set up with
 /// DEFER_TASKRUN (tuning.md, "io_uring task running").
-pub const TASKRUN_ENV: &str = "RINGSIDE_TASKRUN";
+const TASKRUN_ENV: &str = "RINGSIDE_TASKRUN";
 
 /// An io_uring runtime with `entries` submission entries, and its name for
 /// the log: with COOP_TASKRUN (or first DEFER_TASKRUN, when `defer`), else
@@ -143,14 +143,13 @@ fn uring(entries: u32, defer: bool) -> std::io::Result<(UringRuntime, String)> {
     // that ever submits to it. Not the default: no difference could be
     // measured on the development machine (perf/results/2026-12-05-monoio.md);
     // the switch lets a machine with a saturated proxy core decide.
-    let mut setups = vec![("COOP_TASKRUN", coop)];
-    if defer {
+    let defer = defer.then(|| {
         let mut builder = io_uring::IoUring::builder();
         builder.setup_defer_taskrun().setup_single_issuer();
-        setups.insert(0, ("DEFER_TASKRUN", builder));
-    }
+        ("DEFER_TASKRUN", builder)
+    });
     let mut first = None;
-    for (flags, builder) in setups {
+    for (flags, builder) in defer.into_iter().chain([("COOP_TASKRUN", coop)]) {
         let built = RuntimeBuilder::<IoUringDriver>::new()
             .enable_timer()
             .with_entries(entries)
