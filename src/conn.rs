@@ -4,9 +4,11 @@
 //! at accept when the listener or `[limits]` asks for them (`admit`: the
 //! PROXY header, `allow`/`deny`, `max_connections_per_ip`), the TLS
 //! handshake if its listener has one (an `h2` connection then goes to `http2/`), then it
-//! waits for readability holding no buffer (an idle keep-alive connection
-//! costs a few hundred bytes) and runs `exchange::exchange` — boxed, so the
-//! idle task stays small — for each request.
+//! waits for the next request holding no buffer (a receive into one of the
+//! worker's provided buffers, which the kernel picks as the bytes arrive; an
+//! idle keep-alive connection costs a few hundred bytes) and runs
+//! `exchange::exchange` — boxed, so the idle task stays small — for each
+//! request.
 
 use std::{
     cell::Cell,
@@ -21,6 +23,7 @@ use std::{
 };
 
 use monoio::{
+    buf::{ProvidedBuf, ReadReady, RecvProvided},
     io::AsyncWriteRent,
     net::TcpStream,
     time::{error::Elapsed, Instant},
@@ -151,14 +154,20 @@ fn run(
         loop {
             if c.buf.is_empty() {
                 shard.requests.give(std::mem::take(&mut c.buf));
-                // Each wait uses the config current when it starts (reload).
-                let until = if first {
-                    deadline
-                } else {
-                    crate::timer::later(shard.gen().config.limits.keepalive_timeout)
+                // One wait, awaited in one place (a second `.await` would
+                // keep a second wait's state beside it in every idle task),
+                // and nothing held across it but the flag.
+                let mut provided = true;
+                let woke = loop {
+                    let opening = first.then_some(deadline);
+                    match idle(&mut c.stream, &shard, opening, provided).await {
+                        Woke::NoBuffer if provided => provided = false,
+                        woke => break woke,
+                    }
                 };
-                if !idle(&mut c.stream, until, !first).await {
-                    // Idle too long, or the socket failed: close without a word.
+                if !take_woke(woke, &mut c, &shard) {
+                    // Idle too long, or the socket failed or closed: close
+                    // without a word.
                     break;
                 }
             }
@@ -286,18 +295,46 @@ fn close_notify<'a>(
     Box::pin(monoio::time::timeout(limit, stream.shutdown()))
 }
 
-/// Waits, holding no buffer, until the client sends something (true) or
-/// `until` passes, the socket fails or, for a keep-alive wait, the accept
-/// loop evicts it to admit a new client (false).
-fn idle(
-    stream: &mut ClientStream,
-    until: Instant,
-    keepalive: bool,
-) -> impl Future<Output = bool> + '_ {
-    let until = crate::idle::until(until, keepalive);
+/// What ended a wait for the client's next bytes.
+enum Woke {
+    /// They came, received into one of the worker's provided buffers.
+    Bytes(ProvidedBuf),
+    /// They are there to read (TLS, or a readiness wait).
+    Ready,
+    /// No provided buffer was free as they came (or the worker has none):
+    /// wait again for readiness.
+    NoBuffer,
+    /// The deadline passed, the client closed, the socket failed, or the
+    /// accept loop evicted the connection to admit a new client.
+    Over,
+}
+
+/// Waits, holding no buffer, until the client sends something or the wait's
+/// deadline passes: `opening`, the first request's, else `keepalive_timeout`
+/// from now (the config current when the wait starts: reload). A plain
+/// connection receives into a provided buffer when `provided` (one ring op,
+/// and the bytes come with it), else waits for readiness (the request is
+/// then taken with a `recv` in `exchange::read_request`).
+fn idle<'a>(
+    stream: &'a mut ClientStream,
+    shard: &Shard,
+    opening: Option<Instant>,
+    provided: bool,
+) -> Idle<'a> {
+    let until = match opening {
+        Some(deadline) => crate::idle::until(deadline, false),
+        None => {
+            let keepalive = shard.gen().config.limits.keepalive_timeout;
+            crate::idle::until(crate::timer::later(keepalive), true)
+        }
+    };
     match stream {
-        ClientStream::Plain(s) => Idle::Plain {
-            ready: s.readable(false),
+        ClientStream::Plain(s) if provided => Idle::Recv {
+            recv: s.recv_provided(),
+            until,
+        },
+        ClientStream::Plain(s) => Idle::Poll {
+            ready: s.read_ready(),
             until,
         },
         // Plaintext rustls already holds counts as ready too; no buffer is
@@ -318,32 +355,66 @@ fn idle(
     }
 }
 
+/// Takes what ended an idle wait into the connection: false if it is over.
+fn take_woke(woke: Woke, c: &mut Client, shard: &Shard) -> bool {
+    match woke {
+        Woke::Bytes(bytes) => {
+            c.buf = shard.requests.take();
+            c.buf.extend_from_slice(&bytes);
+            true
+        }
+        Woke::Ready => true,
+        Woke::NoBuffer | Woke::Over => false,
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// `idle`'s wait, a named future: it holds the socket's readiness and
-    /// the deadline and nothing else, where a `select!` in an `async fn`
-    /// keeps both twice over, and this wait's size is in every idle
+    /// `idle`'s wait, a named future: it holds the receive (or readiness)
+    /// and the deadline and nothing else, where a `select!` in an `async
+    /// fn` keeps both twice over, and this wait's size is in every idle
     /// connection's task.
     #[project = IdleProj]
-    enum Idle<'a, R> {
-        Plain { #[pin] ready: R, until: crate::idle::Until },
+    enum Idle<'a> {
+        Recv { #[pin] recv: RecvProvided, until: crate::idle::Until },
+        Poll { #[pin] ready: ReadReady, until: crate::idle::Until },
         Tls { wait: Pin<Box<dyn Future<Output = bool> + 'a>> },
         Over,
     }
 }
 
-impl<R: Future<Output = io::Result<()>>> Future for Idle<'_, R> {
-    type Output = bool;
+impl Future for Idle<'_> {
+    type Output = Woke;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
-        match self.project() {
-            // Readiness first: a request that came with the deadline wins.
-            IdleProj::Plain { ready, until } => match ready.poll(cx) {
-                Poll::Ready(r) => Poll::Ready(r.is_ok()),
-                Poll::Pending => Pin::new(until).poll(cx).map(|()| false),
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Woke> {
+        // The bytes first: a request that came with the deadline wins.
+        let until = match self.project() {
+            IdleProj::Recv { recv, until } => match recv.poll(cx) {
+                Poll::Ready(Ok(bytes)) if bytes.is_empty() => return Poll::Ready(Woke::Over),
+                Poll::Ready(Ok(bytes)) => return Poll::Ready(Woke::Bytes(bytes)),
+                Poll::Ready(Err(e)) => {
+                    let full = e.raw_os_error() == Some(libc::ENOBUFS);
+                    return Poll::Ready(if full || e.kind() == io::ErrorKind::Unsupported {
+                        Woke::NoBuffer
+                    } else {
+                        Woke::Over
+                    });
+                }
+                Poll::Pending => until,
             },
-            IdleProj::Tls { wait } => wait.as_mut().poll(cx),
-            IdleProj::Over => Poll::Ready(false),
-        }
+            IdleProj::Poll { ready, until } => match ready.poll(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Woke::Ready),
+                Poll::Ready(Err(_)) => return Poll::Ready(Woke::Over),
+                Poll::Pending => until,
+            },
+            IdleProj::Tls { wait } => {
+                return wait.as_mut().poll(cx).map(|r| match r {
+                    true => Woke::Ready,
+                    false => Woke::Over,
+                })
+            }
+            IdleProj::Over => return Poll::Ready(Woke::Over),
+        };
+        Pin::new(until).poll(cx).map(|()| Woke::Over)
     }
 }
 

@@ -188,7 +188,9 @@ async fn read_request(
         c.buf = shard.requests.take();
     }
     if let (true, ClientStream::Plain(s)) = (c.buf.is_empty(), &c.stream) {
-        // Readiness was just reported: take the bytes without a ring op.
+        // Readiness was just reported (the wait falls back to it when no
+        // provided buffer was free, `conn::idle`): take the bytes without
+        // a ring op.
         match relay::recv_now(s, &mut c.buf) {
             Ok(0) => return Ok(None),
             Ok(_) => {}

@@ -34,6 +34,17 @@ use crate::{
 /// limit cannot hold it (`rlimit::ring_entries`).
 pub const RING_ENTRIES: u32 = 4096;
 
+/// The ring of provided buffers each io_uring worker registers: a plain
+/// connection's wait for its next request receives into one of them
+/// (`conn::idle`), so an idle connection holds no buffer and its request
+/// needs no `recv(2)` after the wait. As nginx's `client_header_buffer_size`:
+/// 1 KiB holds most heads whole; the rest of a longer one is read into the
+/// request's own buffer. 128 covers the completions one wake-up reaps at a
+/// time under load; when they are all taken, a wait falls back to a
+/// readiness poll.
+const PROVIDED_BUFFERS: u16 = 128;
+const PROVIDED_SIZE: u32 = 1024;
+
 /// How long a graceful stop waits for connections accepted just before it
 /// to send their first request (their bytes are usually already in flight;
 /// without this wait they were reset when the worker exited).
@@ -173,7 +184,20 @@ fn uring(entries: u32, defer: bool) -> std::io::Result<(UringRuntime, String)> {
     Ok((plain, format!("io_uring without COOP_TASKRUN ({e}{size})")))
 }
 
-async fn serve(start: Start, ready: Ready, driver: Driver) {
+/// Registers the worker's provided buffers on an io_uring runtime; without
+/// them every wait polls for readiness, as on epoll, and the start-up line
+/// says why.
+fn provide_buffers(driver: &mut Driver) {
+    if driver.uring_error.is_some() {
+        return;
+    }
+    if let Err(e) = monoio::buf::register_provided_buffers(PROVIDED_BUFFERS, PROVIDED_SIZE) {
+        driver.name = format!("{}; no provided buffers: {e}", driver.name);
+    }
+}
+
+async fn serve(start: Start, ready: Ready, mut driver: Driver) {
+    provide_buffers(&mut driver);
     let shard = Rc::new(Shard::new(
         start.id,
         start.config.clone(),
@@ -342,6 +366,7 @@ mod tests {
     use std::cell::Cell;
     use std::io::Write;
     use std::rc::Rc;
+    use std::time::Duration;
 
     /// On either of the worker's rings (COOP_TASKRUN or DEFER_TASKRUN), a task
     /// that wakes itself on every poll keeps the runtime from parking; a
@@ -389,6 +414,103 @@ mod tests {
             busy.await
         });
         assert!(turns_left > 0, "the read waited for the busy task ({name})");
+    }
+
+    /// The worker's ring of provided buffers (vendor/monoio,
+    /// `driver/provided.rs`): bytes come in one of its buffers, an empty
+    /// ring answers ENOBUFS (the connection then waits for readiness), and
+    /// no buffer is ever lost: it comes back when its bytes are dropped,
+    /// when a receive that completed is dropped unpolled, and when a receive
+    /// dropped in flight completes after all.
+    #[test]
+    fn provided_buffers_run_out_and_every_one_comes_back() {
+        let (mut rt, name) = super::uring(64, false).expect("an io_uring runtime");
+        assert!(name.starts_with("io_uring ("), "{name}");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..4 {
+            clients.push(std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+            servers.push(listener.accept().unwrap().0);
+        }
+        rt.block_on(async move {
+            monoio::buf::register_provided_buffers(2, 64).expect("a buffer ring (Linux 5.19+)");
+            let s: Vec<_> = servers
+                .into_iter()
+                .map(|s| monoio::net::TcpStream::from_std(s).unwrap())
+                .collect();
+            for (i, c) in clients.iter_mut().enumerate() {
+                c.write_all(format!("request {i}").as_bytes()).unwrap();
+            }
+            // Two buffers: two receives get their bytes, the third none.
+            let a = s[0].recv_provided().await.unwrap();
+            let b = s[1].recv_provided().await.unwrap();
+            assert_eq!((&a[..], &b[..]), (&b"request 0"[..], &b"request 1"[..]));
+            let none = s[2].recv_provided().await.err().expect("an empty ring");
+            assert_eq!(none.raw_os_error(), Some(libc::ENOBUFS));
+            drop(a);
+            let c = s[2].recv_provided().await.unwrap();
+            assert_eq!(&c[..], b"request 2");
+            drop((b, c));
+
+            // Completed (the sleep reaps it), then dropped unpolled: twice,
+            // as many as there are buffers.
+            let r = s[3].recv_provided();
+            monoio::time::sleep(Duration::from_millis(10)).await;
+            drop(r);
+            clients[0].write_all(b"again").unwrap();
+            let r = s[0].recv_provided();
+            monoio::time::sleep(Duration::from_millis(10)).await;
+            drop(r);
+            assert_both_buffers_free(&s, &mut clients).await;
+
+            // Armed with no bytes, the bytes come, and it is dropped with
+            // their completion or its cancel on the way (either may win).
+            let r = s[2].recv_provided();
+            monoio::time::sleep(Duration::from_millis(10)).await;
+            clients[2].write_all(b"late").unwrap();
+            drop(r);
+            monoio::time::sleep(Duration::from_millis(10)).await;
+            assert_both_buffers_free(&s, &mut clients).await;
+
+            // The peer's end of stream reads empty; a buffer the kernel
+            // picked for it, if any, comes back.
+            drop(clients.remove(3));
+            let end = s[3].recv_provided().await.unwrap();
+            assert!(end.is_empty());
+            assert_both_buffers_free(&s, &mut clients).await;
+        });
+    }
+
+    /// Two receives at once each get a buffer of the ring of two.
+    async fn assert_both_buffers_free(
+        s: &[monoio::net::TcpStream],
+        clients: &mut [std::net::TcpStream],
+    ) {
+        clients[0].write_all(b"x").unwrap();
+        clients[1].write_all(b"y").unwrap();
+        let x = s[0].recv_provided().await.expect("a first free buffer");
+        let y = s[1].recv_provided().await.expect("a second free buffer");
+        assert_eq!((&x[..], &y[..]), (&b"x"[..], &b"y"[..]));
+    }
+
+    /// On epoll there is no ring: the receive says so at once, and the
+    /// connection waits for readiness instead.
+    #[test]
+    fn without_io_uring_a_provided_receive_is_unsupported() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let server = listener.accept().unwrap().0;
+        rt.block_on(async move {
+            let register = monoio::buf::register_provided_buffers(2, 64).unwrap_err();
+            assert_eq!(register.kind(), std::io::ErrorKind::Unsupported);
+            let s = monoio::net::TcpStream::from_std(server).unwrap();
+            let e = s.recv_provided().await.err().unwrap();
+            assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+        });
     }
 
     /// Wakes its task at once and yields once: the task stays queued.

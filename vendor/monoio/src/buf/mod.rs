@@ -24,6 +24,12 @@ pub(crate) use vec_wrapper::{read_vec_meta, write_vec_meta, IoVecMeta};
 mod msg;
 pub use msg::{MsgBuf, MsgBufMut, MsgMeta};
 
+// ringside: buffers the kernel picks as bytes arrive (driver/provided.rs).
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub use crate::driver::provided::{
+    register_provided_buffers, ProvidedBuf, ReadReady, RecvProvided,
+};
+
 pub(crate) fn deref(buf: &impl IoBuf) -> &[u8] {
     // Safety: the `IoBuf` trait is marked as unsafe and is expected to be
     // implemented correctly.

@@ -16,6 +16,9 @@ pub(crate) mod thread;
 mod legacy;
 #[cfg(all(target_os = "linux", feature = "iouring"))]
 mod uring;
+// ringside: provided buffers and the receive into them.
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub(crate) mod provided;
 
 mod util;
 

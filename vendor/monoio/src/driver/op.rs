@@ -13,7 +13,8 @@ mod accept;
 mod connect;
 mod fsync;
 mod open;
-mod poll;
+// ringside: named by driver/provided.rs (`ReadReady`).
+pub(crate) mod poll;
 mod read;
 mod recv;
 mod send;

@@ -25,7 +25,10 @@ pub(crate) enum Lifecycle {
 }
 
 impl<'a> Ref<'a, Lifecycle> {
-    pub(crate) fn complete(mut self, result: io::Result<u32>, flags: u32) {
+    /// ringside: returns the completion's flags when nobody takes it any
+    /// more (the op was dropped in flight), so a provided buffer it holds can
+    /// be given back.
+    pub(crate) fn complete(mut self, result: io::Result<u32>, flags: u32) -> Option<u32> {
         let ref_mut = &mut *self;
         match ref_mut {
             Lifecycle::Submitted => {
@@ -42,9 +45,11 @@ impl<'a> Ref<'a, Lifecycle> {
             }
             Lifecycle::Ignored(..) => {
                 self.remove();
+                return Some(flags);
             }
             Lifecycle::Completed(..) => unsafe { std::hint::unreachable_unchecked() },
         }
+        None
     }
 
     #[allow(clippy::needless_pass_by_ref_mut)]
@@ -70,8 +75,9 @@ impl<'a> Ref<'a, Lifecycle> {
         }
     }
 
-    // return if the op must has been finished
-    pub(crate) fn drop_op<T: 'static>(mut self, data: &mut Option<T>) -> bool {
+    // ringside: returns the flags of its completion if the op had finished
+    // (its slot is freed now), None if it is still in flight (ignored now).
+    pub(crate) fn drop_op<T: 'static>(mut self, data: &mut Option<T>) -> Option<u32> {
         let ref_mut = &mut *self;
         match ref_mut {
             Lifecycle::Submitted | Lifecycle::Waiting(_) => {
@@ -81,13 +87,14 @@ impl<'a> Ref<'a, Lifecycle> {
                     *ref_mut = Lifecycle::Ignored(Box::new(())); // () is a ZST, so it does not
                                                                  // allocate
                 };
-                return false;
+                None
             }
-            Lifecycle::Completed(..) => {
+            Lifecycle::Completed(_, flags) => {
+                let flags = *flags;
                 self.remove();
+                Some(flags)
             }
             Lifecycle::Ignored(..) => unsafe { std::hint::unreachable_unchecked() },
         }
-        true
     }
 }

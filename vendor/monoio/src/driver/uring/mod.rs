@@ -22,6 +22,7 @@ use super::{
     Inner,
     CURRENT,
 };
+use super::provided::BufRing;
 use crate::utils::slab::Slab;
 
 mod lifecycle;
@@ -82,6 +83,10 @@ pub(crate) struct UringInner {
 
     // Uring support ext_arg
     ext_arg: bool,
+
+    /// ringside: the ring of provided buffers, once registered
+    /// (`register_provided`).
+    provided: Option<Rc<BufRing>>,
 }
 
 // When dropping the driver, all in-flight operations must have completed. This
@@ -111,6 +116,7 @@ impl IoUringDriver {
             poller_installed: false,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            provided: None,
             uring,
         }));
 
@@ -145,6 +151,7 @@ impl IoUringDriver {
             poll: super::poll::Poll::with_capacity(entries as usize)?,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            provided: None,
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
             eventfd_installed: false,
@@ -392,7 +399,14 @@ impl UringInner {
                     self.poll.tick(Some(Duration::ZERO))?;
                 }
                 _ if index >= MIN_REVERSED_USERDATA => (),
-                _ => self.ops.complete(index as _, resultify(&cqe), cqe.flags()),
+                _ => {
+                    // ringside: a completion nobody takes gives back the
+                    // provided buffer it holds, if any.
+                    if let Some(flags) = self.ops.complete(index as _, resultify(&cqe), cqe.flags())
+                    {
+                        give_back(&self.provided, flags);
+                    }
+                }
             }
         }
         Ok(())
@@ -540,9 +554,14 @@ impl UringInner {
             return;
         }
         if let Some(lifecycle) = inner.ops.slab.get(index) {
-            let _must_finished = lifecycle.drop_op(data);
+            let finished = lifecycle.drop_op(data);
+            // ringside: an op completed but never polled gives back the
+            // provided buffer its completion holds, if any.
+            if let Some(flags) = finished {
+                give_back(&inner.provided, flags);
+            }
             #[cfg(feature = "async-cancel")]
-            if !_must_finished {
+            if finished.is_none() {
                 unsafe {
                     let cancel = opcode::AsyncCancel::new(index as u64)
                         .build()
@@ -568,8 +587,45 @@ impl UringInner {
             return;
         }
         if let Some(lifecycle) = inner.ops.slab.get(index) {
-            let _ = lifecycle.drop_op(&mut None::<()>);
+            if let Some(flags) = lifecycle.drop_op(&mut None::<()>) {
+                give_back(&inner.provided, flags);
+            }
         }
+    }
+
+    /// ringside: registers this ring's provided buffers
+    /// (`driver::provided`).
+    pub(crate) fn register_provided(
+        this: &Rc<UnsafeCell<UringInner>>,
+        count: u16,
+        size: u32,
+    ) -> io::Result<()> {
+        // SAFETY: the driver is only reached from its own thread, and no
+        // other borrow of it is live during this call.
+        let inner = unsafe { &mut *this.get() };
+        if inner.provided.is_some() {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        let ring = BufRing::new(count, size)?;
+        // SAFETY: the entries stay allocated, unmoved, until `Drop for
+        // UringInner` has unregistered them (the Rc kept here is the last
+        // owner the driver drops, after the unregister).
+        unsafe {
+            inner.uring.submitter().register_buf_ring(
+                ring.ring_addr(),
+                ring.count(),
+                super::provided::GROUP,
+            )?;
+        }
+        inner.provided = Some(Rc::new(ring));
+        Ok(())
+    }
+
+    /// ringside: the ring of provided buffers, if one is registered.
+    pub(crate) fn provided(this: &Rc<UnsafeCell<UringInner>>) -> Option<Rc<BufRing>> {
+        // SAFETY: as in `register_provided`.
+        let inner = unsafe { &*this.get() };
+        inner.provided.clone()
     }
 
     pub(crate) unsafe fn cancel_op(this: &Rc<UnsafeCell<UringInner>>, index: usize) {
@@ -621,6 +677,20 @@ impl Drop for IoUringDriver {
 
 impl Drop for UringInner {
     fn drop(&mut self) {
+        // ringside: once unregistered, the kernel picks no more buffers from
+        // the ring, so its memory may go. An op still in flight may have
+        // picked one already and be writing it from a kernel worker: then
+        // the memory is left allocated rather than freed under it.
+        if let Some(ring) = self.provided.take() {
+            let gone = self
+                .uring
+                .submitter()
+                .unregister_buf_ring(super::provided::GROUP)
+                .is_ok();
+            if !gone || self.ops.slab.len() != 0 {
+                std::mem::forget(ring);
+            }
+        }
         // no need to wait for completion, as the kernel will clean up the ring asynchronically.
         let _ = self.uring.submitter().submit();
         unsafe {
@@ -639,9 +709,18 @@ impl Ops {
         self.slab.insert(Lifecycle::Submitted)
     }
 
-    fn complete(&mut self, index: usize, result: io::Result<u32>, flags: u32) {
+    /// ringside: the flags of a completion nobody takes any more.
+    fn complete(&mut self, index: usize, result: io::Result<u32>, flags: u32) -> Option<u32> {
         let lifecycle = unsafe { self.slab.get(index).unwrap_unchecked() };
-        lifecycle.complete(result, flags);
+        lifecycle.complete(result, flags)
+    }
+}
+
+/// ringside: gives back the provided buffer a completion's `flags` name,
+/// if they name one.
+fn give_back(provided: &Option<Rc<BufRing>>, flags: u32) {
+    if let (Some(ring), Some(bid)) = (provided, cqueue::buffer_select(flags)) {
+        ring.give_back(bid);
     }
 }
 

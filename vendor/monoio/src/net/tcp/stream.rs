@@ -229,6 +229,23 @@ impl TcpStream {
         }
     }
 
+    /// ringside: waits for bytes and receives them into a buffer of the
+    /// thread's provided-buffer ring (`monoio::buf::register_provided_buffers`),
+    /// holding no buffer until they arrive: one ring op where a readiness
+    /// wait needs a `recv(2)` after it. See `driver/provided.rs` for its
+    /// answers.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub fn recv_provided(&self) -> crate::buf::RecvProvided {
+        crate::buf::RecvProvided::new(&self.fd)
+    }
+
+    /// ringside: `readable(false)` as a named future of 40 bytes (the
+    /// `async fn`'s state is 104), for tasks that keep one while idle.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub fn read_ready(&self) -> crate::buf::ReadReady {
+        crate::buf::ReadReady::new(&self.fd)
+    }
+
     /// Wait for read readiness.
     /// Note: Do not use it before every io. It is different from other runtimes!
     ///
