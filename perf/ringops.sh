@@ -7,6 +7,7 @@
 #   RINGOPS_HEADER="Connection: close" perf/ringops.sh    a new connection each
 #   RINGOPS_RECORD=FILE perf/ringops.sh         instead, record every submitted
 #       op for 2 s (perf script -i FILE shows the opcode of each)
+#   RINGOPS_CONNS=1000 perf/ringops.sh          wrk's connections (default 64)
 #
 # CONFIG must listen on 127.0.0.1:18081 and proxy to 127.0.0.1:18080, as
 # perf/ab.sh's configs do.
@@ -31,7 +32,7 @@ CONF
 taskset -c 0 nginx -p "$W" -c "$W/backend.conf" &
 taskset -c 1 "$BIN" -c "$CONF" 2>"$W/ringside.err" & P=$!
 for _ in $(seq 100); do curl -fs -o /dev/null http://127.0.0.1:18081/small && break; sleep 0.05; done
-LOAD=(-t1 -c64)
+LOAD=(-t1 -c${RINGOPS_CONNS:-64})
 if [ -n "${RINGOPS_HEADER:-}" ]; then LOAD+=(-H "$RINGOPS_HEADER"); fi
 taskset -c 0 wrk "${LOAD[@]}" -d1s http://127.0.0.1:18081/small >/dev/null
 if [ -n "${RINGOPS_RECORD:-}" ]; then

@@ -154,20 +154,23 @@ fn run(
         loop {
             if c.buf.is_empty() {
                 shard.requests.give(std::mem::take(&mut c.buf));
-                // One wait, awaited in one place (a second `.await` would
-                // keep a second wait's state beside it in every idle task),
-                // and nothing held across it but the flag.
+                // One wait awaited in one place, only a flag held across it:
+                // a second `.await` would add its state to every idle task.
                 let mut provided = true;
                 let woke = loop {
                     let opening = first.then_some(deadline);
                     match idle(&mut c.stream, &shard, opening, provided).await {
-                        Woke::NoBuffer if provided => provided = false,
+                        Woke::NoBuffer if provided => {
+                            provided = false;
+                            if let Some(woke) = recv_unprovided(&mut c, &shard) {
+                                break woke;
+                            }
+                        }
                         woke => break woke,
                     }
                 };
                 if !take_woke(woke, &mut c, &shard) {
-                    // Idle too long, or the socket failed or closed: close
-                    // without a word.
+                    // Idle too long, or the socket failed or closed: no word.
                     break;
                 }
             }
@@ -352,6 +355,26 @@ fn idle<'a>(
         // An HTTP/2 stream runs one exchange and never waits here; a stream
         // a tunnel took apart is over.
         ClientStream::H2(_) | ClientStream::Closed => Idle::Over,
+    }
+}
+
+/// After a receive found the worker's provided buffers all taken (usually a
+/// burst of requests on many connections at once, so the bytes are likely
+/// there): takes them with one `recv` into a pooled buffer. `None`: nothing
+/// to read yet, so wait for readiness.
+fn recv_unprovided(c: &mut Client, shard: &Shard) -> Option<Woke> {
+    let ClientStream::Plain(s) = &c.stream else {
+        return Some(Woke::NoBuffer);
+    };
+    c.buf = shard.requests.take();
+    match crate::relay::recv_now(s, &mut c.buf) {
+        Ok(0) => Some(Woke::Over),
+        Ok(_) => Some(Woke::Ready),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            shard.requests.give(std::mem::take(&mut c.buf));
+            None
+        }
+        Err(_) => Some(Woke::Over),
     }
 }
 

@@ -162,14 +162,47 @@ pub fn rings_use_memlock() -> bool {
 /// Smallest ring ringside asks for before it gives up on io_uring.
 pub const MIN_RING_ENTRIES: u32 = 64;
 
+/// Provided buffers each worker registers with its ring (`conn::idle`
+/// receives into them; `worker::provide_buffers`).
+pub const PROVIDED_BUFFERS: u16 = 512;
+
+/// Locked memory budgeted for a worker's ring of provided buffers: its
+/// entries (16 bytes each), counted twice, since the kernel's charge for a
+/// ring and its buffer ring together was found above this model's sum.
+const PROVIDED_RING_BYTES: u64 = 2 * 16 * PROVIDED_BUFFERS as u64;
+
 /// Bytes of locked memory one ring of `entries` costs where rings are
 /// charged to RLIMIT_MEMLOCK: the 64-byte SQEs, and the rings (twice as many
 /// 16-byte CQEs, the 4-byte SQ index array, a page for the headers), each
 /// allocated as a power of two (measured on Linux 6.18: 4096 entries take
-/// 512 KiB, 256 entries 32 KiB).
+/// 512 KiB, 256 entries 32 KiB), and never less than 24 KiB (a 64-entry
+/// ring took that much).
 pub fn ring_bytes(entries: u32) -> u64 {
     let n = u64::from(entries);
-    (64 * n).next_power_of_two() + (32 * n + 4 * n + 4096).next_power_of_two()
+    let model = (64 * n).next_power_of_two() + (32 * n + 4 * n + 4096).next_power_of_two();
+    model.max(24 << 10)
+}
+
+/// The ring size and the provided buffers for each of `workers` workers:
+/// `wanted` entries and `PROVIDED_BUFFERS`, or, where rings are charged to
+/// RLIMIT_MEMLOCK (`charged`), the largest ring that fits `memlock` bytes
+/// with its buffer ring; if not even the smallest does, the rings alone
+/// (`ring_entries`) and no provided buffers (every wait then polls for
+/// readiness), the same for every worker.
+pub fn ring_plan(wanted: u32, workers: usize, memlock: u64, charged: bool) -> (u32, u16) {
+    if !charged || memlock == u64::MAX {
+        return (wanted, PROVIDED_BUFFERS);
+    }
+    let fits = |n: u32| (ring_bytes(n) + PROVIDED_RING_BYTES) * workers as u64 <= memlock;
+    let mut entries = wanted;
+    while entries > MIN_RING_ENTRIES && !fits(entries) {
+        entries /= 2;
+    }
+    if fits(entries) {
+        (entries, PROVIDED_BUFFERS)
+    } else {
+        (ring_entries(wanted, workers, memlock, charged), 0)
+    }
 }
 
 /// The ring size for each of `workers` workers: `wanted` entries, or where
@@ -254,6 +287,7 @@ mod tests {
         // As measured on Linux 6.18.
         assert_eq!(ring_bytes(4096), 512 << 10);
         assert_eq!(ring_bytes(256), 32 << 10);
+        assert_eq!(ring_bytes(64), 24 << 10);
         assert_eq!(ring_entries(4096, 2, 64 << 10, true), 256);
         assert_eq!(ring_entries(4096, 4, 64 << 10, false), 4096);
         assert_eq!(ring_entries(4096, 4, u64::MAX, true), 4096);
@@ -264,6 +298,18 @@ mod tests {
             "{n}"
         );
         assert_eq!(ring_entries(4096, 64, 64 << 10, true), MIN_RING_ENTRIES);
+    }
+
+    #[test]
+    fn provided_buffers_are_budgeted_with_the_rings_or_left_out_for_all() {
+        let all = PROVIDED_BUFFERS;
+        assert_eq!(ring_plan(4096, 4, 64 << 10, false), (4096, all));
+        assert_eq!(ring_plan(4096, 4, u64::MAX, true), (4096, all));
+        // 2 x (24 KiB + 16 KiB) for 128-entry rings: the most 80 KiB holds.
+        assert_eq!(ring_plan(4096, 2, 80 << 10, true), (128, all));
+        // Not even the smallest ring with its buffers: the rings alone, as
+        // large as they fit, and no buffers for any worker.
+        assert_eq!(ring_plan(4096, 2, 64 << 10, true), (256, 0));
     }
 
     #[test]

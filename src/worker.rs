@@ -39,10 +39,12 @@ pub const RING_ENTRIES: u32 = 4096;
 /// (`conn::idle`), so an idle connection holds no buffer and its request
 /// needs no `recv(2)` after the wait. As nginx's `client_header_buffer_size`:
 /// 1 KiB holds most heads whole; the rest of a longer one is read into the
-/// request's own buffer. 128 covers the completions one wake-up reaps at a
-/// time under load; when they are all taken, a wait falls back to a
-/// readiness poll.
-const PROVIDED_BUFFERS: u16 = 128;
+/// request's own buffer. Every request that one wake-up reaps holds a buffer
+/// until its task runs: 512 cover a thousand busy connections (128 left half
+/// of their receives without one, perf/results/design-figures.md). When they
+/// are all taken, the bytes are taken with a `recv` (`conn::recv_unprovided`).
+/// Their count, `rlimit::PROVIDED_BUFFERS`, is planned with the ring's size
+/// (`rlimit::ring_plan`): the buffer ring's entries are locked memory too.
 const PROVIDED_SIZE: u32 = 1024;
 
 /// How long a graceful stop waits for connections accepted just before it
@@ -69,6 +71,9 @@ pub struct Start {
     /// io_uring submission entries: `RING_ENTRIES`, or what fits the
     /// locked-memory limit.
     pub ring_entries: u32,
+    /// Provided buffers to register with the ring (`rlimit::ring_plan`): 0
+    /// where the locked-memory limit holds only the rings.
+    pub provided_buffers: u16,
 }
 
 /// The event loop a worker runs on, for the start-up log.
@@ -184,20 +189,35 @@ fn uring(entries: u32, defer: bool) -> std::io::Result<(UringRuntime, String)> {
     Ok((plain, format!("io_uring without COOP_TASKRUN ({e}{size})")))
 }
 
-/// Registers the worker's provided buffers on an io_uring runtime; without
-/// them every wait polls for readiness, as on epoll, and the start-up line
-/// says why.
-fn provide_buffers(driver: &mut Driver) {
+/// Registers the worker's provided buffers on an io_uring runtime: `count`
+/// of them, fewer if the kernel is short of locked memory all the same
+/// (down to 64). Without any, every wait polls for readiness, as on epoll,
+/// and the start-up line says why.
+fn provide_buffers(driver: &mut Driver, mut count: u16) {
     if driver.uring_error.is_some() {
         return;
     }
-    if let Err(e) = monoio::buf::register_provided_buffers(PROVIDED_BUFFERS, PROVIDED_SIZE) {
-        driver.name = format!("{}; no provided buffers: {e}", driver.name);
+    if count == 0 {
+        driver.name = format!(
+            "{}; no provided buffers: RLIMIT_MEMLOCK holds only the rings",
+            driver.name
+        );
+        return;
+    }
+    loop {
+        match monoio::buf::register_provided_buffers(count, PROVIDED_SIZE) {
+            Ok(()) => return,
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && count > 64 => count /= 2,
+            Err(e) => {
+                driver.name = format!("{}; no provided buffers: {e}", driver.name);
+                return;
+            }
+        }
     }
 }
 
 async fn serve(start: Start, ready: Ready, mut driver: Driver) {
-    provide_buffers(&mut driver);
+    provide_buffers(&mut driver, start.provided_buffers);
     let shard = Rc::new(Shard::new(
         start.id,
         start.config.clone(),

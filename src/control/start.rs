@@ -266,7 +266,7 @@ fn spawn_workers(spawn: Spawn<'_>, per_worker: listeners::PerWorker) -> Result<W
     let workers = spawn.workers;
     let charged = rlimit::rings_use_memlock();
     let memlock = rlimit::get(rlimit::Resource::Memlock).ok();
-    let ring_entries = rlimit::ring_entries(
+    let (ring_entries, provided_buffers) = rlimit::ring_plan(
         worker::RING_ENTRIES,
         workers,
         memlock.map_or(u64::MAX, |l| l.soft),
@@ -291,6 +291,7 @@ fn spawn_workers(spawn: Spawn<'_>, per_worker: listeners::PerWorker) -> Result<W
             stop: spawn.stop.clone(),
             control: control_rx,
             ring_entries,
+            provided_buffers,
         };
         let ready = ready_tx.clone();
         let t = thread::Builder::new()

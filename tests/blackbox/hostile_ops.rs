@@ -341,7 +341,9 @@ fn soft_memlock_and_nofile_limits_are_raised_to_the_hard_ones() {
 
 /// A hard RLIMIT_MEMLOCK of 64 KiB that cannot be raised. Where the kernel
 /// charges io_uring rings to it (Linux 6.18 does), the rings shrink to fit
-/// (256 entries for two workers); elsewhere they keep their full size.
+/// (256 entries for two workers) and, with no room left for their rings of
+/// provided buffers, every worker goes without; elsewhere they keep their
+/// full size.
 #[test]
 fn a_small_hard_memlock_limit_shrinks_the_rings_with_one_line() {
     let p = Child::default()
@@ -352,7 +354,8 @@ fn a_small_hard_memlock_limit_shrinks_the_rings_with_one_line() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     let line = &lines[0];
     assert!(
-        line == "2 workers: event loop on io_uring (COOP_TASKRUN, 256 entries)"
+        line == "2 workers: event loop on io_uring (COOP_TASKRUN, 256 entries); no provided \
+                 buffers: RLIMIT_MEMLOCK holds only the rings"
             || line == "2 workers: event loop on io_uring (COOP_TASKRUN)",
         "{line}"
     );

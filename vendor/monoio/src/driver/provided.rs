@@ -12,7 +12,7 @@
 //! There is one group per thread's ring (`GROUP`); with no ring registered
 //! (the legacy driver, a kernel without buffer rings) `recv_provided` answers
 //! `ErrorKind::Unsupported` at once, and an empty ring makes the receive end
-//! with `ENOBUFS`: the caller then waits for readiness instead
+//! with `ENOBUFS`: the caller then reads another way, or waits for readiness
 //! (`TcpStream::read_ready`, a readiness poll as a named future: monoio's
 //! `readable` is an `async fn` whose state is 104 bytes, this one's 40).
 
