@@ -156,7 +156,7 @@ fn run(
                 shard.requests.give(std::mem::take(&mut c.buf));
                 // One wait awaited in one place, only a flag held across it:
                 // a second `.await` would add its state to every idle task.
-                let mut provided = true;
+                let mut provided = shard.provided;
                 let woke = loop {
                     let opening = first.then_some(deadline);
                     match idle(&mut c.stream, &shard, opening, provided).await {
@@ -304,8 +304,7 @@ enum Woke {
     Bytes(ProvidedBuf),
     /// They are there to read (TLS, or a readiness wait).
     Ready,
-    /// No provided buffer was free as they came (or the worker has none):
-    /// wait again for readiness.
+    /// No provided buffer was free as they came: take them another way.
     NoBuffer,
     /// The deadline passed, the client closed, the socket failed, or the
     /// accept loop evicted the connection to admit a new client.
@@ -361,10 +360,10 @@ fn idle<'a>(
 /// After a receive found the worker's provided buffers all taken (usually a
 /// burst of requests on many connections at once, so the bytes are likely
 /// there): takes them with one `recv` into a pooled buffer. `None`: nothing
-/// to read yet, so wait for readiness.
+/// to read yet (or not a plain socket), so wait for readiness.
 fn recv_unprovided(c: &mut Client, shard: &Shard) -> Option<Woke> {
     let ClientStream::Plain(s) = &c.stream else {
-        return Some(Woke::NoBuffer);
+        return None;
     };
     c.buf = shard.requests.take();
     match crate::relay::recv_now(s, &mut c.buf) {

@@ -193,16 +193,28 @@ pub fn ring_plan(wanted: u32, workers: usize, memlock: u64, charged: bool) -> (u
     if !charged || memlock == u64::MAX {
         return (wanted, PROVIDED_BUFFERS);
     }
-    let fits = |n: u32| (ring_bytes(n) + PROVIDED_RING_BYTES) * workers as u64 <= memlock;
-    let mut entries = wanted;
-    while entries > MIN_RING_ENTRIES && !fits(entries) {
-        entries /= 2;
-    }
-    if fits(entries) {
-        (entries, PROVIDED_BUFFERS)
+    let with = largest_fit(wanted, workers, memlock, PROVIDED_RING_BYTES);
+    if fits(with, workers, memlock, PROVIDED_RING_BYTES) {
+        (with, PROVIDED_BUFFERS)
     } else {
         (ring_entries(wanted, workers, memlock, charged), 0)
     }
+}
+
+/// The largest power of two up to `wanted`, not below `MIN_RING_ENTRIES`,
+/// whose rings plus `extra` bytes each fit `workers` times in `memlock`.
+fn largest_fit(wanted: u32, workers: usize, memlock: u64, extra: u64) -> u32 {
+    let mut entries = wanted;
+    while entries > MIN_RING_ENTRIES && !fits(entries, workers, memlock, extra) {
+        entries /= 2;
+    }
+    entries
+}
+
+/// Whether `workers` rings of `entries`, plus `extra` bytes each, fit in
+/// `memlock`.
+fn fits(entries: u32, workers: usize, memlock: u64, extra: u64) -> bool {
+    (ring_bytes(entries) + extra) * workers as u64 <= memlock
 }
 
 /// The ring size for each of `workers` workers: `wanted` entries, or where
@@ -213,11 +225,7 @@ pub fn ring_entries(wanted: u32, workers: usize, memlock: u64, charged: bool) ->
     if !charged || memlock == u64::MAX {
         return wanted;
     }
-    let mut entries = wanted;
-    while entries > MIN_RING_ENTRIES && ring_bytes(entries) * workers as u64 > memlock {
-        entries /= 2;
-    }
-    entries
+    largest_fit(wanted, workers, memlock, 0)
 }
 
 /// What to tell an operator after io_uring could not be set up with `e`:

@@ -179,6 +179,10 @@ pub struct Shard {
     /// The worker runs on the epoll fallback driver: sockets it opens or
     /// accepts itself must be non-blocking (io_uring's must block).
     pub epoll: bool,
+    /// The worker registered its ring of provided buffers: a plain
+    /// connection's wait receives into one (`conn::idle`), else it polls for
+    /// readiness. Set by the worker as it starts.
+    pub provided: bool,
 }
 
 impl Shard {
@@ -215,6 +219,7 @@ impl Shard {
             cache: RefCell::new(Cache::new(0)),
             flights: Flights::default(),
             epoll,
+            provided: false,
             generation: RefCell::new(Rc::new(Generation::new(config.clone(), health.clone()))),
         };
         shard.install(config, health);

@@ -31,7 +31,7 @@ use crate::{
 /// io_uring submission queue size per worker. Each connection has at most a
 /// few ops in flight; 4096 entries leave room for thousands of connections
 /// without `EBUSY` back-pressure from the ring. Smaller when the locked-memory
-/// limit cannot hold it (`rlimit::ring_entries`).
+/// limit cannot hold it (`rlimit::ring_plan`).
 pub const RING_ENTRIES: u32 = 4096;
 
 /// The ring of provided buffers each io_uring worker registers: a plain
@@ -191,40 +191,42 @@ fn uring(entries: u32, defer: bool) -> std::io::Result<(UringRuntime, String)> {
 
 /// Registers the worker's provided buffers on an io_uring runtime: `count`
 /// of them, fewer if the kernel is short of locked memory all the same
-/// (down to 64). Without any, every wait polls for readiness, as on epoll,
-/// and the start-up line says why.
-fn provide_buffers(driver: &mut Driver, mut count: u16) {
+/// (down to 64). Without any (false), every wait polls for readiness, as on
+/// epoll, and the start-up line says why.
+fn provide_buffers(driver: &mut Driver, mut count: u16) -> bool {
     if driver.uring_error.is_some() {
-        return;
+        return false;
     }
     if count == 0 {
         driver.name = format!(
             "{}; no provided buffers: RLIMIT_MEMLOCK holds only the rings",
             driver.name
         );
-        return;
+        return false;
     }
     loop {
         match monoio::buf::register_provided_buffers(count, PROVIDED_SIZE) {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && count > 64 => count /= 2,
             Err(e) => {
                 driver.name = format!("{}; no provided buffers: {e}", driver.name);
-                return;
+                return false;
             }
         }
     }
 }
 
 async fn serve(start: Start, ready: Ready, mut driver: Driver) {
-    provide_buffers(&mut driver, start.provided_buffers);
-    let shard = Rc::new(Shard::new(
+    let provided = provide_buffers(&mut driver, start.provided_buffers);
+    let mut shard = Shard::new(
         start.id,
         start.config.clone(),
         start.health.clone(),
         start.access,
         driver.uring_error.is_some(),
-    ));
+    );
+    shard.provided = provided;
+    let shard = Rc::new(shard);
     let share = start.config.cache.size / start.workers.max(1) as u64;
     *shard.cache.borrow_mut() = Cache::new(usize::try_from(share).unwrap_or(usize::MAX));
     let mut listeners = Vec::new();

@@ -248,11 +248,13 @@ fn current_ring() -> Option<Rc<BufRing>> {
 
 impl RecvProvided {
     pub(crate) fn new(fd: &SharedFd) -> RecvProvided {
-        let op = match current_ring() {
-            Some(_) => Op::submit_with(RecvSelect { fd: fd.clone() }).ok(),
-            None => None,
-        };
-        RecvProvided(op)
+        let ring = CURRENT.with(|inner| match inner {
+            Inner::Uring(this) => super::uring::UringInner::has_provided(this),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        });
+        let op = ring.then(|| Op::submit_with(RecvSelect { fd: fd.clone() }).ok());
+        RecvProvided(op.flatten())
     }
 }
 

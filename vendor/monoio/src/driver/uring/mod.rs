@@ -621,6 +621,12 @@ impl UringInner {
         Ok(())
     }
 
+    /// ringside: whether a ring of provided buffers is registered.
+    pub(crate) fn has_provided(this: &Rc<UnsafeCell<UringInner>>) -> bool {
+        // SAFETY: as in `register_provided`.
+        unsafe { (*this.get()).provided.is_some() }
+    }
+
     /// ringside: the ring of provided buffers, if one is registered.
     pub(crate) fn provided(this: &Rc<UnsafeCell<UringInner>>) -> Option<Rc<BufRing>> {
         // SAFETY: as in `register_provided`.
