@@ -65,7 +65,7 @@ pub fn serve(
         {
             Some(l) => (
                 l.acceptor.clone(),
-                l.hsts.as_deref().map(Arc::from),
+                l.hsts.clone(),
                 l.redirect_https,
                 timeout,
                 l.gate.proxy_protocol
@@ -87,7 +87,15 @@ pub fn serve(
         to_https,
     };
     let start = (acceptor.is_some() || shielded).then(|| Box::new(Start { acceptor, shielded }));
-    run(client, start, listen, shard, deadline)
+    // The first head's deadline, in 8 bytes: it is in the task for the
+    // connection's whole life.
+    run(
+        client,
+        start,
+        listen,
+        shard,
+        crate::idle::Stamp::of(deadline),
+    )
 }
 
 /// What a connection does before its first request, on listeners that ask
@@ -107,7 +115,7 @@ fn run(
     start: Option<Box<Start>>,
     mut listen: Rc<Listen>,
     shard: Rc<Shard>,
-    mut deadline: Instant,
+    opening: crate::idle::Stamp,
 ) -> impl Future<Output = ()> {
     async move {
         // Until its first request is answered, a connection counts as
@@ -123,7 +131,7 @@ fn run(
                 &mut c,
                 &mut listen,
                 &shard,
-                deadline,
+                opening.instant(),
                 &mut _slot,
             ));
             let h2 = match begun.await {
@@ -143,7 +151,7 @@ fn run(
                     client,
                     listen,
                     shard.clone(),
-                    deadline,
+                    opening.instant(),
                 ));
                 h2.await;
                 shard.connections.set(shard.connections.get() - 1);
@@ -158,7 +166,7 @@ fn run(
                 // a second `.await` would add its state to every idle task.
                 let mut provided = shard.provided;
                 let woke = loop {
-                    let opening = first.then_some(deadline);
+                    let opening = first.then(|| opening.instant());
                     match idle(&mut c.stream, &shard, opening, provided).await {
                         Woke::NoBuffer if provided => {
                             provided = false;
@@ -174,10 +182,7 @@ fn run(
                     break;
                 }
             }
-            if !first {
-                deadline = crate::timer::later(shard.gen().config.limits.client_header_timeout);
-            }
-            first = false;
+            let deadline = head_deadline(std::mem::take(&mut first), opening, &shard);
             // Each request names its own client (`real_ip_from`).
             c.peer = c.hop;
             // Allocated first and the future made in place: `Box::pin`
@@ -200,6 +205,16 @@ fn run(
             let _ = CatchUnwind(close_notify(&mut c.stream, &shard)).await;
         }
         shard.connections.set(shard.connections.get() - 1);
+    }
+}
+
+/// When a request's head must be in: the connection's opening deadline for
+/// its first request, else `client_header_timeout` from now.
+fn head_deadline(first: bool, opening: crate::idle::Stamp, shard: &Shard) -> Instant {
+    if first {
+        opening.instant()
+    } else {
+        crate::timer::later(shard.gen().config.limits.client_header_timeout)
     }
 }
 

@@ -117,6 +117,23 @@ fn ticks(t: Instant, up: bool) -> u32 {
     n.min(u128::from(NEVER - 1)) as u32
 }
 
+/// An instant in 8 bytes: nanoseconds since the thread's `EPOCH` (an
+/// instant before it counts as `EPOCH`, long past for any deadline). For a
+/// deadline held in every connection's task, where an `Instant` is 16.
+#[derive(Clone, Copy)]
+pub struct Stamp(u64);
+
+impl Stamp {
+    pub fn of(t: Instant) -> Stamp {
+        let since = t.saturating_duration_since(EPOCH.with(|e| *e)).as_nanos();
+        Stamp(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    pub fn instant(self) -> Instant {
+        EPOCH.with(|e| *e) + Duration::from_nanos(self.0)
+    }
+}
+
 /// A connection's place in the registry: listed between `enter` and
 /// `leave`, freed on drop.
 pub struct Entry {
@@ -313,6 +330,17 @@ mod tests {
     fn poll(u: &mut Until) -> Poll<()> {
         let mut cx = Context::from_waker(Waker::noop());
         Pin::new(u).poll(&mut cx)
+    }
+
+    /// A stamp gives back its instant to the nanosecond; one from before
+    /// the thread's epoch comes back as the epoch, already past.
+    #[test]
+    fn a_stamp_keeps_its_instant() {
+        let epoch = EPOCH.with(|e| *e);
+        let later = Instant::now() + Duration::from_nanos(30_000_000_123);
+        assert!(Stamp::of(later).instant() == later);
+        let before = epoch - Duration::from_secs(1);
+        assert!(Stamp::of(before).instant() == epoch);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub struct Client {
     pub buf: Vec<u8>,
     /// The listener's `Strict-Transport-Security` value, put on every
     /// response head (`stamp`). Taken at the accept, like the TLS config.
-    pub hsts: Option<Arc<str>>,
+    pub hsts: Option<Arc<String>>,
     /// A `redirect_https` listener: every request gets a 301 to https.
     pub to_https: bool,
 }

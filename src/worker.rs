@@ -41,11 +41,19 @@ pub const RING_ENTRIES: u32 = 4096;
 /// 1 KiB holds most heads whole; the rest of a longer one is read into the
 /// request's own buffer. Every request that one wake-up reaps holds a buffer
 /// until its task runs: 512 cover a thousand busy connections (128 left half
-/// of their receives without one, perf/results/design-figures.md). When they
-/// are all taken, the bytes are taken with a `recv` (`conn::recv_unprovided`).
+/// of their receives without one, perf/results/design-figures.md), and the
+/// ring holds only as many as bursts have needed (`PROVIDED_FIRST`). When
+/// they are all taken, the bytes are taken with a `recv`
+/// (`conn::recv_unprovided`).
 /// Their count, `rlimit::PROVIDED_BUFFERS`, is planned with the ring's size
 /// (`rlimit::ring_plan`): the buffer ring's entries are locked memory too.
 const PROVIDED_SIZE: u32 = 1024;
+
+/// Provided buffers in the ring at start; each receive that finds them all
+/// taken doubles them, up to the count registered. A worker whose
+/// connections never have more receives complete at once than this keeps
+/// these buffers' pages only (64 KiB, not 512).
+const PROVIDED_FIRST: u16 = 64;
 
 /// How long a graceful stop waits for connections accepted just before it
 /// to send their first request (their bytes are usually already in flight;
@@ -205,7 +213,7 @@ fn provide_buffers(driver: &mut Driver, mut count: u16) -> bool {
         return false;
     }
     loop {
-        match monoio::buf::register_provided_buffers(count, PROVIDED_SIZE) {
+        match monoio::buf::register_provided_buffers(count, PROVIDED_SIZE, PROVIDED_FIRST) {
             Ok(()) => return true,
             Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && count > 64 => count /= 2,
             Err(e) => {
@@ -448,22 +456,10 @@ mod tests {
     fn provided_buffers_run_out_and_every_one_comes_back() {
         let (mut rt, name) = super::uring(64, false).expect("an io_uring runtime");
         assert!(name.starts_with("io_uring ("), "{name}");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut clients = Vec::new();
-        let mut servers = Vec::new();
-        for _ in 0..4 {
-            clients.push(std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap());
-            servers.push(listener.accept().unwrap().0);
-        }
+        let (mut clients, servers) = connected(4);
         rt.block_on(async move {
-            monoio::buf::register_provided_buffers(2, 64).expect("a buffer ring (Linux 5.19+)");
-            let s: Vec<_> = servers
-                .into_iter()
-                .map(|s| monoio::net::TcpStream::from_std(s).unwrap())
-                .collect();
-            for (i, c) in clients.iter_mut().enumerate() {
-                c.write_all(format!("request {i}").as_bytes()).unwrap();
-            }
+            monoio::buf::register_provided_buffers(2, 64, 2).expect("a buffer ring (Linux 5.19+)");
+            let s = each_sent_a_request(servers, &mut clients);
             // Two buffers: two receives get their bytes, the third none.
             let a = s[0].recv_provided().await.unwrap();
             let b = s[1].recv_provided().await.unwrap();
@@ -504,6 +500,67 @@ mod tests {
         });
     }
 
+    /// A ring registered with fewer buffers in it than it may hold doubles
+    /// them when receives find it empty (once for all those reaped
+    /// together), and stops at its count.
+    #[test]
+    fn an_empty_provided_ring_grows_up_to_its_count() {
+        let (mut rt, _) = super::uring(64, false).expect("an io_uring runtime");
+        let (mut clients, servers) = connected(5);
+        rt.block_on(async move {
+            monoio::buf::register_provided_buffers(4, 64, 1).expect("a buffer ring");
+            let s = each_sent_a_request(servers, &mut clients);
+            let enobufs = |r: std::io::Result<monoio::buf::ProvidedBuf>| {
+                r.err().and_then(|e| e.raw_os_error()) == Some(libc::ENOBUFS)
+            };
+            // One buffer at first; then two, however many receives found
+            // it empty at once; then four.
+            let a = s[0].recv_provided().await.unwrap();
+            let (x, y) = monoio::join!(s[1].recv_provided(), s[2].recv_provided());
+            assert!(enobufs(x) && enobufs(y), "one buffer at first");
+            let b = s[1].recv_provided().await.unwrap();
+            assert!(enobufs(s[2].recv_provided().await), "two after one miss");
+            let c = s[2].recv_provided().await.unwrap();
+            let d = s[3].recv_provided().await.unwrap();
+            assert_eq!(&d[..], b"request 3");
+            // All four taken: the ring stays at its count.
+            assert!(enobufs(s[4].recv_provided().await), "four at most");
+            assert!(enobufs(s[4].recv_provided().await), "still four");
+            drop(a);
+            let e = s[4].recv_provided().await.unwrap();
+            assert_eq!(
+                (&b[..], &c[..], &e[..]),
+                (&b"request 1"[..], &b"request 2"[..], &b"request 4"[..])
+            );
+        });
+    }
+
+    /// `n` connected pairs on 127.0.0.1: the clients' ends and the
+    /// accepted ends.
+    fn connected(n: usize) -> (Vec<std::net::TcpStream>, Vec<std::net::TcpStream>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let clients: Vec<_> = (0..n)
+            .map(|_| std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap())
+            .collect();
+        let servers = (0..n).map(|_| listener.accept().unwrap().0).collect();
+        (clients, servers)
+    }
+
+    /// The accepted ends as monoio streams (inside the runtime), once each
+    /// client has sent "request {i}".
+    fn each_sent_a_request(
+        servers: Vec<std::net::TcpStream>,
+        clients: &mut [std::net::TcpStream],
+    ) -> Vec<monoio::net::TcpStream> {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.write_all(format!("request {i}").as_bytes()).unwrap();
+        }
+        servers
+            .into_iter()
+            .map(|s| monoio::net::TcpStream::from_std(s).unwrap())
+            .collect()
+    }
+
     /// Two receives at once each get a buffer of the ring of two.
     async fn assert_both_buffers_free(
         s: &[monoio::net::TcpStream],
@@ -527,7 +584,7 @@ mod tests {
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let server = listener.accept().unwrap().0;
         rt.block_on(async move {
-            let register = monoio::buf::register_provided_buffers(2, 64).unwrap_err();
+            let register = monoio::buf::register_provided_buffers(2, 64, 2).unwrap_err();
             assert_eq!(register.kind(), std::io::ErrorKind::Unsupported);
             let s = monoio::net::TcpStream::from_std(server).unwrap();
             let e = s.recv_provided().await.err().unwrap();

@@ -310,7 +310,8 @@ impl Reader {
         let http2 = self.get(n, "http2", false, Self::boolean);
         let hsts = self.opt(n, "hsts", |r, f| {
             let s = r.text(f)?;
-            r.header_value(f, s).then(|| s.to_string())
+            r.header_value(f, s)
+                .then(|| std::sync::Arc::new(s.to_string()))
         });
         let redirect_https = self.get(n, "redirect_https", false, Self::boolean);
         let gate = self.gate(n);

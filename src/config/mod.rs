@@ -244,7 +244,9 @@ pub struct Cache {
 pub struct Listener {
     pub address: SocketAddr,
     pub http2: bool,
-    pub hsts: Option<String>,
+    /// Shared by every connection accepted on the listener: a thin
+    /// pointer in each one's state, no copy.
+    pub hsts: Option<std::sync::Arc<String>>,
     pub redirect_https: bool,
     /// `proxy_protocol`, `allow` and `deny`: checked at accept.
     pub gate: Gate,

@@ -74,7 +74,7 @@ const CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// What a client connection brings to each of its streams.
 struct Origin {
     peer: IpAddr,
-    hsts: Option<Arc<str>>,
+    hsts: Option<Arc<String>>,
     to_https: bool,
     listen: Rc<Listen>,
     shard: Rc<Shard>,
@@ -110,7 +110,7 @@ impl Origin {
 /// `deadline` bounds the connection preface.
 pub async fn serve(
     tls: Box<TlsStream>,
-    client: (IpAddr, Option<Arc<str>>, bool),
+    client: (IpAddr, Option<Arc<String>>, bool),
     listen: Rc<Listen>,
     shard: Rc<Shard>,
     deadline: Instant,
@@ -175,7 +175,7 @@ struct Times {
 /// Runs the connection; true when the accept loop evicted it.
 async fn connection(
     mut conn: h2::server::Connection<io::PollIo, Bytes>,
-    client: (IpAddr, Option<Arc<str>>, bool),
+    client: (IpAddr, Option<Arc<String>>, bool),
     listen: Rc<Listen>,
     shard: &Rc<Shard>,
     times: Times,

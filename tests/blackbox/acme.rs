@@ -16,7 +16,10 @@ use std::{
     net::{TcpListener, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -25,9 +28,20 @@ const NAMES: [&str; 2] = ["one.example.com", "two.example.com"];
 /// covers a slow, shared machine and pebble's rejected nonces.
 const ISSUE_WAIT: Duration = Duration::from_secs(60);
 
+/// A port to name in pebble's and ringside's configs before either binds
+/// it. Taken below the kernel's ephemeral range (32768 and up by default),
+/// where no parallel test's `bind(:0)` or outgoing connection lands in the
+/// moment between this check and the real bind, and found free.
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % 1000 * 10;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + ((start + n) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// pebble and its DNS, killed on drop.

@@ -14,7 +14,7 @@ mod connect;
 mod fsync;
 mod open;
 // ringside: named by driver/provided.rs (`ReadReady`).
-pub(crate) mod poll;
+mod poll;
 mod read;
 mod recv;
 mod send;

@@ -14,7 +14,7 @@
 //! `ErrorKind::Unsupported` at once, and an empty ring makes the receive end
 //! with `ENOBUFS`: the caller then reads another way, or waits for readiness
 //! (`TcpStream::read_ready`, a readiness poll as a named future: monoio's
-//! `readable` is an `async fn` whose state is 104 bytes, this one's 40).
+//! `readable` is an `async fn` whose state is 104 bytes, this one's 32).
 
 use std::{
     alloc::{self, Layout},
@@ -31,7 +31,7 @@ use std::{
 use io_uring::{cqueue, opcode, squeue, types};
 
 use super::{
-    op::{poll::PollAdd, Op, OpAble},
+    op::{Op, OpAble},
     shared_fd::SharedFd,
     Inner, CURRENT,
 };
@@ -51,13 +51,28 @@ struct Entry {
 
 /// The ring's entries and the buffers they point at, both allocated here and
 /// registered with the kernel until the driver is dropped.
+///
+/// Not every buffer is in the ring from the start: the first `published`
+/// are, and each receive that finds the ring empty (`ENOBUFS`) doubles them
+/// (`grow`), up to `count`. The buffers are one anonymous mapping, whose
+/// pages become resident only once the kernel writes into them, so a worker
+/// that never has many receives complete at once keeps only a few buffers'
+/// pages.
 pub(crate) struct BufRing {
     /// `count` entries, page-aligned as the kernel requires.
     entries: NonNull<Entry>,
-    /// `count` buffers of `size` bytes, one after another.
+    /// `count` buffers of `size` bytes, one after another: a mapping of
+    /// `bufs_len` bytes.
     bufs: NonNull<u8>,
     count: u16,
     size: u32,
+    /// Buffers `0..published` have been put in the ring.
+    published: Cell<u16>,
+    /// Reaps of the completion queue so far (`reaping`), and the one in
+    /// which the ring last grew: every receive that found the ring empty
+    /// before one growth comes in the same reap, and grows it only once.
+    reaps: Cell<u32>,
+    grown_in: Cell<u32>,
     /// Our copy of the tail: only this thread adds entries.
     tail: Cell<u16>,
 }
@@ -66,28 +81,52 @@ const PAGE: usize = 4096;
 
 impl BufRing {
     /// Allocates a ring of `count` buffers (a power of two, at most 32,768)
-    /// of `size` bytes, every one of them in the ring.
-    pub(crate) fn new(count: u16, size: u32) -> io::Result<BufRing> {
+    /// of `size` bytes, the first `first` of them (at least one) in the
+    /// ring.
+    pub(crate) fn new(count: u16, size: u32, first: u16) -> io::Result<BufRing> {
         if !count.is_power_of_two() || count > 32_768 || size == 0 {
             return Err(io::ErrorKind::InvalidInput.into());
         }
-        let (entries, bufs) = (Self::entries_layout(count)?, Self::bufs_layout(count, size)?);
-        // SAFETY: both layouts have a non-zero size (count >= 1, size >= 1).
+        let entries = Self::entries_layout(count)?;
+        // SAFETY: the layout has a non-zero size (count >= 1).
         let entries = unsafe { alloc::alloc_zeroed(entries) }.cast::<Entry>();
-        let bufs = unsafe { alloc::alloc(bufs) };
-        let (Some(entries), Some(bufs)) = (NonNull::new(entries), NonNull::new(bufs)) else {
+        let Some(entries) = NonNull::new(entries) else {
             return Err(io::ErrorKind::OutOfMemory.into());
+        };
+        let len = Self::bufs_len(count, size);
+        // SAFETY: a new private anonymous mapping aliases nothing; its
+        // result is checked below.
+        let bufs = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        let bufs = match bufs {
+            libc::MAP_FAILED => None,
+            p => NonNull::new(p.cast::<u8>()),
+        };
+        let Some(bufs) = bufs else {
+            let e = io::Error::last_os_error();
+            // SAFETY: allocated just above with this layout.
+            unsafe { alloc::dealloc(entries.as_ptr().cast(), Self::entries_layout(count)?) };
+            return Err(e);
         };
         let ring = BufRing {
             entries,
             bufs,
             count,
             size,
+            published: Cell::new(0),
+            reaps: Cell::new(0),
+            grown_in: Cell::new(u32::MAX),
             tail: Cell::new(0),
         };
-        for bid in 0..count {
-            ring.give_back(bid);
-        }
+        ring.publish(first.clamp(1, count));
         Ok(ring)
     }
 
@@ -96,9 +135,32 @@ impl BufRing {
             .map_err(|_| io::ErrorKind::InvalidInput.into())
     }
 
-    fn bufs_layout(count: u16, size: u32) -> io::Result<Layout> {
-        Layout::from_size_align(usize::from(count) * size as usize, PAGE)
-            .map_err(|_| io::ErrorKind::InvalidInput.into())
+    fn bufs_len(count: u16, size: u32) -> usize {
+        usize::from(count) * size as usize
+    }
+
+    /// Puts buffers `published..upto` in the ring.
+    fn publish(&self, upto: u16) {
+        for bid in self.published.get()..upto {
+            self.give_back(bid);
+        }
+        self.published.set(upto.max(self.published.get()));
+    }
+
+    /// The driver is about to reap completions.
+    pub(crate) fn reaping(&self) {
+        self.reaps.set(self.reaps.get().wrapping_add(1));
+    }
+
+    /// The ring ran empty: puts as many buffers again in it as it had, up
+    /// to `count`, unless it grew already since the last reap.
+    pub(crate) fn grow(&self) {
+        if self.grown_in.get() == self.reaps.get() {
+            return;
+        }
+        self.grown_in.set(self.reaps.get());
+        let had = self.published.get();
+        self.publish(had.saturating_mul(2).min(self.count));
     }
 
     pub(crate) fn ring_addr(&self) -> u64 {
@@ -117,6 +179,8 @@ impl BufRing {
     }
 
     /// Puts buffer `bid` back at the ring's tail, for the kernel to pick.
+    /// At most `count` buffers exist, so the tail never passes the
+    /// kernel's head by more than the ring holds.
     pub(crate) fn give_back(&self, bid: u16) {
         if bid >= self.count {
             return;
@@ -149,28 +213,30 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: the pointers come from `alloc` with these very layouts
-        // (they could be built then, so they can now). The driver drops the
-        // ring only once the kernel can no longer pick from it
-        // (`UringInner::drop`).
+        // SAFETY: `entries` comes from `alloc` with this very layout (it
+        // could be built then, so it can now), `bufs` from `mmap` with this
+        // length. The driver drops the ring only once the kernel can no
+        // longer pick from it (`UringInner::drop`), and every `ProvidedBuf`
+        // holds an Rc of the ring, so no slice of a buffer outlives it.
         unsafe {
             if let Ok(l) = Self::entries_layout(self.count) {
                 alloc::dealloc(self.entries.as_ptr().cast(), l);
             }
-            if let Ok(l) = Self::bufs_layout(self.count, self.size) {
-                alloc::dealloc(self.bufs.as_ptr(), l);
-            }
+            libc::munmap(self.bufs.as_ptr().cast(), Self::bufs_len(self.count, self.size));
         }
     }
 }
 
 /// Sets up this thread's ring of provided buffers: `count` buffers (a power
-/// of two) of `size` bytes each. Call it inside the runtime; `Unsupported`
-/// on the legacy driver, and the kernel's error where it has no buffer rings
-/// (before 5.19).
-pub fn register_provided_buffers(count: u16, size: u32) -> io::Result<()> {
+/// of two) of `size` bytes each, `first` of them in the ring at once and
+/// twice as many each time a receive finds it empty, up to `count`. Call it
+/// inside the runtime; `Unsupported` on the legacy driver, and the kernel's
+/// error where it has no buffer rings (before 5.19).
+pub fn register_provided_buffers(count: u16, size: u32, first: u16) -> io::Result<()> {
     CURRENT.with(|inner| match inner {
-        Inner::Uring(this) => super::uring::UringInner::register_provided(this, count, size),
+        Inner::Uring(this) => {
+            super::uring::UringInner::register_provided(this, count, size, first)
+        }
         #[allow(unreachable_patterns)]
         _ => Err(io::ErrorKind::Unsupported.into()),
     })
@@ -282,10 +348,14 @@ impl Future for RecvProvided {
                 bid: u16::MAX,
                 len: 0,
             }),
-            // ENOBUFS: the ring was empty.
+            // ENOBUFS: the ring was empty; it gets more buffers for the
+            // next receives, if it has any left to give.
             (Err(e), bid) => {
                 if let Some(bid) = bid {
                     ring.give_back(bid);
+                }
+                if e.raw_os_error() == Some(libc::ENOBUFS) {
+                    ring.grow();
                 }
                 Err(e)
             }
@@ -293,14 +363,51 @@ impl Future for RecvProvided {
     }
 }
 
+/// The readiness op of `ReadReady`: `op::poll::PollAdd` for reading, with
+/// only the fd, so that the op and the future that holds it are 32 bytes,
+/// not 40 (they are in every idle connection's task on a ring without
+/// provided buffers).
+pub(crate) struct PollRead {
+    /// Holds the fd open while the op is in flight.
+    fd: SharedFd,
+}
+
+impl OpAble for PollRead {
+    fn uring_op(&mut self) -> squeue::Entry {
+        opcode::PollAdd::new(types::Fd(self.fd.raw_fd()), libc::POLLIN as _).build()
+    }
+
+    #[cfg(any(feature = "legacy", feature = "poll-io"))]
+    fn legacy_interest(&self) -> Option<(super::ready::Direction, usize)> {
+        self.fd
+            .registered_index()
+            .map(|idx| (super::ready::Direction::Read, idx))
+    }
+
+    /// As `PollAdd`'s, not relaxed: ready only if a `poll(2)` says so.
+    #[cfg(any(feature = "legacy", feature = "poll-io"))]
+    fn legacy_call(&mut self) -> io::Result<u32> {
+        let mut pollfd = libc::pollfd {
+            fd: self.fd.raw_fd(),
+            events: libc::POLLIN as _,
+            revents: 0,
+        };
+        let ret = crate::syscall_u32!(poll(&mut pollfd as *mut _, 1, 0))?;
+        if ret == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(0)
+    }
+}
+
 /// `TcpStream::read_ready`'s future: ready once the socket has bytes to read
 /// (or has failed), as `TcpStream::readable(false)`.
 /// `None`: the op could not be submitted.
-pub struct ReadReady(Option<Op<PollAdd>>);
+pub struct ReadReady(Option<Op<PollRead>>);
 
 impl ReadReady {
     pub(crate) fn new(fd: &SharedFd) -> ReadReady {
-        ReadReady(Op::poll_read(fd, false).ok())
+        ReadReady(Op::submit_with(PollRead { fd: fd.clone() }).ok())
     }
 }
 

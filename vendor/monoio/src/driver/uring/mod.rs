@@ -386,6 +386,10 @@ impl Driver for IoUringDriver {
 
 impl UringInner {
     fn tick(&mut self) -> io::Result<()> {
+        // ringside: the provided ring grows at most once per reap.
+        if let Some(ring) = &self.provided {
+            ring.reaping();
+        }
         let cq = self.uring.completion();
 
         for cqe in cq {
@@ -599,6 +603,7 @@ impl UringInner {
         this: &Rc<UnsafeCell<UringInner>>,
         count: u16,
         size: u32,
+        first: u16,
     ) -> io::Result<()> {
         // SAFETY: the driver is only reached from its own thread, and no
         // other borrow of it is live during this call.
@@ -606,7 +611,7 @@ impl UringInner {
         if inner.provided.is_some() {
             return Err(io::ErrorKind::AlreadyExists.into());
         }
-        let ring = BufRing::new(count, size)?;
+        let ring = BufRing::new(count, size, first)?;
         // SAFETY: the entries stay allocated, unmoved, until `Drop for
         // UringInner` has unregistered them (the Rc kept here is the last
         // owner the driver drops, after the unregister).
