@@ -31,6 +31,12 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
+    // Nor does the kernel acknowledge a new connection's first request on
+    // its own: the ACK goes out with the response, one packet less per
+    // connection for both ends (HAProxy's `tcp-smart-accept`); an answer
+    // that takes longer than the delayed-ACK timeout gets it then. After
+    // `listen`, which resets the socket's ACK state.
+    socket.set_quickack(false)?;
     Ok(socket.into())
 }
 
@@ -243,5 +249,22 @@ impl Failures {
 
     fn accepted(&self) {
         self.backoff.set(ACCEPT_BACKOFF_MIN);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A listener leaves the first request's ACK to the response: its
+    /// accepted sockets start out of quick-ACK mode, which `listen` would
+    /// reset if it came after.
+    #[test]
+    fn a_listener_does_not_acknowledge_requests_on_its_own() {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let quick = socket2::SockRef::from(&listener).quickack().unwrap();
+        assert!(!quick, "TCP_QUICKACK is on");
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(!socket2::SockRef::from(&accepted).quickack().unwrap());
+        drop(client);
     }
 }
