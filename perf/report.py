@@ -197,10 +197,15 @@ def targets(recs):
             r = rs / min(peers)
             lines.append(f"- {wl}: p99 {rs:.3f} ms, {r:.2f}× the best peer's {min(peers):.3f} ms "
                          f"(target ≤ 1.1×): {verdict(r <= 1.1)}")
+    # Idle keep-alive connection: at most 512 bytes, and below nginx's.
     b = med("idle10k", "ringside", "bytes_per_conn")
     if b:
         lines.append(f"- idle: {b:,.0f} bytes per idle keep-alive connection (target ≤ 512): "
                      f"{verdict(b <= 512)}")
+        n = med("idle10k", "nginx", "bytes_per_conn")
+        if n:
+            lines.append(f"- idle: {b / n:.2f}× nginx's {n:,.0f} bytes (target below nginx's): "
+                         f"{verdict(b < n)}")
     lines += scaling_targets(med)
     return "\n".join(lines)
 
