@@ -86,7 +86,13 @@ pub fn serve(
         hsts,
         to_https,
     };
-    let start = (acceptor.is_some() || shielded).then(|| Box::new(Start { acceptor, shielded }));
+    let start = (acceptor.is_some() || shielded).then(|| {
+        Box::new(Start {
+            acceptor,
+            shielded,
+            slot: None,
+        })
+    });
     // The first head's deadline, in 8 bytes: it is in the task for the
     // connection's whole life.
     run(
@@ -101,9 +107,13 @@ pub fn serve(
 /// What a connection does before its first request, on listeners that ask
 /// for it: the edge shield's checks and the TLS handshake. Boxed, and only
 /// there: inline, it would stay in every connection's task for its life.
+/// The box stays with the connection: it holds the connection's place in
+/// the per-address count.
 struct Start {
     acceptor: Option<Arc<rustls::ServerConfig>>,
     shielded: bool,
+    /// The place in the per-address count, held until the connection ends.
+    slot: Option<per_ip::Slot>,
 }
 
 /// The connection's life: the TLS handshake if its listener has one, then
@@ -112,7 +122,7 @@ struct Start {
 #[allow(clippy::manual_async_fn)]
 fn run(
     mut c: Client,
-    start: Option<Box<Start>>,
+    mut start: Option<Box<Start>>,
     mut listen: Rc<Listen>,
     shard: Rc<Shard>,
     opening: crate::idle::Stamp,
@@ -121,19 +131,10 @@ fn run(
         // Until its first request is answered, a connection counts as
         // fresh: a graceful stop gives it a moment to send that request.
         let mut fresh = Some(shard.fresh());
-        // The place in the per-address count, held until the connection ends.
-        let mut _slot = None;
-        if let Some(start) = start {
+        if let Some(start) = start.as_deref_mut() {
             // Boxed: the checks' and the handshake's state would otherwise
             // sit inline in every connection's task for its whole life.
-            let begun = Box::pin(begin(
-                start,
-                &mut c,
-                &mut listen,
-                &shard,
-                opening.instant(),
-                &mut _slot,
-            ));
+            let begun = Box::pin(begin(start, &mut c, &mut listen, &shard, opening.instant()));
             let h2 = match begun.await {
                 Begun::Http1 => None,
                 Begun::Closed => {
@@ -229,24 +230,23 @@ enum Begun {
 }
 
 /// The edge shield's checks (the PROXY header, the listener's lists, the
-/// per-address count, whose place goes to `slot`), then the TLS handshake,
-/// as the listener asks.
+/// per-address count, whose place goes to `start.slot`), then the TLS
+/// handshake, as the listener asks.
 async fn begin(
-    start: Box<Start>,
+    start: &mut Start,
     c: &mut Client,
     listen: &mut Rc<Listen>,
     shard: &Shard,
     deadline: Instant,
-    slot: &mut Option<Box<per_ip::Slot>>,
 ) -> Begun {
     if start.shielded {
         let Some((client, place)) = admit(plain(&c.stream), c.hop, listen, shard, deadline).await
         else {
             return Begun::Closed;
         };
-        (c.hop, c.peer, *slot) = (client, client, place.map(Box::new));
+        (c.hop, c.peer, start.slot) = (client, client, place);
     }
-    let Some(config) = start.acceptor else {
+    let Some(config) = start.acceptor.take() else {
         return Begun::Http1;
     };
     let tls = handshake(config, take_plain(&mut c.stream), deadline).await;
