@@ -13,7 +13,6 @@ mod accept;
 mod connect;
 mod fsync;
 mod open;
-// ringside: named by driver/provided.rs (`ReadReady`).
 mod poll;
 mod read;
 mod recv;

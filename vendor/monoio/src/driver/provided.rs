@@ -174,7 +174,7 @@ impl BufRing {
     fn buf(&self, bid: u16) -> *mut u8 {
         debug_assert!(bid < self.count);
         // SAFETY: bid < count, so the offset stays inside the `bufs`
-        // allocation of count * size bytes.
+        // mapping of count * size bytes.
         unsafe { self.bufs.as_ptr().add(usize::from(bid) * self.size as usize) }
     }
 

@@ -239,7 +239,7 @@ impl TcpStream {
         crate::buf::RecvProvided::new(&self.fd)
     }
 
-    /// ringside: `readable(false)` as a named future of 40 bytes (the
+    /// ringside: `readable(false)` as a named future of 32 bytes (the
     /// `async fn`'s state is 104), for tasks that keep one while idle.
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     pub fn read_ready(&self) -> crate::buf::ReadReady {
