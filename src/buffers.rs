@@ -7,6 +7,11 @@ use std::cell::{Cell, RefCell};
 /// Most free buffers kept per pool per worker; more are freed.
 const MAX_FREE_BUFFERS: usize = 256;
 
+/// Bytes a worker's pools must free in one trim before the allocator is
+/// asked to give its free pages back: a burst's worth (64 head buffers),
+/// not the few buffers steady traffic frees and takes again.
+pub(crate) const RETURN_AFTER: usize = 1 << 20;
+
 /// A pool of equally sized byte buffers.
 pub struct Buffers {
     size: usize,
@@ -16,6 +21,9 @@ pub struct Buffers {
     max_lent: usize,
     /// Size of the unpooled buffer handed out past `max_lent`.
     small: usize,
+    /// The fewest free buffers since the last `trim`: that many at the
+    /// bottom of `free` (taken last in first out) went unused since then.
+    low: Cell<usize>,
 }
 
 impl Buffers {
@@ -32,6 +40,7 @@ impl Buffers {
             lent: Cell::new(0),
             max_lent,
             small,
+            low: Cell::new(0),
         }
     }
 
@@ -40,10 +49,10 @@ impl Buffers {
             return Vec::with_capacity(self.small);
         }
         self.lent.set(self.lent.get() + 1);
-        self.free
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.size))
+        let mut free = self.free.borrow_mut();
+        let buf = free.pop();
+        self.low.set(self.low.get().min(free.len()));
+        buf.unwrap_or_else(|| Vec::with_capacity(self.size))
     }
 
     /// Takes a buffer back; one that grew, shrank or was lost is dropped.
@@ -62,6 +71,17 @@ impl Buffers {
         }
     }
 
+    /// Frees the buffers that went unused since the last call (the pool's
+    /// low-water mark), so that what a burst needed goes back to the
+    /// allocator once the burst is over; returns the bytes freed.
+    pub(crate) fn trim(&self) -> usize {
+        let mut free = self.free.borrow_mut();
+        let unused = self.low.get().min(free.len());
+        free.drain(..unused);
+        self.low.set(free.len());
+        unused * self.size
+    }
+
     /// Forgets loans that never came back (a buffer lost with a timed-out
     /// op); called when nothing is in flight.
     pub(crate) fn settle(&self) {
@@ -70,5 +90,41 @@ impl Buffers {
 
     pub fn size(&self) -> usize {
         self.size
+    }
+}
+
+/// Hands the allocator's free pages back to the system. glibc keeps freed
+/// memory resident (the pages of its free chunks inside the heap) until
+/// `malloc_trim` releases them; mimalloc returns pages on its own.
+pub(crate) fn return_free_pages() {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
+    // SAFETY: malloc_trim only walks glibc's own free lists, under its arena
+    // locks; it touches no memory that is allocated.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trim_frees_only_the_buffers_unused_since_the_last() {
+        let pool = Buffers::new(64);
+        let lent: Vec<_> = (0..4).map(|_| pool.take()).collect();
+        for b in lent {
+            pool.give(b);
+        }
+        // All four were in use during this period: none is freed.
+        assert_eq!(pool.trim(), 0);
+        // One is taken and given back; three stayed free the whole period.
+        let b = pool.take();
+        pool.give(b);
+        assert_eq!(pool.trim(), 3 * 64);
+        assert_eq!(pool.free.borrow().len(), 1);
+        // The last one went unused a whole period too.
+        assert_eq!(pool.trim(), 64);
+        assert_eq!(pool.trim(), 0);
     }
 }

@@ -18,7 +18,7 @@ use std::{
 use crate::{
     balance::{Balancer, RoundRobin},
     buffering::{self, Budget},
-    buffers::Buffers,
+    buffers::{self, Buffers},
     cache::{Cache, Flights},
     config::{Action, Config},
     control::health,
@@ -132,6 +132,17 @@ impl Generation {
     }
 }
 
+/// Connections closed since the last return of free pages that make
+/// another worth it: their tasks' memory is most of what they held.
+const RETURN_AFTER_CLOSED: usize = 4096;
+
+/// Whether a trim that freed `freed` pooled bytes, with `closed` fewer
+/// connections than at the last return, should return free pages: only
+/// after a burst, since it walks the allocator's whole heap.
+fn worth_returning(freed: usize, closed: usize) -> bool {
+    freed >= buffers::RETURN_AFTER || closed >= RETURN_AFTER_CLOSED
+}
+
 /// One worker's state.
 pub struct Shard {
     pub id: usize,
@@ -161,6 +172,9 @@ pub struct Shard {
     pub in_flight: Cell<usize>,
     /// Connections that have not had a request answered yet.
     fresh: Cell<usize>,
+    /// The most connections seen by `trim_pools` since it last returned
+    /// free pages.
+    peak_connections: Cell<usize>,
     pub connections: Cell<usize>,
     /// Set by the stop signal: finish what runs, then close.
     pub draining: Cell<bool>,
@@ -213,6 +227,7 @@ impl Shard {
             access: AccessLog::new(config.log.access_format, access),
             in_flight: Cell::new(0),
             fresh: Cell::new(0),
+            peak_connections: Cell::new(0),
             connections: Cell::new(0),
             draining: Cell::new(false),
             stats: Stats::default(),
@@ -269,6 +284,22 @@ impl Shard {
         Busy(self)
     }
 
+    /// Frees the pooled buffers no request needed since the last call, and
+    /// when a burst's worth of buffers or connections went, the allocator's
+    /// free pages with them: a burst must not stay resident once it is over.
+    pub(crate) fn trim_pools(&self) {
+        let freed =
+            self.requests.trim() + self.heads.trim() + self.small.trim() + self.relay.trim();
+        let now = self.connections.get();
+        let peak = self.peak_connections.get().max(now);
+        if worth_returning(freed, peak - now) {
+            buffers::return_free_pages();
+            self.peak_connections.set(now);
+        } else {
+            self.peak_connections.set(peak);
+        }
+    }
+
     /// Closes idle upstream connections past their keepalive_timeout, and
     /// those to servers the current config no longer has.
     pub(crate) fn expire_idle(&self) {
@@ -291,5 +322,20 @@ pub struct Busy<'a>(&'a Shard);
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.in_flight.set(self.0.in_flight.get() - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_pages_go_back_only_after_a_burst() {
+        // Steady traffic: a few buffers freed, a few connections gone.
+        assert!(!worth_returning(8 * 16 * 1024, 100));
+        // A burst of requests is over: its buffers went unused a period.
+        assert!(worth_returning(buffers::RETURN_AFTER, 0));
+        // A burst of connections closed.
+        assert!(worth_returning(0, RETURN_AFTER_CLOSED));
     }
 }

@@ -271,6 +271,7 @@ async fn serve(start: Start, ready: Ready, mut driver: Driver) {
                 if ticks.is_multiple_of(10) {
                     shard.access.flush();
                     shard.expire_idle();
+                    shard.trim_pools();
                     if shard.in_flight.get() == 0 {
                         shard.relay.settle();
                     }
