@@ -5,7 +5,18 @@
 --
 -- A closed loop (no pause) at the proxy's saturation measures queueing more
 -- than the proxy: see "p50/p99" under "Reading the results page" in README.md.
+--
+-- PACE_IDS=1 gives each request a unique query (`?n=ID`), so that
+-- perf/segments.py can follow it through a packet capture.
 local pace = tonumber(os.getenv("PACE_MS") or "1")
+
+if os.getenv("PACE_IDS") == "1" then
+  local n = 0
+  request = function()
+    n = n + 1
+    return wrk.format(nil, wrk.path .. "?n=" .. n)
+  end
+end
 
 delay = function()
   return pace
