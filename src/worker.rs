@@ -254,31 +254,7 @@ async fn serve(start: Start, ready: Ready, mut driver: Driver) {
     // Ticks until the drain below ends: deadlines (timeouts, HTTP/2's
     // closing GOAWAY) keep firing for the connections that finish then.
     let (drained, ticking) = async_channel::bounded::<()>(1);
-    let housekeeping = {
-        let shard = shard.clone();
-        let stop = ticking;
-        monoio::spawn(async move {
-            let mut ticks = 0u32;
-            loop {
-                monoio::select! {
-                    _ = monoio::time::sleep(TICK) => {}
-                    _ = stop.recv() => break,
-                }
-                let now = Instant::now();
-                crate::timer::fire(now);
-                crate::idle::fire(now);
-                ticks += 1;
-                if ticks.is_multiple_of(10) {
-                    shard.access.flush();
-                    shard.expire_idle();
-                    shard.trim_pools();
-                    if shard.in_flight.get() == 0 {
-                        shard.relay.settle();
-                    }
-                }
-            }
-        })
-    };
+    let housekeeping = monoio::spawn(housekeeping(shard.clone(), ticking));
 
     // Messages until the stop channel closes.
     loop {
@@ -390,6 +366,31 @@ fn apply(shard: &Rc<Shard>, listeners: &mut Vec<Accepting>, r: Reload) {
 /// The address each listener of a worker is bound to.
 pub fn listen_addrs(l: &[std::net::TcpListener]) -> Vec<SocketAddr> {
     l.iter().filter_map(|l| l.local_addr().ok()).collect()
+}
+
+/// Every `TICK`: deadlines and idle waits that are due. Every second: the
+/// access log's buffer, idle upstream connections past their time, the
+/// pools' unused buffers. Ends when `stop` closes.
+async fn housekeeping(shard: Rc<Shard>, stop: async_channel::Receiver<()>) {
+    let mut ticks = 0u32;
+    loop {
+        monoio::select! {
+            _ = monoio::time::sleep(TICK) => {}
+            _ = stop.recv() => break,
+        }
+        let now = Instant::now();
+        crate::timer::fire(now);
+        crate::idle::fire(now);
+        ticks += 1;
+        if ticks.is_multiple_of(10) {
+            shard.access.flush();
+            shard.expire_idle();
+            shard.trim_pools();
+            if shard.in_flight.get() == 0 {
+                shard.relay.settle();
+            }
+        }
+    }
 }
 
 #[cfg(test)]
