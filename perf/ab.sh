@@ -29,15 +29,8 @@ read -ra LOAD <<<"${AB_WRK:--t1 -c64}"
 if [ -n "${AB_HEADER:-}" ]; then LOAD+=(-H "$AB_HEADER"); fi
 WORK=$(mktemp -d /dev/shm/ringside-ab.XXXXXX)
 trap 'kill $(cat "$WORK/backend.pid" 2>/dev/null) 2>/dev/null; rm -rf "$WORK"' EXIT
-head -c 128 /dev/zero | tr '\0' x >"$WORK/small"
-cat >"$WORK/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/backend.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; sendfile on;
-  server { listen 127.0.0.1:$BACKEND backlog=4096; root $WORK; } }
-CONF
-taskset -c 0 nginx -p "$WORK" -c "$WORK/backend.conf" & echo $! >"$WORK/backend.pid"
-for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$BACKEND/small" && break; sleep 0.1; done
+. "$(dirname "$0")/rig.sh"
+rig_backend "$WORK" "$BACKEND" "sendfile on;"
 
 quota() {  # quota PID: moves PID into a cgroup capped at AB_QUOTA% of a CPU
     local g

@@ -15,21 +15,13 @@ set -euo pipefail
 BIN=${1:-target/release/ringside}
 CONF=${2:-}
 W=$(mktemp -d /dev/shm/ringops.XXXXXX)
+. "$(dirname "$0")/rig.sh"
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
 if [ -z "$CONF" ]; then
     CONF=$W/ringside.toml
-    printf '%s\n' '[runtime]' 'workers = 1' '[log]' 'access = "off"' '[[upstream]]' \
-        'name = "backend"' 'keepalive = 1024' 'servers = [ { address = "127.0.0.1:18080" } ]' \
-        '[[route]]' 'path = "/"' 'upstream = "backend"' '[[listen]]' 'address = "127.0.0.1:18081"' >"$CONF"
+    rig_ringside_toml "$CONF"
 fi
-head -c 128 /dev/zero | tr '\0' x >"$W/small"
-cat >"$W/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/backend.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:18080 backlog=4096; root $W; } }
-CONF
-taskset -c 0 nginx -p "$W" -c "$W/backend.conf" &
+rig_backend "$W" 18080
 taskset -c 1 "$BIN" -c "$CONF" 2>"$W/ringside.err" & P=$!
 for _ in $(seq 100); do curl -fs -o /dev/null http://127.0.0.1:18081/small && break; sleep 0.05; done
 LOAD=(-t1 -c${RINGOPS_CONNS:-64})

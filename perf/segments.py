@@ -64,9 +64,8 @@ def request_id(payload):
     return int(line[at + 2 : end])
 
 
-def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(len(s) * p / 100))]
+def pct(ordered, p):
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
 
 
 def main():
@@ -110,7 +109,7 @@ def main():
     print(f"{a.name}: {len(ids)} requests traced (of {len(A)} sent)")
     print(f"  {'segment':8} {'p50':>8} {'p90':>8} {'p99':>8} {'p99.9':>8}   (µs)")
     for name, v in seg.items():
-        vals = list(v.values())
+        vals = sorted(v.values())
         print(f"  {name:8}" + "".join(f" {pct(vals, p) / 1000:8.1f}" for p in (50, 90, 99, 99.9)))
     slow = sorted(ids, key=lambda i: seg["total"][i])[-max(1, len(ids) // 100) :]
     mean = {k: sum(seg[k][i] for i in slow) / len(slow) / 1000 for k in seg if k != "proxy"}

@@ -16,17 +16,8 @@ SECS=${SEG_SECONDS:-5}
 [ $# -ge 1 ] || set -- ringside nginx
 W=$(mktemp -d /dev/shm/segments.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
-head -c 128 /dev/zero | tr '\0' x >"$W/small"
-cat >"$W/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $W/backend.pid; error_log $W/backend.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:18080 backlog=4096; root $W; } }
-CONF
-printf '%s\n' '[runtime]' 'workers = 1' '[log]' 'access = "off"' '[[upstream]]' \
-    'name = "backend"' 'keepalive = 1024' 'servers = [ { address = "127.0.0.1:18080" } ]' \
-    '[[route]]' 'path = "/"' 'upstream = "backend"' '[[listen]]' 'address = "127.0.0.1:18081"' \
-    >"$W/ringside.toml"
+. "$PERF/rig.sh"
+rig_ringside_toml "$W/ringside.toml"
 cat >"$W/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx.err;
 events { worker_connections 4096; }
@@ -53,7 +44,7 @@ frontend f
 backend b
     server s 127.0.0.1:18080
 CONF
-taskset -c 0 nginx -p "$W" -c "$W/backend.conf" &
+rig_backend "$W" 18080
 for proxy in "$@"; do
     case $proxy in
         ringside) taskset -c 1 "$BIN" -c "$W/ringside.toml" 2>"$W/ringside.err" & ;;
