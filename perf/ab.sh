@@ -10,7 +10,8 @@
 #   perf/ab.sh 10 plain=target/release/ringside:/tmp/plain.toml shield=target/release/ringside:/tmp/shield.toml
 #
 # AB_WRK (default "-t1 -c64") and AB_HEADER (e.g. "Connection: close", for a
-# new connection per request) change the load.
+# new connection per request) change the load; AB_PATH (default /small, a
+# 128-byte answer; /4k, /64k and /1m are there too) the answer.
 #
 # AB_QUOTA=PCT caps the proxy at PCT% of one CPU (a cgroup v1 or v2 CPU
 # quota, 10 ms period): the proxy is then saturated on this small machine,
@@ -26,11 +27,13 @@ if [[ ${1:-} =~ ^[0-9]+$ ]]; then ROUNDS=$1; shift; fi
 [ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
 PORT=${AB_PORT:-18081} BACKEND=${AB_BACKEND:-18080} SECS=${AB_SECONDS:-8}
 read -ra LOAD <<<"${AB_WRK:--t1 -c64}"
+URL_PATH=${AB_PATH:-/small}
 if [ -n "${AB_HEADER:-}" ]; then LOAD+=(-H "$AB_HEADER"); fi
 WORK=$(mktemp -d /dev/shm/ringside-ab.XXXXXX)
 trap 'kill $(cat "$WORK/backend.pid" 2>/dev/null) 2>/dev/null; rm -rf "$WORK"' EXIT
 . "$(dirname "$0")/rig.sh"
 rig_backend "$WORK" "$BACKEND" "sendfile on;"
+for n in 4k:4096 64k:65536 1m:1048576; do head -c "${n#*:}" /dev/zero >"$WORK/${n%:*}"; done
 
 quota() {  # quota PID: moves PID into a cgroup capped at AB_QUOTA% of a CPU
     local g
@@ -48,12 +51,13 @@ one() {  # one NAME BINARY CONFIG: prints NAME requests req/cpu-s
     taskset -c 1 "$2" -c "$3" 2>"$WORK/$1.err" & local p=$!
     if [ -n "${AB_QUOTA:-}" ]; then quota $p; fi
     for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$PORT/small" && break; sleep 0.05; done
-    taskset -c 0 wrk "${LOAD[@]}" -d1s "http://127.0.0.1:$PORT/small" >/dev/null
+    taskset -c 0 wrk "${LOAD[@]}" -d1s "http://127.0.0.1:$PORT$URL_PATH" >/dev/null
     local t0 t1 out
     t0=$(awk '{print $14 + $15}' "/proc/$p/stat")
-    out=$(taskset -c 0 wrk "${LOAD[@]}" -d"${SECS}s" "http://127.0.0.1:$PORT/small")
+    out=$(taskset -c 0 wrk "${LOAD[@]}" -d"${SECS}s" "http://127.0.0.1:$PORT$URL_PATH")
     t1=$(awk '{print $14 + $15}' "/proc/$p/stat")
     kill $p; wait $p 2>/dev/null || true
+    if grep -q 'Non-2xx' <<<"$out"; then echo "ab.sh: $1 answered errors:" >&2; echo "$out" >&2; exit 1; fi
     local req; req=$(awk '/requests in/ {print $1}' <<<"$out")
     echo "$1 $req $(( req * 100 / (t1 - t0) ))"
 }

@@ -232,7 +232,8 @@ async fn respond(
     };
     let framing = resp.framing;
     let out = resp.out;
-    let pending = &resp.buf[resp.len..];
+    // Body bytes that came with the head.
+    let pending = resp.buf.len().saturating_sub(resp.len);
     let mut clean = resp.keep_alive;
     let client_head = std::mem::take(&mut resp.client_head);
     let mut head_sent = false;
@@ -241,7 +242,7 @@ async fn respond(
         // The route's error page replaces the answer (status kept); the
         // upstream connection is reused only when no body was due.
         _ if resp.changes.page => {
-            clean &= framing == Framing::Empty && pending.is_empty();
+            clean &= framing == Framing::Empty && pending == 0;
             shard.small.give(client_head);
             let (status, keep) = (resp.status, resp.client_keep);
             Box::pin(write_page(cx, c, status, keep, down, &mut head_sent)).await
@@ -256,17 +257,17 @@ async fn respond(
             })
         }
         Framing::Empty => {
-            clean &= pending.is_empty();
+            clean &= pending == 0;
             write_head(c, &shard.small, client_head, down, &mut head_sent)
                 .await
                 .map(|()| 0)
         }
         Framing::Length(n) => {
-            let now = (n as usize).min(pending.len());
-            clean &= pending.len() <= n as usize;
-            let mut client_head = client_head;
-            client_head.extend_from_slice(&pending[..now]);
-            match write_head(c, &shard.small, client_head, down, &mut head_sent).await {
+            let now = (n as usize).min(pending);
+            clean &= pending <= n as usize;
+            let first = resp.len..resp.len + now;
+            let head = write_head_and(c, &shard.small, client_head, (&mut resp.buf, first), down);
+            match head.await.inspect(|()| head_sent = true) {
                 Ok(()) if now as u64 == n => Ok(n),
                 Ok(()) => {
                     let rest = n - now as u64;
@@ -292,7 +293,7 @@ async fn respond(
                         c,
                         s,
                         framing,
-                        pending,
+                        &resp.buf[resp.len..],
                         out == OutFraming::Chunked,
                         down,
                     );
@@ -391,13 +392,37 @@ async fn relay_framed(
 async fn write_head(
     c: &mut Client,
     heads: &Buffers,
-    mut head: Vec<u8>,
+    head: Vec<u8>,
     down: Limits,
     sent: &mut bool,
 ) -> Result<(), CopyFail> {
-    c.stamp(&mut head);
-    let (w, head) = relay::write_all(&mut c.stream, head, down.write).await;
-    heads.give(head);
+    let w = write_head_and(c, heads, head, (&mut Vec::new(), 0..0), down).await;
     *sent = w.is_ok();
+    w
+}
+
+/// `write_head` with the first body bytes, `buf[part]`, right behind the
+/// head: copied into the head's buffer when they fit there, else written
+/// from where they are in the same vectored write (a copy would grow the
+/// head's buffer to the size of the upstream's head read).
+async fn write_head_and(
+    c: &mut Client,
+    heads: &Buffers,
+    mut head: Vec<u8>,
+    (buf, part): (&mut Vec<u8>, std::ops::Range<usize>),
+    down: Limits,
+) -> Result<(), CopyFail> {
+    c.stamp(&mut head);
+    let body = buf.get(part.clone()).unwrap_or_default();
+    if body.len() <= head.capacity() - head.len() {
+        head.extend_from_slice(body);
+        let (w, head) = relay::write_all(&mut c.stream, head, down.write).await;
+        heads.give(head);
+        return w.map_err(CopyFail::Write);
+    }
+    let tail = std::mem::take(buf);
+    let (w, head, tail) = relay::write_head_then(&mut c.stream, head, tail, part, down.write).await;
+    heads.give(head);
+    *buf = tail;
     w.map_err(CopyFail::Write)
 }

@@ -2,7 +2,7 @@
 //! timeout and works on owned buffers (io_uring owns a buffer while an op is
 //! in flight), taken from and given back to the worker's buffer pools.
 
-use std::{io, time::Duration};
+use std::{io, ops::Range, time::Duration};
 
 use monoio::{
     buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf},
@@ -138,6 +138,82 @@ pub async fn write_all<S: AsyncWriteRent>(
     limit: Duration,
 ) -> (Step<()>, Vec<u8>) {
     write_from(s, buf, 0, limit).await
+}
+
+/// Bytes whose heap storage stays where it is when their owner moves (a
+/// `Vec`'s buffer, a `Bytes`' shared storage), so an iovec into them stays
+/// valid while the runtime holds the owner.
+pub trait Stable: Default + Unpin + 'static {
+    fn bytes(&self) -> &[u8];
+}
+
+impl Stable for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Stable for bytes::Bytes {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// A head, then part of `tail`, as one vectored write: the tail's bytes are
+/// written from where they are, never copied behind the head.
+struct HeadThen<T> {
+    head: Vec<u8>,
+    tail: T,
+    iov: [libc::iovec; 2],
+}
+
+impl<T: Stable> HeadThen<T> {
+    fn new(head: Vec<u8>, tail: T, part: Range<usize>) -> Self {
+        let part = tail.bytes().get(part).unwrap_or_default();
+        let iov = [
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: part.as_ptr() as *mut libc::c_void,
+                iov_len: part.len(),
+            },
+        ];
+        HeadThen { head, tail, iov }
+    }
+}
+
+// SAFETY: the iovecs point into the heap storage of `head` and `tail`, which
+// `Stable` keeps in place however the struct moves and which nothing
+// changes while the runtime owns the struct (the fields are private and
+// only read back after the write); both lengths are exact. The kernel only
+// reads through them.
+unsafe impl<T: Stable> IoVecBuf for HeadThen<T> {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iov.len()
+    }
+}
+
+/// Writes `head` and then `tail[part]` completely, in one vectored write
+/// (more only when the socket takes part of it). Gives both back, empty
+/// after a timeout (the runtime still held them).
+pub async fn write_head_then<S: AsyncWriteRent, T: Stable>(
+    s: &mut S,
+    head: Vec<u8>,
+    tail: T,
+    part: Range<usize>,
+    limit: Duration,
+) -> (Step<()>, Vec<u8>, T) {
+    let both = HeadThen::new(head, tail, part);
+    match timeout(limit, s.write_vectored_all(both)).await {
+        Some((r, both)) => (r.map(|_| ()).map_err(Fail::Io), both.head, both.tail),
+        None => (Err(Fail::Timeout), Vec::new(), T::default()),
+    }
 }
 
 /// The two timeouts of a one-way copy.

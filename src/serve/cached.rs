@@ -13,7 +13,6 @@ use std::{rc::Rc, time::Instant};
 
 use bytes::Bytes;
 use httparse::EMPTY_HEADER;
-use monoio::io::AsyncWriteRentExt;
 
 use super::{body::BodyOut, content_length, gzip, own_answer_keep, persist, response::Store};
 use crate::{
@@ -180,7 +179,9 @@ async fn answer_hit(
         // Head and body in one writev: one syscall, one segment for a small
         // answer, and the body is not copied (two writes make the client
         // read twice).
-        let (w, out) = write_head_and_body(c, out, e.body.clone(), limit).await;
+        let (w, out, _) =
+            relay::write_head_then(&mut c.stream, out, e.body.clone(), 0..e.body.len(), limit)
+                .await;
         shard.heads.give(out);
         match w {
             Ok(()) => {
@@ -214,64 +215,6 @@ async fn answer_hit(
 
 fn fail(f: relay::Fail) -> Error {
     f.client().after_head()
-}
-
-/// A head and a shared body as one vectored write.
-struct HeadAndBody {
-    head: Vec<u8>,
-    /// Held (never read here) so the bytes live while the kernel reads them.
-    _body: Bytes,
-    iov: [libc::iovec; 2],
-}
-
-impl HeadAndBody {
-    fn new(head: Vec<u8>, body: Bytes) -> Self {
-        let iov = [
-            libc::iovec {
-                iov_base: head.as_ptr() as *mut libc::c_void,
-                iov_len: head.len(),
-            },
-            libc::iovec {
-                iov_base: body.as_ptr() as *mut libc::c_void,
-                iov_len: body.len(),
-            },
-        ];
-        HeadAndBody {
-            head,
-            _body: body,
-            iov,
-        }
-    }
-}
-
-// SAFETY: the iovecs point into the heap storage of `head` (a Vec that is
-// not touched while the value is owned by the runtime) and of `body` (an
-// immutable Bytes), so they stay valid and unchanged however the struct is
-// moved; both counts are exact. The kernel only reads through them.
-unsafe impl monoio::buf::IoVecBuf for HeadAndBody {
-    fn read_iovec_ptr(&self) -> *const libc::iovec {
-        self.iov.as_ptr()
-    }
-
-    fn read_iovec_len(&self) -> usize {
-        self.iov.len()
-    }
-}
-
-/// Writes `head` then the shared `body` (io_uring holds a reference to the
-/// body, never a copy); gives the head buffer back.
-async fn write_head_and_body(
-    c: &mut Client,
-    head: Vec<u8>,
-    body: Bytes,
-    limit: std::time::Duration,
-) -> (relay::Step<()>, Vec<u8>) {
-    let both = HeadAndBody::new(head, body);
-    match monoio::time::timeout(limit, c.stream.write_vectored_all(both)).await {
-        Ok((Ok(_), both)) => (Ok(()), both.head),
-        Ok((Err(e), both)) => (Err(relay::Fail::Io(e)), both.head),
-        Err(_) => (Err(relay::Fail::Timeout), Vec::new()),
-    }
 }
 
 /// gzips a stored body on its way out, one relay buffer at a time.

@@ -14,6 +14,10 @@ const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// RFC 6455's answer to `WS_KEY`; the proxy passes it through unchanged.
 const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 const BIG: usize = 1_000_000;
+/// Larger than the buffer ringside writes a response head into, smaller
+/// than its first read of the upstream's answer: the whole body comes with
+/// the head and goes out behind it.
+const MID: usize = 9_000;
 
 fn close_delimited_body() -> Vec<u8> {
     (0..50)
@@ -34,6 +38,12 @@ fn app(c: &mut UpConn) {
             }
             "head" if req.method == "HEAD" => {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec()
+            }
+            "mid" => {
+                let mut v =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {MID}\r\n\r\n").into_bytes();
+                v.extend(pattern(MID, 5));
+                v
             }
             "big" => {
                 let mut v =
@@ -155,6 +165,18 @@ fn content_length_response_body_is_relayed() {
     assert_eq!(r.header("content-length"), Some("1000000"));
     assert!(r.body == pattern(BIG, 7), "1 MB body damaged");
     get_ok(&mut c, "/echo/after-big");
+}
+
+#[test]
+fn a_body_that_came_with_its_head_is_relayed_behind_it() {
+    let (proxy, _up) = start();
+    let mut c = Client::connect(proxy.addr());
+    for i in 0..3 {
+        let r = c.get(&format!("/mid/{i}"));
+        assert_eq!(r.header("content-length"), Some("9000"));
+        assert!(r.body == pattern(MID, 5), "9,000-byte body damaged");
+    }
+    get_ok(&mut c, "/echo/after-mid");
 }
 
 #[test]
