@@ -6,25 +6,36 @@
 # CPU-second. Prints every run, then per variant the median and the mean of
 # the best three (this VM has slow spells that hit any run at random).
 #
-#   perf/ab.sh [ROUNDS] NAME=BINARY:CONFIG ...
+#   perf/ab.sh [ROUNDS] NAME=BINARY:CONFIG[:PORT] ...
 #   perf/ab.sh 10 plain=target/release/ringside:/tmp/plain.toml shield=target/release/ringside:/tmp/shield.toml
+#
+# A BINARY named nginx or haproxy runs that peer as one process (nginx with
+# master_process off) on its config from a perf/run.sh run, at its PORT:
+#   perf/ab.sh 4 ringside=target/release/ringside:/tmp/ab.toml \
+#       nginx=nginx:/dev/shm/ringside-perf/conf/nginx-proxy.conf:18082 \
+#       haproxy=haproxy:/dev/shm/ringside-perf/conf/haproxy.cfg:18083
 #
 # AB_WRK (default "-t1 -c64") and AB_HEADER (e.g. "Connection: close", for a
 # new connection per request) change the load; AB_PATH (default /small, a
 # 128-byte answer; /4k, /64k and /1m are there too) the answer.
+#
+# AB_PROFILE=DIR also samples the proxy during each measured run (`perf
+# record -F 999 -g -p`, DIR/NAME-rROUND.data; sort one with
+# perf/profile_sum.py). It slows every variant alike.
 #
 # AB_QUOTA=PCT caps the proxy at PCT% of one CPU (a cgroup v1 or v2 CPU
 # quota, 10 ms period): the proxy is then saturated on this small machine,
 # as on a core of its own with load to spare, and connections queue while
 # it is throttled.
 #
-# The configs must listen on 127.0.0.1:$AB_PORT (18081) and proxy to the
-# backend started here on 127.0.0.1:$AB_BACKEND (18080), as perf/run.sh's
-# ringside.toml does (with perf/shield.toml appended for the shield's cost).
+# The configs must listen on 127.0.0.1:$AB_PORT (18081; else name the PORT)
+# and proxy to the backend started here on 127.0.0.1:$AB_BACKEND (18080), as
+# perf/run.sh's configs do (with perf/shield.toml appended to ringside.toml
+# for the shield's cost).
 set -euo pipefail
 ROUNDS=10
 if [[ ${1:-} =~ ^[0-9]+$ ]]; then ROUNDS=$1; shift; fi
-[ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,34p "$0"; exit 2; }
 PORT=${AB_PORT:-18081} BACKEND=${AB_BACKEND:-18080} SECS=${AB_SECONDS:-8}
 read -ra LOAD <<<"${AB_WRK:--t1 -c64}"
 URL_PATH=${AB_PATH:-/small}
@@ -47,15 +58,25 @@ quota() {  # quota PID: moves PID into a cgroup capped at AB_QUOTA% of a CPU
     echo "$1" >"$g/cgroup.procs"
 }
 
-one() {  # one NAME BINARY CONFIG: prints NAME requests req/cpu-s
-    taskset -c 1 "$2" -c "$3" 2>"$WORK/$1.err" & local p=$!
+one() {  # one NAME BINARY CONFIG [PORT]: prints NAME requests req/cpu-s
+    local port=${4:-$PORT} cmd
+    case $(basename "$2") in
+        nginx) cmd=(nginx -c "$3" -g "master_process off;") ;;
+        haproxy) cmd=(haproxy -db -f "$3") ;;
+        *) cmd=("$2" -c "$3") ;;
+    esac
+    taskset -c 1 "${cmd[@]}" 2>"$WORK/$1.err" & local p=$!
     if [ -n "${AB_QUOTA:-}" ]; then quota $p; fi
-    for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$PORT/small" && break; sleep 0.05; done
-    taskset -c 0 wrk "${LOAD[@]}" -d1s "http://127.0.0.1:$PORT$URL_PATH" >/dev/null
-    local t0 t1 out
+    for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/small" && break; sleep 0.05; done
+    taskset -c 0 wrk "${LOAD[@]}" -d1s "http://127.0.0.1:$port$URL_PATH" >/dev/null
+    local t0 t1 out rec=
+    if [ -n "${AB_PROFILE:-}" ]; then
+        perf record -q -F 999 -g -p $p -o "$AB_PROFILE/$1-r$round.data" 2>/dev/null & rec=$!
+    fi
     t0=$(awk '{print $14 + $15}' "/proc/$p/stat")
-    out=$(taskset -c 0 wrk "${LOAD[@]}" -d"${SECS}s" "http://127.0.0.1:$PORT$URL_PATH")
+    out=$(taskset -c 0 wrk "${LOAD[@]}" -d"${SECS}s" "http://127.0.0.1:$port$URL_PATH")
     t1=$(awk '{print $14 + $15}' "/proc/$p/stat")
+    if [ -n "$rec" ]; then kill -INT $rec; wait $rec 2>/dev/null || true; fi
     kill $p; wait $p 2>/dev/null || true
     if grep -q 'Non-2xx' <<<"$out"; then echo "ab.sh: $1 answered errors:" >&2; echo "$out" >&2; exit 1; fi
     local req; req=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -63,8 +84,8 @@ one() {  # one NAME BINARY CONFIG: prints NAME requests req/cpu-s
 }
 for round in $(seq "$ROUNDS"); do
     for v in "$@"; do
-        IFS=: read -r bin conf <<<"${v#*=}"
-        one "${v%%=*}" "$bin" "$conf"
+        IFS=: read -r bin conf port <<<"${v#*=}"
+        one "${v%%=*}" "$bin" "$conf" "$port"
     done
 done | tee "$WORK/runs"
 python3 - "$WORK/runs" <<'PY'
