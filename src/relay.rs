@@ -140,20 +140,29 @@ pub async fn write_all<S: AsyncWriteRent>(
     write_from(s, buf, 0, limit).await
 }
 
-/// Bytes whose heap storage stays where it is when their owner moves (a
-/// `Vec`'s buffer, a `Bytes`' shared storage), so an iovec into them stays
-/// valid while the runtime holds the owner.
-pub trait Stable: Default + Unpin + 'static {
+/// Bytes whose storage stays where it is when their owner moves (a `Vec`'s
+/// heap buffer, a `Bytes`' shared or static storage), so an iovec into them
+/// stays valid while the runtime holds the owner.
+///
+/// # Safety
+///
+/// `bytes` must return the same address and length for as long as the
+/// value is not mutated, however the value itself is moved.
+pub unsafe trait Stable: Default + Unpin + 'static {
     fn bytes(&self) -> &[u8];
 }
 
-impl Stable for Vec<u8> {
+// SAFETY: a Vec's elements live on the heap, not in the Vec value; moving
+// it moves only the pointer, length and capacity.
+unsafe impl Stable for Vec<u8> {
     fn bytes(&self) -> &[u8] {
         self
     }
 }
 
-impl Stable for bytes::Bytes {
+// SAFETY: a Bytes points at heap or static storage it never holds inline,
+// and it is immutable.
+unsafe impl Stable for bytes::Bytes {
     fn bytes(&self) -> &[u8] {
         self
     }
@@ -184,11 +193,11 @@ impl<T: Stable> HeadThen<T> {
     }
 }
 
-// SAFETY: the iovecs point into the heap storage of `head` and `tail`, which
-// `Stable` keeps in place however the struct moves and which nothing
-// changes while the runtime owns the struct (the fields are private and
-// only read back after the write); both lengths are exact. The kernel only
-// reads through them.
+// SAFETY: the iovecs point into the storage of `head` and `tail`, which
+// `Stable`'s contract keeps in place however the struct moves, and which
+// nothing changes while the runtime owns the struct (the fields are private
+// and only read back after the write); both lengths are exact. The kernel
+// only reads through them.
 unsafe impl<T: Stable> IoVecBuf for HeadThen<T> {
     fn read_iovec_ptr(&self) -> *const libc::iovec {
         self.iov.as_ptr()
