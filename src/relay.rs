@@ -77,6 +77,16 @@ impl Fail {
             _ => Error::client_send_timeout(),
         }
     }
+
+    /// A failed read from the upstream, as answered when nothing went to
+    /// the client yet.
+    pub fn upstream(self) -> Error {
+        match self {
+            Fail::Timeout => Error::read_timeout(),
+            Fail::Framing(why) => Error::bad_response(why),
+            _ => Error::upstream_closed(),
+        }
+    }
 }
 
 pub type Step<T> = Result<T, Fail>;
@@ -260,9 +270,7 @@ impl CopyFail {
     /// went out: the client can only see the connection close).
     pub fn downward(self) -> Error {
         match self {
-            CopyFail::Read(Fail::Timeout) => Error::read_timeout(),
-            CopyFail::Read(Fail::Framing(why)) => Error::bad_response(why),
-            CopyFail::Read(_) => Error::upstream_closed(),
+            CopyFail::Read(f) => f.upstream(),
             CopyFail::Write(f) => f.client(),
         }
         .after_head()

@@ -2,7 +2,7 @@
 //! connection or a new one), send the request and its body, and read the
 //! response head, trying other servers by the retry rules when one fails.
 
-use std::mem::take;
+use std::{mem::take, time::Duration};
 
 use httparse::EMPTY_HEADER;
 use monoio::net::TcpStream;
@@ -354,6 +354,13 @@ async fn read_response(
                 }
                 Ok(Parsed::Final(mut resp)) => {
                     resp.buf = buf;
+                    if let Err(error) = first_body(s, &mut resp, up.read_timeout).await {
+                        shard.heads.give(take(&mut resp.buf));
+                        return Err(Attempt::Fail {
+                            error,
+                            replay: false,
+                        });
+                    }
                     return Ok(resp);
                 }
             }
@@ -401,6 +408,30 @@ async fn read_response(
         };
         shard.heads.give(buf);
         return Err(e);
+    }
+}
+
+/// Waits for the first bytes of a small Content-Length body that did not
+/// come with its head (one read, bounded by the upstream's read timeout),
+/// when the whole body fits the head's buffer: head and body then leave in
+/// one write and one packet, not a packet with the head alone and one with
+/// the body for the client to acknowledge (nginx holds a small head back
+/// the same way, `postpone_output`). A failure here is answered, not
+/// retried: the server has answered.
+async fn first_body(s: &mut TcpStream, resp: &mut Response, limit: Duration) -> Result<(), Error> {
+    let Framing::Length(n) = resp.framing else {
+        return Ok(());
+    };
+    let room = resp.buf.capacity() - resp.buf.len();
+    if resp.buf.len() > resp.len || n > room as u64 || resp.changes.page || resp.tunnel {
+        return Ok(());
+    }
+    let (got, buf) = relay::read_more(s, take(&mut resp.buf), limit).await;
+    resp.buf = buf;
+    match got {
+        Ok(0) => Err(Error::upstream_closed()),
+        Ok(_) => Ok(()),
+        Err(f) => Err(f.upstream()),
     }
 }
 

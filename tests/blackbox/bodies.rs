@@ -179,6 +179,39 @@ fn a_body_that_came_with_its_head_is_relayed_behind_it() {
     get_ok(&mut c, "/echo/after-mid");
 }
 
+/// A small body that the upstream sends after its head, in a later packet,
+/// leaves with the head: the client gets nothing until the body starts,
+/// then the whole answer (one write, not a head alone and then a body).
+#[test]
+fn a_small_body_sent_after_its_head_goes_out_with_it() {
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let up = Upstream::start(move |c: &mut UpConn| {
+        while let Some(req) = c.read_request() {
+            if req.target.starts_with("/later") {
+                c.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+                let _ = go_rx.lock().unwrap().recv_timeout(IO_TIMEOUT);
+                c.write(b"later");
+            } else if !c.write(&echo_response(&req)) {
+                return;
+            }
+        }
+    });
+    let proxy = Proxy::start(&single_upstream(up.addr()));
+    let mut c = Client::connect(proxy.addr());
+    c.send(b"GET /later HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(up.wait_until(IO_TIMEOUT, |s| s.heads.len() == 1));
+    c.timeout = Duration::from_millis(300);
+    let early = c.try_read_response(true);
+    assert!(early.is_err(), "the head went out before its body");
+    go_tx.send(()).unwrap();
+    c.timeout = IO_TIMEOUT;
+    let r = c.read_response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"later");
+    get_ok(&mut c, "/echo/after-later");
+}
+
 #[test]
 fn chunked_response_body_is_relayed() {
     let (proxy, _up) = start();

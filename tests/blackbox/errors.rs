@@ -262,3 +262,19 @@ fn upstream_silence_is_504() {
         "504 only after {took:?} (read_timeout 500ms)"
     );
 }
+
+/// The head came, its small body did not: ringside holds a small head back
+/// until its body starts, so the client gets the error, not half an answer.
+#[test]
+fn upstream_closing_after_its_head_is_502() {
+    upstream_fails("/headonly/", 502);
+}
+
+#[test]
+fn upstream_silent_after_its_head_is_504() {
+    let took = upstream_fails("/headstall/", 504);
+    assert!(
+        took >= Duration::from_millis(400),
+        "504 after {took:?}, before read_timeout (500ms)"
+    );
+}

@@ -14,6 +14,8 @@ pub const SHORT_TIMEOUTS: &str =
                               max_request_head = \"4k\"\nmax_request_body = 1000";
 
 pub const GARBAGE: &[u8] = b"this is not http at all\r\n\r\n";
+/// A head whose body never comes.
+pub const HEAD_ONLY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
 pub const NO_COLON: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nThis line has no colon\r\n\r\nok";
 
@@ -25,7 +27,8 @@ pub struct Fx {
 
 /// `/app/` → echo, `/down/` → nothing listening, `/garbage/` → not HTTP,
 /// `/nocolon/` → a header line without a colon, `/hangup/` → closes without
-/// a word, `/silent/` → never answers.
+/// a word, `/silent/` → never answers, `/headonly/` → a head promising a
+/// body, then closes, `/headstall/` → a head promising a body, then nothing.
 pub fn fixture(limits: &str) -> Fx {
     let app = Upstream::echo();
     let garbage = Upstream::start(|c| {
@@ -47,6 +50,17 @@ pub fn fixture(limits: &str) -> Fx {
             c.hold_until_closed();
         }
     });
+    let headonly = Upstream::start(|c| {
+        if c.read_request().is_some() {
+            c.write(HEAD_ONLY);
+        }
+    });
+    let headstall = Upstream::start(|c| {
+        if c.read_request().is_some() {
+            c.write(HEAD_ONLY);
+            c.hold_until_closed();
+        }
+    });
     let rest = [
         upstream("app", app.addr(), ""),
         upstream("down", closed_port(), "connect_timeout = \"1s\""),
@@ -60,13 +74,17 @@ pub fn fixture(limits: &str) -> Fx {
         route("/nocolon/", "nocolon"),
         route("/hangup/", "hangup"),
         route("/silent/", "silent"),
+        upstream("headonly", headonly.addr(), ""),
+        upstream("headstall", headstall.addr(), "read_timeout = \"500ms\""),
+        route("/headonly/", "headonly"),
+        route("/headstall/", "headstall"),
     ]
     .concat();
     let proxy = Proxy::start(&config(limits, &rest));
     Fx {
         proxy,
         app,
-        _others: vec![garbage, nocolon, hangup, silent],
+        _others: vec![garbage, nocolon, hangup, silent, headonly, headstall],
     }
 }
 
