@@ -728,6 +728,14 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # ---------------------------------------------------------------- report
+# ringside's event loop as its last start logged it ("io_uring (COOP_TASKRUN)",
+# or the epoll it fell back to and why): a machine without io_uring (a
+# sandboxed kernel, a seccomp filter) measures another program.
+loop_line() {
+    local l
+    l=$(grep -ho 'event loop on .*' "$WORK/logs/ringside.stderr" 2>/dev/null | tail -1)
+    [ -n "$l" ] && printf ' (%s)' "${l#event loop on }"
+}
 stamp=$(date +%Y-%m-%d-%H%M)
 export META_DATE=$stamp META_MODE=$MODE META_ROUNDS=$ROUNDS META_DURATION=$DURATION \
     META_WARMUP=$WARMUP META_PROXIES="${ACTIVE[*]}" META_WORKLOADS="${REPORT_WLS[*]}" \
@@ -738,7 +746,7 @@ export META_DATE=$stamp META_MODE=$MODE META_ROUNDS=$ROUNDS META_DURATION=$DURAT
     META_KERNEL="$(uname -r)" META_NPROC="$ncpu" \
     META_OS="$(. /etc/os-release && echo "$PRETTY_NAME")" \
     META_MEM="$(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo)" \
-    META_VERSIONS="$(nginx -v 2>&1 | sed 's/.*version: //'); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)$( [ -x "$RINGSIDE_BIN" ] && printf '; ringside %s' "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '(uncommitted)')")"
+    META_VERSIONS="$(nginx -v 2>&1 | sed 's/.*version: //'); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)$( [ -x "$RINGSIDE_BIN" ] && printf '; ringside %s' "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '(uncommitted)')")$(loop_line)"
 python3 - "$WORK/meta.json" <<'EOF'
 import json, os, sys
 e = os.environ
