@@ -88,7 +88,7 @@ pub struct Start {
 pub struct Driver {
     /// The worker's id.
     pub worker: usize,
-    /// `io_uring (COOP_TASKRUN)`, or what it fell back to.
+    /// `io_uring (DEFER_TASKRUN)`, or what it fell back to.
     pub name: String,
     /// Why io_uring could not be set up, when the worker runs on epoll.
     pub uring_error: Option<std::io::Error>,
@@ -108,7 +108,7 @@ pub fn run(start: Start, ready: Ready) {
     // A ring the kernel cannot allocate (ENOMEM: locked memory or the memory
     // cgroup) is tried again at a quarter of the size before epoll.
     let mut entries = start.ring_entries;
-    let defer = std::env::var_os(TASKRUN_ENV).is_some_and(|v| v == "defer");
+    let defer = std::env::var_os(TASKRUN_ENV).is_none_or(|v| v != "coop");
     let error = loop {
         match uring(entries, defer) {
             Ok((mut rt, name)) => {
@@ -142,13 +142,14 @@ pub fn run(start: Start, ready: Ready) {
 
 type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>;
 
-/// Set to `defer` in the environment, the workers' rings are set up with
-/// DEFER_TASKRUN (tuning.md, "io_uring task running").
+/// Set to `coop` in the environment, the workers' rings are set up with
+/// COOP_TASKRUN alone, not DEFER_TASKRUN first (tuning.md, "io_uring task
+/// running").
 const TASKRUN_ENV: &str = "RINGSIDE_TASKRUN";
 
 /// An io_uring runtime with `entries` submission entries, and its name for
-/// the log: with COOP_TASKRUN (or first DEFER_TASKRUN, when `defer`), else
-/// without either (kernels before 5.19).
+/// the log: with DEFER_TASKRUN when `defer` (Linux 6.1+), else COOP_TASKRUN
+/// (5.19+), else without either.
 fn uring(entries: u32, defer: bool) -> std::io::Result<(UringRuntime, String)> {
     let size = match entries {
         RING_ENTRIES => String::new(),
@@ -164,9 +165,9 @@ fn uring(entries: u32, defer: bool) -> std::io::Result<(UringRuntime, String)> {
     // (vendor/monoio/RINGSIDE.md); 0.2.4 as released did not while tasks were
     // queued, which on such a ring stalls the worker's sockets behind one
     // busy task. The ring is built here, on the worker's thread, the only one
-    // that ever submits to it. Not the default: no difference could be
-    // measured on the development machine (perf/results/2026-12-05-monoio.md);
-    // the switch lets a machine with a saturated proxy core decide.
+    // that ever submits to it (the control plane's health checks run on
+    // their own epoll runtime). The default: the batch saves the kernel work
+    // of posting each completion as it comes (perf/results/2026-12-06-packets.md).
     let defer = defer.then(|| {
         let mut builder = io_uring::IoUring::builder();
         builder.setup_defer_taskrun().setup_single_issuer();

@@ -290,17 +290,18 @@ fn event_loop_lines(p: &Proxy) -> Vec<String> {
         .collect()
 }
 
-/// `RINGSIDE_TASKRUN=defer` sets the rings up with DEFER_TASKRUN (this
-/// kernel has it); the workers serve on them as on the default rings.
+/// `RINGSIDE_TASKRUN=coop` sets the rings up with COOP_TASKRUN instead of
+/// the default DEFER_TASKRUN; the workers serve on them as on the default
+/// rings.
 #[test]
-fn the_taskrun_switch_sets_the_rings_up_with_defer_taskrun() {
+fn the_taskrun_switch_sets_the_rings_up_with_coop_taskrun() {
     let toml = respond_config("up", "127.0.0.1:0", 2, "");
     let p = Proxy::start_with(TestDir::new(), &toml, &[], |c| {
-        c.env("RINGSIDE_TASKRUN", "defer");
+        c.env("RINGSIDE_TASKRUN", "coop");
     });
     assert_eq!(
         event_loop_lines(&p),
-        ["2 workers: event loop on io_uring (DEFER_TASKRUN)"]
+        ["2 workers: event loop on io_uring (COOP_TASKRUN)"]
     );
     for _ in 0..4 {
         assert_eq!(body_of(p.addr()), b"up");
@@ -333,7 +334,7 @@ fn soft_memlock_and_nofile_limits_are_raised_to_the_hard_ones() {
     );
     assert_eq!(
         event_loop_lines(&p),
-        ["2 workers: event loop on io_uring (COOP_TASKRUN)"],
+        ["2 workers: event loop on io_uring (DEFER_TASKRUN)"],
         "{lines}"
     );
     assert_eq!(body_of(p.addr()), b"up");
@@ -354,9 +355,9 @@ fn a_small_hard_memlock_limit_shrinks_the_rings_with_one_line() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     let line = &lines[0];
     assert!(
-        line == "2 workers: event loop on io_uring (COOP_TASKRUN, 256 entries); no provided \
+        line == "2 workers: event loop on io_uring (DEFER_TASKRUN, 256 entries); no provided \
                  buffers: RLIMIT_MEMLOCK holds only the rings"
-            || line == "2 workers: event loop on io_uring (COOP_TASKRUN)",
+            || line == "2 workers: event loop on io_uring (DEFER_TASKRUN)",
         "{line}"
     );
     for _ in 0..4 {
@@ -376,7 +377,7 @@ fn no_locked_memory_falls_back_to_epoll_with_one_line_naming_memlock() {
     let lines = event_loop_lines(&p);
     assert_eq!(lines.len(), 1, "{lines:?}");
     let line = &lines[0];
-    if !line.contains("event loop on io_uring (COOP_TASKRUN)") {
+    if !line.contains("event loop on io_uring (") {
         for part in [
             "2 workers: event loop on legacy epoll: io_uring could not be set up",
             "Cannot allocate memory",
