@@ -728,7 +728,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # ---------------------------------------------------------------- report
-# ringside's event loop as its last start logged it ("io_uring (COOP_TASKRUN)",
+# ringside's event loop as its last start logged it ("io_uring (DEFER_TASKRUN)",
 # or the epoll it fell back to and why): a machine without io_uring (a
 # sandboxed kernel, a seccomp filter) measures another program.
 loop_line() {
