@@ -51,7 +51,9 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or of the final CRLF).
     TrailerStart,
-    /// Inside a trailer field line.
+    /// Inside a trailer field's name.
+    TrailerName,
+    /// Inside a trailer field's value.
     Trailer,
     /// CR of a trailer line seen.
     TrailerLf,
@@ -152,13 +154,20 @@ impl Chunked {
             State::TrailerStart => match b {
                 b'\r' => State::EndLf,
                 b'\n' => return Err("bare LF in the trailer section"),
-                _ => self.trailer()?,
+                b' ' | b'\t' => return Err("obs-fold in the trailer section"),
+                _ if is_tchar(b) => self.trailer(State::TrailerName)?,
+                _ => return Err("invalid trailer field name"),
+            },
+            State::TrailerName => match b {
+                b':' => self.trailer(State::Trailer)?,
+                _ if is_tchar(b) => self.trailer(State::TrailerName)?,
+                _ => return Err("invalid trailer field name"),
             },
             State::Trailer => match b {
                 b'\r' => State::TrailerLf,
                 b'\n' => return Err("bare LF in the trailer section"),
-                0 => return Err("NUL in a trailer field"),
-                _ => self.trailer()?,
+                b'\t' | b' '..=b'~' | 0x80..=0xff => self.trailer(State::Trailer)?,
+                _ => return Err("control byte in a trailer field"),
             },
             State::TrailerLf => match b {
                 b'\n' => State::TrailerStart,
@@ -171,13 +180,18 @@ impl Chunked {
         })
     }
 
-    fn trailer(&mut self) -> Result<State, Invalid> {
+    fn trailer(&mut self, next: State) -> Result<State, Invalid> {
         self.trailer_bytes += 1;
         if self.trailer_bytes > MAX_TRAILERS {
             return Err("trailer section too large");
         }
-        Ok(State::Trailer)
+        Ok(next)
     }
+}
+
+/// `tchar` of RFC 9110 section 5.6.2: the bytes a field name is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Appends the chunk-size line for a chunk of `len` bytes.
@@ -239,6 +253,11 @@ mod tests {
             b"5\rhello",
             b"5\r\nhelloX\r\n",
             b"0\r\nX: a\nb\r\n\r\n",
+            b"0\r\nBad Header\r\n\r\n",
+            b"0\r\nX : 1\r\n\r\n",
+            b"0\r\n: 1\r\n\r\n",
+            b"0\r\nX: 1\r\n folded\r\n\r\n",
+            b"0\r\nX: a\x01b\r\n\r\n",
         ] {
             assert!(run(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }

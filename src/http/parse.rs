@@ -363,14 +363,27 @@ fn head<'h, 'b>(
 /// Adds a Content-Length field's values to `length`: every value, in this
 /// field and earlier ones, must be the same.
 fn add_length(length: &mut Option<u64>, value: &[u8]) -> Result<()> {
-    for item in list(value) {
-        let n = content_length(item)?;
-        if length.is_some_and(|l| l != n) {
-            return Err(Error::bad_request("differing Content-Length values"));
-        }
-        *length = Some(n);
+    let n = field_length(value).map_err(Error::bad_request)?;
+    if length.is_some_and(|l| l != n) {
+        return Err(Error::bad_request("differing Content-Length values"));
     }
+    *length = Some(n);
     Ok(())
+}
+
+/// The one length a Content-Length field says: a list of equal values is
+/// that value (RFC 9110 section 8.6); an empty field is as invalid as a
+/// bad number, never the same as no field.
+fn field_length(value: &[u8]) -> std::result::Result<u64, &'static str> {
+    let mut length = None;
+    for item in list(value) {
+        let n = content_length(item).map_err(|_| "invalid Content-Length")?;
+        if length.is_some_and(|l| l != n) {
+            return Err("differing Content-Length values");
+        }
+        length = Some(n);
+    }
+    length.ok_or("empty Content-Length")
 }
 
 /// A Transfer-Encoding field. Only a single `chunked` is understood; any
@@ -562,14 +575,12 @@ pub fn response<'h, 'b>(
         if h.name.eq_ignore_ascii_case("date") {
             has_date = true;
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            for item in list(h.value) {
-                let n = content_length(item)
-                    .map_err(|_| Error::bad_response("invalid upstream Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(Error::bad_response("differing upstream Content-Length"));
-                }
-                length = Some(n);
+            let n = field_length(h.value)
+                .map_err(|_| Error::bad_response("invalid upstream Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::bad_response("differing upstream Content-Length"));
             }
+            length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             for coding in list(h.value) {
                 if chunked || !coding.eq_ignore_ascii_case(b"chunked") {

@@ -38,7 +38,20 @@ fn differing_content_lengths_are_400() {
 #[test]
 fn invalid_content_length_is_400() {
     let fx = fixture(LIMITS);
-    for value in ["-1", "5x", "0x5", "+5", "5 5", "18446744073709551616"] {
+    // An empty value (or a list of nothing) is invalid, not absent: read
+    // as no body, the bytes after the head would be the next request.
+    let values = [
+        "-1",
+        "5x",
+        "0x5",
+        "+5",
+        "5 5",
+        "18446744073709551616",
+        "",
+        ",",
+        " , ",
+    ];
+    for value in values {
         let t = token();
         let raw = post(&t, &format!("Content-Length: {value}\r\n"), b"hello");
         reject(&fx, &raw, 400, &t, Reached::Nothing);
@@ -117,6 +130,26 @@ fn chunk_size_negative_is_400() {
 #[test]
 fn chunk_size_overflow_is_400() {
     bad_chunk_size("fffffffffffffffff");
+}
+
+/// A trailer section that is not field lines (RFC 9112 section 7.1.2):
+/// the body is invalid, so what follows it is never read as a request.
+#[test]
+fn malformed_trailer_is_400() {
+    let fx = fixture(LIMITS);
+    for trailer in [
+        "Bad Header",
+        "X-T : 1",
+        ": 1",
+        "X-T: 1\r\n folded",
+        "X-T: a\x01b",
+    ] {
+        let t = token();
+        let mut body = format!("5\r\nhello\r\n0\r\n{trailer}\r\n\r\n").into_bytes();
+        body.extend_from_slice(&smuggled(&t));
+        let raw = post(&t, "Transfer-Encoding: chunked\r\n", &body);
+        reject(&fx, &raw, 400, &t, Reached::NoCompleteRequest);
+    }
 }
 
 // ------------------------------------------------------------------ 400: syntax
