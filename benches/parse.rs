@@ -8,7 +8,7 @@ use ringside::{
     http::{
         body::Chunked,
         headers::{upstream_request, Forwarding},
-        parse::{request, Framing, Scan, MAX_HEADERS},
+        parse::{request, Framing, Scan, MAX_HEADERS, NO_FIELD},
     },
     route,
 };
@@ -41,14 +41,14 @@ fn routes() -> Vec<config::Route> {
 fn benches(c: &mut Criterion) {
     c.bench_function("parse_request_head", |b| {
         b.iter(|| {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = [NO_FIELD; MAX_HEADERS];
             let mut scan = Scan::default();
             let r = request(black_box(HEAD), &mut headers, &mut scan, 16384).unwrap();
             black_box(r.map(|h| h.len))
         })
     });
 
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [NO_FIELD; MAX_HEADERS];
     let mut scan = Scan::default();
     let req = request(HEAD, &mut headers, &mut scan, 16384)
         .unwrap()

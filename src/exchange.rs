@@ -11,7 +11,6 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use httparse::EMPTY_HEADER;
 use monoio::time::Instant;
 
 use crate::{
@@ -201,7 +200,7 @@ async fn read_request(
     }
     loop {
         if !c.buf.is_empty() {
-            let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = [parse::NO_FIELD; MAX_HEADERS];
             if let Some(req) = parse::request(&c.buf, &mut headers, &mut scan, max)? {
                 let trusted = &gen.config.limits.real_ip_from;
                 c.peer = crate::shield::real_ip::client(c.hop, req.headers, trusted);
@@ -279,7 +278,7 @@ pub(crate) fn plan(
                 let origin = req.spans.origin(&c.buf);
                 key =
                     crate::balance::Key::new(up, c.peer, &origin, |name| route::cookie(req, name));
-                let upgrade = req.upgrade.filter(|_| r.websocket);
+                let upgrade = req.upgrade.filter(|u| r.websocket && parse::tunnels(u));
                 let fwd = forwarding(c, listen, up, r, upgrade);
                 let target = upstream_target(&origin, path, r);
                 // A pooled buffer (given back at the end of `exchange`): no

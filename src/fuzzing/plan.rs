@@ -8,8 +8,6 @@ use std::{
     sync::Arc,
 };
 
-use httparse::EMPTY_HEADER;
-
 use crate::{
     buffers::Buffers,
     control::health,
@@ -136,7 +134,7 @@ fn plan_with(p: &Planner, pick: u8, buf: &[u8]) {
         hsts: None,
         to_https: pick & 1 != 0,
     };
-    let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [parse::NO_FIELD; MAX_HEADERS];
     let head = match parse::request(&c.buf, &mut headers, &mut Scan::default(), max) {
         Ok(Some(head)) => head,
         // Incomplete, or answered with an error before routing.
@@ -187,7 +185,7 @@ fn plan_with(p: &Planner, pick: u8, buf: &[u8]) {
 /// The head sent upstream must be one request, framed as the client's was:
 /// an upstream that read it otherwise could be desynchronised.
 fn upstream_head_parses(head: &[u8], framing: Framing) {
-    let mut headers = [EMPTY_HEADER; MAX_HEADERS * 2];
+    let mut headers = [parse::NO_FIELD; MAX_HEADERS * 2];
     let parsed = parse::request(head, &mut headers, &mut Scan::default(), usize::MAX);
     match parsed {
         Ok(Some(h)) => {

@@ -1,8 +1,6 @@
 //! The `response_head` target: an upstream response head that parses is
 //! written to the client as a head that parses again.
 
-use httparse::EMPTY_HEADER;
-
 use crate::http::{
     headers::{client_response, OutFraming, Persist},
     parse::{self, Framing, MAX_HEADERS},
@@ -19,7 +17,7 @@ pub fn response_head(input: &[u8]) {
         return;
     };
     let head_request = pick & 1 != 0;
-    let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [parse::NO_FIELD; MAX_HEADERS];
     let res = match parse::response(buf, &mut headers, head_request) {
         Ok(Some(res)) => res,
         Ok(None) => return,
@@ -49,7 +47,7 @@ pub fn response_head(input: &[u8]) {
     let mut out = Vec::new();
     let add = [("X-Fuzz".to_string(), "1".to_string())];
     client_response(&mut out, &res, framing, persist, &add);
-    let mut again = [EMPTY_HEADER; MAX_HEADERS + 8];
+    let mut again = [parse::NO_FIELD; MAX_HEADERS + 8];
     match parse::response(&out, &mut again, head_request) {
         Ok(Some(back)) => {
             assert_eq!(back.status, res.status);

@@ -5,15 +5,26 @@
 //! because a proxy and its upstream that disagree on that are a smuggling
 //! hole. Anything ambiguous is a 400 and a closed connection.
 
-use std::{borrow::Cow, ops::Range};
+use std::{borrow::Cow, mem::MaybeUninit, ops::Range};
 
 use httparse::{Header, Status};
 
 use crate::error::{Error, Result};
 
-/// Most header fields in one request head; more is a 431. nginx has no count
-/// limit but a byte limit; 100 fields is far beyond what browsers send.
-pub const MAX_HEADERS: usize = 100;
+/// Most header fields in one request head; more is a 431. The byte limit,
+/// `max_request_head`, is the one that counts (as nginx, which counts no
+/// fields): 512 fields fill the default 16 KiB at 32 bytes each. HAProxy
+/// and Apache stop at 100.
+pub const MAX_HEADERS: usize = 512;
+
+/// Most header fields in an upstream's response head; more is a 502.
+pub const MAX_RESPONSE_HEADERS: usize = 512;
+
+/// Room for one field that httparse fills in. The rooms are left
+/// uninitialised (`[NO_FIELD; MAX_HEADERS]` costs no memset): httparse only
+/// hands back the fields it wrote.
+pub type Slot<'b> = MaybeUninit<Header<'b>>;
+pub const NO_FIELD: Slot<'static> = MaybeUninit::uninit();
 
 /// How the body of a message is delimited (RFC 9112 section 6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +183,7 @@ pub struct Scan {
 /// bytes, in which case it calls [`too_large`].
 pub fn request<'h, 'b>(
     buf: &'b [u8],
-    headers: &'h mut [Header<'b>],
+    headers: &'h mut [Slot<'b>],
     scan: &mut Scan,
     max_head: usize,
 ) -> Result<Option<RequestHead<'h, 'b>>> {
@@ -182,8 +193,8 @@ pub fn request<'h, 'b>(
     if len > max_head {
         return Err(too_large(&buf[..max_head]));
     }
-    let mut req = httparse::Request::new(headers);
-    match req.parse(&buf[..len]) {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(&buf[..len], headers) {
         Ok(Status::Complete(n)) if n == len => {}
         Ok(_) => return Err(Error::bad_request("malformed request head")),
         Err(httparse::Error::TooManyHeaders) => return Err(Error::head_too_large()),
@@ -497,6 +508,15 @@ fn content_length(v: &[u8]) -> Result<u64> {
     Ok(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
+/// Whether an `Upgrade` value may open a tunnel. Not when it offers `h2c`:
+/// RFC 9113 (section 3.1) deprecates that upgrade, and through a proxy it
+/// hands the client a raw HTTP/2 connection to the upstream, past every
+/// per-request rule ("h2c smuggling"). Such a request goes on as a plain
+/// request, its Upgrade removed.
+pub fn tunnels(upgrade: &[u8]) -> bool {
+    !list(upgrade).any(|p| p.eq_ignore_ascii_case(b"h2c"))
+}
+
 /// The items of a comma-separated field value, trimmed of OWS; empty items
 /// (allowed by RFC 9110 section 5.6.1) are skipped.
 pub fn list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -544,11 +564,12 @@ pub struct ResponseHead<'h, 'b> {
 /// anything else that is not HTTP is a 502.
 pub fn response<'h, 'b>(
     buf: &'b [u8],
-    headers: &'h mut [Header<'b>],
+    headers: &'h mut [Slot<'b>],
     head_request: bool,
 ) -> Result<Option<ResponseHead<'h, 'b>>> {
-    let mut res = httparse::Response::new(headers);
-    let len = match res.parse(buf) {
+    let mut res = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut res, buf, headers) {
         Ok(Status::Complete(n)) => n,
         Ok(Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {

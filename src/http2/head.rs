@@ -5,6 +5,8 @@
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
+use crate::http::parse;
+
 /// How the synthesized request carries its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body {
@@ -110,9 +112,12 @@ pub struct Parsed {
 /// more bytes are needed. Informational (1xx) heads are returned like any
 /// other; the caller skips them.
 pub fn response(buf: &[u8], head_only: bool) -> Result<Option<Parsed>, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; crate::http::parse::MAX_HEADERS];
-    let mut r = httparse::Response::new(&mut headers);
-    let len = match r.parse(buf) {
+    // The upstream's fields and ringside's own (`Server`, the listener's
+    // and the route's).
+    let mut headers = [parse::NO_FIELD; 2 * parse::MAX_RESPONSE_HEADERS];
+    let mut r = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut r, buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err("unparsable response head"),

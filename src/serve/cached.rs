@@ -12,7 +12,6 @@
 use std::{rc::Rc, time::Instant};
 
 use bytes::Bytes;
-use httparse::EMPTY_HEADER;
 
 use super::{body::BodyOut, content_length, gzip, own_answer_keep, persist, response::Store};
 use crate::{
@@ -86,7 +85,7 @@ fn lookup(shard: &Shard, c: &Client, plan: &Plan, key: &[u8]) -> Lookup {
     let found = shard.cache.borrow_mut().lookup(key, Instant::now());
     match found {
         Lookup::Hit(e) if !e.vary.is_empty() => {
-            let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = [parse::NO_FIELD; MAX_HEADERS];
             let max = plan.len + 1;
             match parse::request(&c.buf[..plan.len], &mut headers, &mut Scan::default(), max) {
                 Ok(Some(req)) if !e.varies_with(req.headers) => Lookup::Hit(e),
@@ -102,7 +101,7 @@ fn store(shard: &Shard, plan: &Plan, client: &[u8], store: Store, body: Vec<u8>)
     let Some(creq) = plan.cache.as_ref() else {
         return;
     };
-    let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [parse::NO_FIELD; MAX_HEADERS];
     let max = plan.len + 1;
     let req = parse::request(&client[..plan.len], &mut headers, &mut Scan::default(), max);
     let Ok(Some(req)) = req else {

@@ -31,7 +31,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use httparse::EMPTY_HEADER;
 use monoio::{buf::IoBufMut, fs::File};
 
 use super::{
@@ -67,7 +66,7 @@ struct Ask {
 
 impl Ask {
     fn read(head: &[u8], max: usize) -> Ask {
-        let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [parse::NO_FIELD; MAX_HEADERS];
         let Ok(Some(req)) = parse::request(head, &mut headers, &mut Scan::default(), max) else {
             return Ask::default();
         };

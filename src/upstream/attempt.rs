@@ -4,7 +4,6 @@
 
 use std::{mem::take, time::Duration};
 
-use httparse::EMPTY_HEADER;
 use monoio::net::TcpStream;
 
 use super::connect::connect;
@@ -23,9 +22,6 @@ use crate::{
     shard::{Generation, Shard},
     splice::{self, Way},
 };
-
-/// Most header fields in an upstream response head.
-const MAX_RESPONSE_HEADERS: usize = 128;
 
 /// What every step of a proxied request reads: the worker, the config
 /// generation the request started under, and the route and upstream it
@@ -451,7 +447,7 @@ enum Parsed {
 /// the head the client gets.
 fn interpret(buf: &[u8], cx: &Cx<'_>, client: &[u8]) -> Result<Parsed, Error> {
     let (plan, route) = (cx.plan, cx.route);
-    let mut headers = [EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut headers = [parse::NO_FIELD; parse::MAX_RESPONSE_HEADERS];
     let Some(res) = parse::response(buf, &mut headers, plan.head_only)? else {
         return Ok(Parsed::Partial);
     };

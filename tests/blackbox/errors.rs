@@ -209,6 +209,28 @@ fn head_under_limit_passes() {
     assert_eq!(r.header("x-h4").map(str::len), Some(500));
 }
 
+/// The byte limit decides, not a count of fields: 200 small fields (2.6
+/// KiB under a 4 KiB limit) are forwarded, all of them. Past 512 fields a
+/// head is refused even under the byte limit.
+#[test]
+fn many_small_fields_pass_and_past_512_are_431() {
+    let (fx, t) = (fixture(LIMITS), token());
+    let headers: String = (0..200).map(|i| format!("X-N{i}: v{i}\r\n")).collect();
+    let raw = format!("GET /app/{t} HTTP/1.1\r\nHost: h\r\n{headers}\r\n");
+    let mut c = Client::connect(fx.proxy.addr());
+    c.send(raw.as_bytes());
+    assert_eq!(c.read_response().status, 200, "200 fields, 2.6 KiB");
+    let r = fx.app.only(&t);
+    assert_eq!(r.header("x-n199"), Some("v199"));
+    assert_eq!(r.header("x-n0"), Some("v0"));
+    let t = token();
+    let raw = format!(
+        "GET /app/{t} HTTP/1.1\r\nHost: h\r\n{}\r\n",
+        "a:\r\n".repeat(512)
+    );
+    reject(&fx, raw.as_bytes(), 431, &t, Reached::Nothing);
+}
+
 // ------------------------------------------------------------------ 502 / 504
 
 /// A GET to an upstream that fails; wants `code` and a working bystander.

@@ -163,6 +163,36 @@ fn upgrade_is_removed_when_the_route_does_not_tunnel() {
     );
 }
 
+/// An `h2c` upgrade is never tunnelled (RFC 9113 deprecates it, and a
+/// tunnel would let the client speak HTTP/2 to the upstream past every
+/// per-request rule): the request goes upstream as a plain one, without
+/// Upgrade or HTTP2-Settings, on a route that does tunnel WebSockets.
+#[test]
+fn h2c_upgrade_goes_on_as_a_plain_request() {
+    let (proxy, up) = echo_proxy();
+    for offer in ["h2c", "websocket, h2c", "H2C"] {
+        let t = token();
+        let mut c = Client::connect(proxy.addr());
+        c.send(
+            format!(
+                "GET /up/{t} HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                 Upgrade: {offer}\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        assert_eq!(c.read_response().status, 200, "Upgrade: {offer}");
+        let r = up.only(&t);
+        let head = show(&r.raw_head);
+        assert!(r.header("upgrade").is_none(), "Upgrade forwarded: {head}");
+        assert!(r.header("http2-settings").is_none(), "{head}");
+        assert!(!r.has_token("connection", "upgrade"), "{head}");
+        // Still an HTTP/1.1 connection: the next request is answered.
+        let t2 = token();
+        c.send(format!("GET /next/{t2} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(c.read_response().status, 200);
+    }
+}
+
 #[test]
 fn hop_by_hop_response_headers_are_removed() {
     let up = Upstream::start(|c| {
