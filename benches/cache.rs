@@ -18,7 +18,8 @@ fn entry(body: &Bytes) -> Entry {
         expires: Instant::now() + Duration::from_secs(3600),
         vary: Box::new([]),
         media: "application/json".into(),
-        encoded: false,
+        etag: None,
+        as_is: false,
     }
 }
 

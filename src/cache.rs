@@ -62,10 +62,12 @@ pub struct Entry {
     /// (lowercase field name, the value the storing request had) for each
     /// field the answer's `Vary` named.
     pub vary: Box<[VaryField]>,
-    /// The lowercase media type (gzip decides by it) and whether the
-    /// upstream already encoded the body.
+    /// The ETag, written per answer (weak when that answer is compressed).
+    pub etag: Option<Box<[u8]>>,
+    /// The lowercase media type (gzip decides by it) and whether the body
+    /// must go as it came (`gzip::as_is`).
     pub media: Box<str>,
-    pub encoded: bool,
+    pub as_is: bool,
 }
 
 impl Entry {
@@ -447,7 +449,8 @@ mod tests {
             expires: Instant::now() + ttl,
             vary: Box::new([]),
             media: "text/plain".into(),
-            encoded: false,
+            etag: None,
+            as_is: false,
         }
     }
 

@@ -121,8 +121,9 @@ fn store(shard: &Shard, plan: &Plan, client: &[u8], store: Store, body: Vec<u8>)
         body: Bytes::from(body),
         expires: Instant::now() + store.validity,
         vary,
+        etag: store.etag,
         media: store.media,
-        encoded: store.encoded,
+        as_is: store.as_is,
     };
     shard.cache.borrow_mut().insert(&creq.key, entry);
 }
@@ -144,15 +145,25 @@ async fn answer_hit(
     let zip = plan.accepts_gzip
         && route.and_then(|r| r.gzip.as_ref()).is_some_and(|g| {
             let media = Some(e.media.as_bytes());
-            gzip::applies(g, e.status, plan.head_only, media, e.encoded, Some(len))
+            gzip::applies(g, e.status, plan.head_only, media, e.as_is, Some(len))
         });
     let framing = gzip::framing(zip, plan.minor);
     let keep = keep && framing != OutFraming::Close;
     let mut out = shard.heads.take();
     out.extend_from_slice(&e.head);
+    if let Some(tag) = &e.etag {
+        let tag = if zip {
+            gzip::weak_etag(tag)
+        } else {
+            tag[..].into()
+        };
+        field(&mut out, b"ETag", &tag);
+    }
     if zip {
         field(&mut out, b"Content-Encoding", b"gzip");
-        field(&mut out, b"Vary", b"Accept-Encoding");
+        if !e.vary.iter().any(|(name, _)| &**name == "accept-encoding") {
+            field(&mut out, b"Vary", b"Accept-Encoding");
+        }
     } else if !no_body {
         content_length(&mut out, len);
     }

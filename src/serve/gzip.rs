@@ -43,6 +43,27 @@ pub fn accepts<'a>(values: impl Iterator<Item = &'a [u8]>) -> bool {
     star
 }
 
+/// Whether an upstream's answer must reach the client byte for byte: it
+/// is already encoded, or it says `Cache-Control: no-transform` (RFC 9111
+/// section 5.2.2.6: no intermediary may transform its content).
+pub fn as_is(headers: &[httparse::Header<'_>]) -> bool {
+    let encoded = headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-encoding")
+            && !h.value.eq_ignore_ascii_case(b"identity")
+    });
+    encoded || crate::cache::has_token(headers, "cache-control", b"no-transform")
+}
+
+/// The ETag of a compressed answer: a strong tag names the uncompressed
+/// bytes, so it becomes weak (`W/`), as nginx's gzip does.
+pub fn weak_etag(tag: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if tag.starts_with(b"\"") {
+        std::borrow::Cow::Owned([&b"W/"[..], tag].concat())
+    } else {
+        std::borrow::Cow::Borrowed(tag)
+    }
+}
+
 /// The media type of a `Content-Type` value, without parameters, trimmed.
 pub fn media_type(content_type: &[u8]) -> &[u8] {
     let end = content_type
@@ -52,16 +73,21 @@ pub fn media_type(content_type: &[u8]) -> &[u8] {
     trim(&content_type[..end])
 }
 
-/// The contract's rules for one answer. `length`: `None` when unknown.
+/// The contract's rules for one answer. `length`: `None` when unknown;
+/// `as_is`: the body must go as it came (`Body::as_is`).
+///
+/// A 206 is never compressed either, as in nginx: its `Content-Range`
+/// counts the bytes of the uncompressed representation.
 pub fn applies(
     g: &Gzip,
     status: u16,
     head_only: bool,
     content_type: Option<&[u8]>,
-    encoded: bool,
+    as_is: bool,
     length: Option<u64>,
 ) -> bool {
-    if head_only || status == 204 || status == 304 || (100..200).contains(&status) || encoded {
+    let bodiless = status == 204 || status == 304 || (100..200).contains(&status);
+    if head_only || bodiless || status == 206 || as_is {
         return false;
     }
     let Some(ct) = content_type else {
@@ -168,6 +194,18 @@ mod tests {
         assert!(!applies(&g, 200, false, ct, true, None));
         assert!(!applies(&g, 200, false, None, false, None));
         assert!(!applies(&g, 200, false, Some(b"text/html"), false, None));
+        assert!(!applies(&g, 206, false, ct, false, None));
+    }
+
+    #[test]
+    fn as_is_and_weak_etags() {
+        let h = |name, value| httparse::Header { name, value };
+        assert!(as_is(&[h("Content-Encoding", &b"br"[..])]));
+        assert!(!as_is(&[h("content-encoding", &b"identity"[..])]));
+        assert!(as_is(&[h("Cache-Control", &b"public, No-Transform"[..])]));
+        assert!(!as_is(&[h("Cache-Control", &b"max-age=60"[..])]));
+        assert_eq!(&*weak_etag(b"\"a\""), b"W/\"a\"");
+        assert_eq!(&*weak_etag(b"W/\"a\""), b"W/\"a\"");
     }
 
     #[test]

@@ -30,12 +30,13 @@ pub struct Changes {
 pub struct Store {
     pub status: u16,
     pub validity: Duration,
-    /// As `cache::Entry::head`.
+    /// As `cache::Entry::head` and `cache::Entry::etag`.
     pub head: Vec<u8>,
+    pub etag: Option<Box<[u8]>>,
     /// The fields the answer's Vary names.
     pub vary: Vec<Box<str>>,
     pub media: Box<str>,
-    pub encoded: bool,
+    pub as_is: bool,
 }
 
 /// Whether a route changes upstream answers at all.
@@ -62,7 +63,7 @@ pub fn decide(res: &ResponseHead<'_, '_>, plan: &Plan, route: &Route) -> Changes
             .map(|h| h.value)
     };
     let content_type = header("content-type");
-    let encoded = header("content-encoding").is_some_and(|v| !v.eq_ignore_ascii_case(b"identity"));
+    let as_is = gzip::as_is(res.headers);
     let length = match res.framing {
         Framing::Length(n) => Some(n),
         Framing::Empty => Some(0),
@@ -70,7 +71,7 @@ pub fn decide(res: &ResponseHead<'_, '_>, plan: &Plan, route: &Route) -> Changes
     };
     let gzip = plan.accepts_gzip
         && route.gzip.as_ref().is_some_and(|g| {
-            gzip::applies(g, res.status, plan.head_only, content_type, encoded, length)
+            gzip::applies(g, res.status, plan.head_only, content_type, as_is, length)
         });
     let store = plan
         .cache
@@ -81,11 +82,12 @@ pub fn decide(res: &ResponseHead<'_, '_>, plan: &Plan, route: &Route) -> Changes
             status: res.status,
             validity,
             head: Vec::new(),
+            etag: None,
             vary: cache::vary_names(res),
             media: String::from_utf8_lossy(gzip::media_type(content_type.unwrap_or(b"")))
                 .to_ascii_lowercase()
                 .into(),
-            encoded,
+            as_is,
         });
     Changes {
         gzip,
@@ -138,11 +140,16 @@ pub fn write_head(
         if gzip && name.eq_ignore_ascii_case("content-length") {
             return None;
         }
+        if gzip && name.eq_ignore_ascii_case("etag") {
+            return Some(gzip::weak_etag(value));
+        }
         edit(name, value)
     });
     if gzip {
         field(out, b"Content-Encoding", b"gzip");
-        field(out, b"Vary", b"Accept-Encoding");
+        if !cache::has_token(res.headers, "vary", b"accept-encoding") {
+            field(out, b"Vary", b"Accept-Encoding");
+        }
     }
     if let Some(c) = &cx.plan.cache {
         field(out, b"X-Cache-Status", c.status.get().as_bytes());
@@ -153,10 +160,15 @@ pub fn write_head(
     end_head(out, framing, persist);
 
     if let Some(store) = &mut changes.store {
-        let head = &mut store.head;
+        let (head, etag) = (&mut store.head, &mut store.etag);
         status_line(head, res.status, res.reason.as_bytes());
         passed_fields(head, res, |name, value| {
             if name.eq_ignore_ascii_case("content-length") {
+                return None;
+            }
+            // Written per answer: weak when that answer is compressed.
+            if name.eq_ignore_ascii_case("etag") {
+                *etag = Some(value.into());
                 return None;
             }
             edit(name, value)

@@ -32,8 +32,10 @@ fn text(n: usize) -> Vec<u8> {
 }
 
 /// `/len-N/ct-TYPE/...`: a body of N bytes with that type (`_` for `/`);
-/// `/chunked/` sends it chunked, `/ce/` with Content-Encoding: br, `/204/`
-/// and `/304/` those statuses.
+/// `/chunked/` sends it chunked, `/ce/` with Content-Encoding: br, `/204/`,
+/// `/206/` and `/304/` those statuses; `/etag/`, `/nt/`, `/vary-ae/` and
+/// `/vary-origin/` add `ETag: "v1"`, `Cache-Control: no-transform`, `Vary:
+/// accept-encoding` and `Vary: Origin`.
 fn origin() -> Upstream {
     Upstream::start(|c| {
         while let Some(req) = c.read_request() {
@@ -53,14 +55,27 @@ fn origin() -> Upstream {
                 "204 No Content"
             } else if t.contains("/304/") {
                 "304 Not Modified"
+            } else if t.contains("/206/") {
+                "206 Partial Content"
             } else {
                 "200 OK"
             };
-            let ce = if t.contains("/ce/") {
-                "Content-Encoding: br\r\n"
-            } else {
-                ""
-            };
+            let mut ce = String::new();
+            for (flag, field) in [
+                ("/ce/", "Content-Encoding: br\r\n".to_string()),
+                ("/etag/", "ETag: \"v1\"\r\n".into()),
+                ("/nt/", "Cache-Control: public, no-transform\r\n".into()),
+                ("/vary-ae/", "Vary: accept-encoding\r\n".into()),
+                ("/vary-origin/", "Vary: Origin\r\n".into()),
+                (
+                    "/206/",
+                    format!("Content-Range: bytes 0-{}/99999\r\n", n - 1),
+                ),
+            ] {
+                if t.contains(flag) {
+                    ce.push_str(&field);
+                }
+            }
             let mut out = if t.contains("/chunked/") {
                 let mut o = format!("HTTP/1.1 {status}\r\nContent-Type: {ct}\r\n{ce}Transfer-Encoding: chunked\r\n\r\n").into_bytes();
                 for piece in body.chunks(1000) {
@@ -70,7 +85,7 @@ fn origin() -> Upstream {
                 }
                 o.extend_from_slice(b"0\r\n\r\n");
                 o
-            } else if status != "200 OK" {
+            } else if status.starts_with("204") || status.starts_with("304") {
                 format!("HTTP/1.1 {status}\r\nContent-Type: {ct}\r\n\r\n").into_bytes()
             } else {
                 let mut o = format!(
@@ -171,13 +186,16 @@ fn the_rules_that_leave_an_answer_alone() {
         ("under min_length", "GET", "/len-999/", GZ),
         ("type not listed", "GET", "/len-5000/ct-text_html/", GZ),
         ("already encoded", "GET", "/ce/len-5000/", GZ),
+        ("no-transform", "GET", "/nt/len-5000/", GZ),
+        ("206", "GET", "/206/len-5000/", GZ),
         ("HEAD", "HEAD", "/len-5000/", GZ),
         ("204", "GET", "/204/", GZ),
         ("304", "GET", "/304/", GZ),
     ] {
         let r = ask(&p, method, target, "1.1", extra);
         assert_ne!(r.header("content-encoding"), Some("gzip"), "{what}");
-        if what.starts_with("no") || what.starts_with("under") || what.starts_with("type") {
+        let as_is = ["no", "under", "type", "206"];
+        if as_is.iter().any(|w| what.starts_with(w)) {
             assert_eq!(r.framing, Framing::Length, "{what}");
             assert_eq!(r.body, text(r.body.len()), "{what}");
         }
@@ -253,6 +271,25 @@ fn a_body_is_compressed_as_it_flows() {
     assert_eq!(gunzip(&gz), all);
 }
 
+/// A compressed answer's strong ETag becomes weak (it named the
+/// uncompressed bytes), as nginx's gzip does; an uncompressed one keeps
+/// it. `Vary: Accept-Encoding` joins the upstream's Vary, once.
+#[test]
+fn compressed_answers_get_a_weak_etag_and_one_vary() {
+    let up = origin();
+    let p = gzip_proxy(&up);
+    let r = ask(&p, "GET", "/etag/len-5000/", "1.1", GZ);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.header("etag"), Some("W/\"v1\""));
+    let r = ask(&p, "GET", "/etag/len-5000/", "1.1", "");
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    let r = ask(&p, "GET", "/vary-ae/len-5000/", "1.1", GZ);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.header_all("vary"), ["accept-encoding"]);
+    let r = ask(&p, "GET", "/vary-origin/len-5000/", "1.1", GZ);
+    assert_eq!(r.header_all("vary"), ["Origin", "Accept-Encoding"]);
+}
+
 #[test]
 fn cache_hits_are_gzipped_per_client() {
     let up = origin();
@@ -262,17 +299,20 @@ fn cache_hits_are_gzipped_per_client() {
         upstream("app", up.addr(), "")
     );
     let p = Proxy::start(&config("", &rest));
-    let t = format!("/len-6000/{}", token());
+    let t = format!("/etag/len-6000/{}", token());
     let miss = ask(&p, "GET", &t, "1.1", GZ);
     assert_eq!(miss.header("x-cache-status"), Some("MISS"));
     assert_eq!(gunzip(&miss.body), text(6000));
     let plain = ask(&p, "GET", &t, "1.1", "");
     assert_eq!(plain.header("x-cache-status"), Some("HIT"));
     assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("etag"), Some("\"v1\""));
     assert_eq!(plain.body, text(6000));
     let zipped = ask(&p, "GET", &t, "1.1", GZ);
     assert_eq!(zipped.header("x-cache-status"), Some("HIT"));
     assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    assert_eq!(zipped.header("etag"), Some("W/\"v1\""));
+    assert_eq!(zipped.header_all("vary"), ["Accept-Encoding"]);
     assert_eq!(gunzip(&zipped.body), text(6000));
     assert_eq!(up.requests_with(&t).len(), 1);
 }
