@@ -34,22 +34,29 @@ pub(super) const MAX_WEIGHT: i64 = 1_000_000;
 
 /// Parses and resolves `text`; `path` only anchors relative file names.
 pub(super) fn parse(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
-    read(text, path).map(|(config, _)| config)
+    match read(text, path) {
+        (Some((config, _)), problems) if problems.is_empty() => Ok(config),
+        (_, problems) => Err(problems),
+    }
 }
 
 /// Like `parse`, and also says where `check.rs`'s subjects were written.
-pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Places), Vec<Problem>> {
+/// The config comes back even with problems in the text (a wrong value
+/// left at its default), so that the checks outside the file can still
+/// run on the rest; only a syntax error leaves none.
+pub(super) fn read(text: &str, path: &Path) -> (Option<(Config, Places)>, Vec<Problem>) {
     let mut reader = Reader::new(text, path);
     let doc = match ImDocument::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
             let message = e.message().trim().replace('\n', "; ");
             let line = reader.line(e.span()).max(1);
-            return Err(vec![Problem {
+            let syntax = Problem {
                 line,
                 key: "syntax".into(),
                 message,
-            }]);
+            };
+            return (None, vec![syntax]);
         }
     };
     let root = Node {
@@ -58,12 +65,8 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Places), Vec<Prob
         line: 1,
     };
     let config = reader.config(&root);
-    if reader.problems.is_empty() {
-        Ok((config, reader.places))
-    } else {
-        reader.problems.sort_by_key(|p| p.line);
-        Err(reader.problems)
-    }
+    reader.problems.sort_by_key(|p| p.line);
+    (Some((config, reader.places)), reader.problems)
 }
 
 /// RFC 9110 `token`: header and cookie names.

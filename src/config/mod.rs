@@ -119,9 +119,25 @@ pub fn load(path: &Path) -> Result<(Config, Warnings), Problems> {
     let bytes = files::read_regular(path, files::MAX_CONFIG).map_err(unreadable)?;
     let text = String::from_utf8(bytes)
         .map_err(|e| unreadable(format!("{} is not UTF-8 text: {e}", path.display())))?;
-    let (config, places) = file::read(&text, path).map_err(fail)?;
-    let problems = check::outside(&config, &places);
+    let (read, mut problems) = file::read(&text, path);
+    let Some((config, places)) = read else {
+        return Err(fail(problems));
+    };
+    // Also when the text has problems, so that one `--check` lists them
+    // all. A key that already has one keeps only that one, and a value
+    // that was not read (left at its default, with no place) says nothing.
+    let in_text = problems.len();
+    for p in check::outside(&config, &places) {
+        let unread = in_text > 0 && p.line == 0;
+        let known = problems[..in_text]
+            .iter()
+            .any(|q| q.line == p.line && q.key == p.key);
+        if !unread && !known {
+            problems.push(p);
+        }
+    }
     if !problems.is_empty() {
+        problems.sort_by_key(|p| p.line);
         return Err(fail(problems));
     }
     let warnings = Warnings {

@@ -31,7 +31,9 @@ fn check_accepts_a_valid_config() {
     assert_eq!(stdout, format!("{}: ok\n", path.display()));
 }
 
-/// Line numbers matter: each broken value sits on a known line.
+/// Line numbers matter: each broken value sits on a known line. The last
+/// two are problems outside the text (a folder, a log file), listed with
+/// the others.
 const BROKEN: &str = r#"[runtime]
 workers = 1
 bogus_key = 3
@@ -49,6 +51,13 @@ servers = [ { address = "127.0.0.1:9", weight = "heavy" } ]
 [[route]]
 path = "/"
 upstream = "nope"
+
+[[route]]
+path = "/s/"
+static = "/nonexistent-ringside/www/"
+
+[log]
+access = "/nonexistent-ringside/dir/access.log"
 "#;
 
 #[test]
@@ -93,6 +102,8 @@ fn check_reports_every_problem_with_file_line_and_key() {
         "6: limits.client_header_timeout: ",
         "13: upstream.servers.weight: ",
         "17: route.upstream: ",
+        "21: route.static: ",
+        "24: log.access: ",
     ] {
         let want = format!("{file}:{want}");
         assert!(
