@@ -182,6 +182,13 @@ impl Error {
         matches!(self.status, 400 | 408 | 413 | 414 | 431 | 501)
     }
 
+    /// The client went away or stopped reading: logged 499 (the contract's
+    /// "went away before the response was complete"), even after a head
+    /// that said otherwise went out.
+    pub fn client_left_early(&self) -> bool {
+        self.status == 0 && self.fault == Fault::Client
+    }
+
     /// Once a response head went out, no status can be sent any more.
     pub fn after_head(self) -> Self {
         Error { status: 0, ..self }

@@ -53,7 +53,7 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
     // 4-6. Answer; an HTTP/2 stream the client resets ends it at once
     // (its upstream request cancelled) and is logged 499.
     let reset = c.stream.reset_signal();
-    let done = monoio::select! {
+    let mut done = monoio::select! {
         done = answer(c, shard, &gen, &plan) => done,
         () = async {
             match reset {
@@ -71,6 +71,9 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
     };
 
     // 7. Count and log, then drop the head (and the body bytes read with it).
+    if done.error.as_ref().is_some_and(Error::client_left_early) {
+        done.status = 499;
+    }
     let took = start.elapsed();
     let route_id = plan.route.map_or(gen.ids.no_route, |r| gen.ids.routes[r]);
     shard

@@ -128,11 +128,8 @@ pub async fn fetch(
                 shard.pool.put(gid, r.s, cx.up.keepalive);
             }
         }
-        Err((e, head_sent)) => {
-            // A client that never got the head went away first: 499.
-            if !head_sent {
-                done.status = 499;
-            }
+        // A client that went away is logged 499 (`exchange`).
+        Err(e) => {
             done.keep = false;
             done.error = Some(e);
         }
@@ -224,7 +221,7 @@ async fn respond(
     c: &mut Client,
     s: &mut TcpStream,
     resp: &mut Response,
-) -> (Result<u64, (Error, bool)>, bool, Option<Fetched>) {
+) -> (Result<u64, Error>, bool, Option<Fetched>) {
     let shard = cx.shard;
     let down = Limits {
         read: cx.up.read_timeout,
@@ -236,7 +233,6 @@ async fn respond(
     let pending = resp.buf.len().saturating_sub(resp.len);
     let mut clean = resp.keep_alive;
     let client_head = std::mem::take(&mut resp.client_head);
-    let mut head_sent = false;
     let mut fetched = None;
     let result: Result<u64, CopyFail> = match framing {
         // The route's error page replaces the answer (status kept); the
@@ -245,11 +241,11 @@ async fn respond(
             clean &= framing == Framing::Empty && pending == 0;
             shard.small.give(client_head);
             let (status, keep) = (resp.status, resp.client_keep);
-            Box::pin(write_page(cx, c, status, keep, down, &mut head_sent)).await
+            Box::pin(write_page(cx, c, status, keep, down)).await
         }
         // gzip and/or a copy for the cache, as the body flows.
         _ if resp.changes.gzip || resp.changes.store.is_some() => {
-            let changed = relay_changed(cx, c, s, resp, client_head, down, &mut head_sent);
+            let changed = relay_changed(cx, c, s, resp, client_head, down);
             Box::pin(changed).await.map(|(sent, tidy, copy)| {
                 clean &= tidy;
                 fetched = copy;
@@ -258,7 +254,7 @@ async fn respond(
         }
         Framing::Empty => {
             clean &= pending == 0;
-            write_head(c, &shard.small, client_head, down, &mut head_sent)
+            write_head(c, &shard.small, client_head, down)
                 .await
                 .map(|()| 0)
         }
@@ -267,7 +263,7 @@ async fn respond(
             clean &= pending <= n as usize;
             let first = resp.len..resp.len + now;
             let head = write_head_and(c, &shard.small, client_head, (&mut resp.buf, first), down);
-            match head.await.inspect(|()| head_sent = true) {
+            match head.await {
                 Ok(()) if now as u64 == n => Ok(n),
                 Ok(()) => {
                     let rest = n - now as u64;
@@ -286,7 +282,7 @@ async fn respond(
         }
         // Bodies ringside has to look at: through two relay buffers.
         Framing::Chunked | Framing::UntilClose => {
-            match write_head(c, &shard.small, client_head, down, &mut head_sent).await {
+            match write_head(c, &shard.small, client_head, down).await {
                 Ok(()) => {
                     let copy = relay_framed(
                         shard,
@@ -305,11 +301,7 @@ async fn respond(
             }
         }
     };
-    (
-        result.map_err(|e| (e.downward(), head_sent)),
-        clean,
-        fetched,
-    )
+    (result.map_err(CopyFail::downward), clean, fetched)
 }
 
 /// The route's error page for `status`, in place of the upstream's answer.
@@ -320,13 +312,12 @@ async fn write_page(
     status: u16,
     keep: bool,
     down: Limits,
-    head_sent: &mut bool,
 ) -> Result<u64, CopyFail> {
     let shard = cx.shard;
     let mut page = shard.heads.take();
     let (route, plan) = (Some(cx.route), cx.plan);
     let n = pages::write_error(&mut page, route, status, keep, Some(plan), plan.head_only).await;
-    write_head(c, &shard.heads, page, down, head_sent)
+    write_head(c, &shard.heads, page, down)
         .await
         .map(|()| if plan.head_only { 0 } else { n as u64 })
 }
@@ -341,10 +332,9 @@ async fn relay_changed(
     resp: &mut Response,
     client_head: Vec<u8>,
     down: Limits,
-    head_sent: &mut bool,
 ) -> Result<(u64, bool, Option<Fetched>), CopyFail> {
     let shard = cx.shard;
-    write_head(c, &shard.small, client_head, down, head_sent).await?;
+    write_head(c, &shard.small, client_head, down).await?;
     let (framing, changes) = (resp.framing, &mut resp.changes);
     let cap = shard.cache.borrow().entry_cap();
     let fits = !matches!(framing, Framing::Length(n) if n > cap as u64);
@@ -394,11 +384,8 @@ async fn write_head(
     heads: &Buffers,
     head: Vec<u8>,
     down: Limits,
-    sent: &mut bool,
 ) -> Result<(), CopyFail> {
-    let w = write_head_and(c, heads, head, (&mut Vec::new(), 0..0), down).await;
-    *sent = w.is_ok();
-    w
+    write_head_and(c, heads, head, (&mut Vec::new(), 0..0), down).await
 }
 
 /// `write_head` with the first body bytes, `buf[part]`, right behind the

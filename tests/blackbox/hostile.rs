@@ -303,6 +303,60 @@ fn a_client_that_leaves_before_its_answer_is_logged_499_and_cancelled() {
     assert!(line.contains("\" 499 "), "{line}");
 }
 
+/// A client that resets its connection while its answer's body is on the
+/// way is logged 499 too (the contract: "went away before the response
+/// was complete"), though a 200 head went out; an upstream that stops
+/// mid-body leaves the 200 it sent.
+#[test]
+fn a_client_that_leaves_mid_body_is_logged_499() {
+    use std::io::{Read, Write};
+    let big = Upstream::start(|c| {
+        let Some(req) = c.read_request() else { return };
+        if req.target.contains("/short/") {
+            c.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this");
+            return;
+        }
+        // 64 MiB, far more than the sockets between can hold: the proxy
+        // is still writing when the client resets.
+        if !c.write(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n") {
+            return;
+        }
+        let piece = vec![b'x'; 64 * 1024];
+        while c.write(&piece) {}
+    });
+    let dir = TestDir::new();
+    let rest = upstream("app", big.addr(), "") + &route("/", "app");
+    let toml = logged_config(&dir, "", &rest);
+    let log = dir.path().join("access.log");
+    let proxy = Proxy::start_in(dir, &toml);
+
+    let t = token();
+    let mut s = std::net::TcpStream::connect(proxy.addr()).unwrap();
+    s.write_all(format!("GET /big/{t} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut first = [0u8; 4096];
+    let n = s.read(&mut first).unwrap();
+    assert!(
+        first[..n].starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        show(&first[..n])
+    );
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s); // a reset
+    let line = wait_access(&log, &t);
+    assert!(line.contains("\" 499 "), "{line}");
+
+    let t = token();
+    let mut c = Client::connect(proxy.addr());
+    c.send(format!("GET /short/{t} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    let got = c.read_to_close(Duration::from_secs(5));
+    assert!(got.starts_with(b"HTTP/1.1 200 "), "{}", show(&got));
+    let line = wait_access(&log, &t);
+    assert!(line.contains("\" 200 "), "{line}");
+}
+
 #[test]
 fn refused_heads_and_error_pages_are_logged_with_their_bytes() {
     let dir = TestDir::new();
