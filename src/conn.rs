@@ -31,7 +31,7 @@ use monoio::{
 
 use crate::{
     exchange::exchange,
-    request::Client,
+    request::{After, Client},
     shard::{Listen, Shard},
     shield::{nets::canonical, per_ip, proxy_protocol},
     stats::Limited,
@@ -159,7 +159,7 @@ fn run(
                 return;
             }
         }
-        let mut first = true;
+        let (mut first, mut lingers) = (true, false);
         loop {
             if c.buf.is_empty() {
                 shard.requests.give(std::mem::take(&mut c.buf));
@@ -196,14 +196,22 @@ fn run(
             ));
             let outcome = CatchUnwind(exchange).await;
             drop(fresh.take());
-            if !keeps_open(outcome, &shard, c.peer) {
-                break;
+            match next(outcome, &shard, c.peer) {
+                After::Next => {}
+                after => {
+                    lingers = after == After::Linger;
+                    break;
+                }
             }
         }
         shard.requests.give(std::mem::take(&mut c.buf));
         if c.stream.is_tls() {
             // A peer already gone is fine: the socket closes next either way.
             let _ = CatchUnwind(close_notify(&mut c.stream, &shard)).await;
+        }
+        if lingers {
+            // Boxed: a rare wait, kept out of every connection's task.
+            let _ = CatchUnwind(Box::pin(linger(&mut c.stream, &shard))).await;
         }
         shard.connections.set(shard.connections.get() - 1);
     }
@@ -283,21 +291,53 @@ fn take_plain(stream: &mut ClientStream) -> TcpStream {
     stream
 }
 
-/// Whether the connection takes another request after an exchange: the
-/// exchange said so and the worker is not draining. A panic is logged here
-/// and closes the connection.
-fn keeps_open(outcome: Result<bool, ()>, shard: &Shard, peer: IpAddr) -> bool {
+/// What the connection does after an exchange: what the exchange said,
+/// but no next request while the worker drains. A panic is logged here and
+/// closes the connection.
+fn next(outcome: Result<After, ()>, shard: &Shard, peer: IpAddr) -> After {
     match outcome {
-        Ok(keep) => keep && !shard.draining.get(),
+        Ok(After::Next) if shard.draining.get() => After::Close,
+        Ok(after) => after,
         Err(()) => {
             crate::error!(
                 "worker {}: request from {} panicked; connection closed",
                 shard.id,
                 peer
             );
-            false
+            After::Close
         }
     }
+}
+
+/// How long a refused client may go on sending before its connection
+/// closes (nginx's `lingering_time` and `lingering_timeout` in one).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// nginx's lingering close, after a refusal or a failure: the client may
+/// still be sending (a body over `max_request_body`, the rest of a head
+/// that was refused), and closing a socket with bytes unread makes the
+/// kernel answer with a reset, which drops the answer's bytes still
+/// unacknowledged and fails a client that is still writing before it
+/// reads the answer. So the write side is shut first (the client sees the
+/// answer end with a FIN), then what the client sends is read and dropped
+/// until it closes, a read fails or `LINGER` has passed.
+async fn linger(stream: &mut ClientStream, shard: &Shard) {
+    if let ClientStream::Plain(s) = stream {
+        // (A TLS stream's shutdown came with its close_notify.)
+        let _ = s.shutdown().await;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut buf = shard.relay.take();
+    loop {
+        buf.clear();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (r, b) = crate::relay::read_more(stream, buf, left).await;
+        buf = b;
+        if !matches!(r, Ok(n) if n > 0) {
+            break;
+        }
+    }
+    shard.relay.give(buf);
 }
 
 /// The TLS close_notify, so a client can tell a close-delimited body from a

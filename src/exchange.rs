@@ -24,15 +24,15 @@ use crate::{
     },
     log::Record,
     proxy, relay,
-    request::{Act, Client, Done, Plan},
+    request::{Act, After, Client, Done, Plan},
     route, serve,
     shard::Listen,
     shard::{Generation, Shard},
     stream::ClientStream,
 };
 
-/// One request and its response. Returns whether the connection stays open.
-pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Instant) -> bool {
+/// One request and its response. Returns what the connection does next.
+pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: Instant) -> After {
     let start = Instant::now();
     // From the first byte on, a graceful stop waits for this request.
     let _busy = shard.busy();
@@ -42,11 +42,11 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
     // 2-3. The head within client_header_timeout, parsed once, routed.
     let plan = match read_request(c, shard, &gen, listen, deadline).await {
         Ok(Some(plan)) => plan,
-        Ok(None) => return false,
+        Ok(None) => return After::Close,
         Err(e) => {
             let done = Box::pin(serve::pages::fail(c, shard, None, e, None)).await;
             finish_refused(c, shard, &gen, &done, start.elapsed());
-            return false;
+            return After::Linger;
         }
     };
 
@@ -87,6 +87,11 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
         shard.stats.upstream(*name, servers[s], done.status);
     }
     log_access(c, shard, config, &plan, &done, took.as_secs_f64());
+    let after = match (done.keep, &done.error) {
+        (true, _) => After::Next,
+        (false, Some(_)) => After::Linger,
+        (false, None) => After::Close,
+    };
     if let Some(e) = done.error {
         log_error(shard, config, (c.peer, &c.buf), Some(&plan), &e, &done);
     }
@@ -95,7 +100,7 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
     if let Act::Proxy { head, .. } = plan.act {
         shard.small.give(head);
     }
-    done.keep
+    after
 }
 
 /// The answer the plan calls for. Only the plain proxied request runs

@@ -144,6 +144,18 @@ pub enum Act {
     Refuse(crate::error::Error),
 }
 
+/// What a client connection does after an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Waits for the next request.
+    Next,
+    /// Closes.
+    Close,
+    /// Closes after a refusal or a failure: the client may still be
+    /// sending, so the close lingers (`conn::linger`).
+    Linger,
+}
+
 /// How an exchange ended.
 pub struct Done {
     /// Status sent to the client (499: the client went away first).

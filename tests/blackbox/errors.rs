@@ -103,6 +103,32 @@ fn body_over_limit_by_content_length_is_413() {
     reject(&fx, &raw, 413, &t, Reached::Nothing);
 }
 
+/// A refused body the client goes on sending: the 413 ends with a FIN and
+/// what the client still sends is read and dropped (nginx's lingering
+/// close), not answered with a reset. A reset would drop the 413's bytes
+/// not yet acknowledged and fail the client's writes before it reads.
+#[test]
+fn a_refused_body_still_coming_gets_a_lingering_close_not_a_reset() {
+    use std::io::{Read, Write};
+    let (fx, t) = (fixture(LIMITS), token());
+    let by = bystander(&fx);
+    let mut s = std::net::TcpStream::connect(fx.proxy.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Far more than one read of the head takes: most of it is still on
+    // the socket when the 413 is written.
+    s.write_all(&post(&t, "Content-Length: 200000\r\n", &[b'x'; 100_000]))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // The client goes on writing after the answer; this must not fail.
+    s.write_all(&[b'x'; 50_000]).unwrap();
+    let mut got = Vec::new();
+    let end = s.read_to_end(&mut got);
+    assert!(got.starts_with(b"HTTP/1.1 413 "), "{}", show(&got));
+    assert!(end.is_ok(), "the connection ended with {end:?}, not a FIN");
+    assert_eq!(fx.app.heads_with(&t), 0, "the upstream saw the head");
+    still_served(&fx, by);
+}
+
 #[test]
 fn body_over_limit_with_expect_100_is_413_without_100() {
     let (fx, t) = (fixture(LIMITS), token());
