@@ -159,7 +159,8 @@ fn finish_refused(c: &Client, shard: &Shard, gen: &Generation, done: &Done, took
         return;
     }
     let line = c.buf.split(|&b| b == b'\r' || b == b'\n').next();
-    let mut parts = line.unwrap_or_default().splitn(3, |&b| b == b' ');
+    let line = line.filter(|l| !l.is_empty()).unwrap_or(b"-");
+    let mut parts = line.splitn(3, |&b| b == b' ');
     let method = parts.next().filter(|m| !m.is_empty()).unwrap_or(b"-");
     let target = parts.next().unwrap_or(b"-");
     shard.access.write(&Record {
@@ -171,6 +172,7 @@ fn finish_refused(c: &Client, shard: &Shard, gen: &Generation, done: &Done, took
         } else {
             "HTTP/1.1"
         },
+        line: Some(line),
         status: done.status,
         body_bytes: done.body_bytes,
         referer: None,
@@ -469,6 +471,7 @@ fn log_access(c: &Client, shard: &Shard, config: &Config, plan: &Plan, done: &Do
             (_, 0) => "HTTP/1.0",
             _ => "HTTP/1.1",
         },
+        line: None,
         status: done.status,
         body_bytes: done.body_bytes,
         referer: plan.spans.referer.map(|s| s.of(b)),

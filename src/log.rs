@@ -133,6 +133,9 @@ pub struct Record<'a> {
     pub target: &'a [u8],
     /// "HTTP/1.0", "HTTP/1.1" or "HTTP/2.0" (as nginx logs them).
     pub protocol: &'static str,
+    /// For a head refused before it was parsed, its first line as it came
+    /// (or "-"): nginx's `$request` then, in the combined format.
+    pub line: Option<&'a [u8]>,
     pub status: u16,
     pub body_bytes: u64,
     pub referer: Option<&'a [u8]>,
@@ -204,10 +207,15 @@ impl AccessLog {
 
 fn combined(out: &mut Vec<u8>, r: &Record<'_>) {
     with_time(|t| write!(out, "{} - - [{}] \"", r.remote, t.common)).ok();
-    escaped(out, r.method);
-    out.push(b' ');
-    escaped(out, r.target);
-    let _ = write!(out, " {}\" {} {} \"", r.protocol, r.status, r.body_bytes);
+    if let Some(line) = r.line {
+        escaped(out, line);
+    } else {
+        escaped(out, r.method);
+        out.push(b' ');
+        escaped(out, r.target);
+        let _ = write!(out, " {}", r.protocol);
+    }
+    let _ = write!(out, "\" {} {} \"", r.status, r.body_bytes);
     escaped(out, r.referer.unwrap_or(b"-"));
     out.extend_from_slice(b"\" \"");
     escaped(out, r.user_agent.unwrap_or(b"-"));

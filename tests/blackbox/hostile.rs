@@ -403,5 +403,18 @@ fn refused_heads_and_error_pages_are_logged_with_their_bytes() {
             !r.body.is_empty() && line.contains(&want),
             "{line} (want {want:?})"
         );
+        // $request is the request line as it came, as nginx logs it.
+        let request = match status {
+            408 => "\"-\" 408 ".to_string(),
+            400 => format!("\"GET /{t}-400 HTTP/1.1\" 400 "),
+            _ => format!("\"GET /{t}-{status}"),
+        };
+        assert!(line.contains(&request), "{line} (want {request:?})");
     }
+    // A line that is not a request line at all is logged as it came.
+    let mut c = Client::connect(proxy.addr());
+    c.send(format!("GARBAGE-{t}\r\n\r\n").as_bytes());
+    assert_eq!(c.read_response().status, 400);
+    let line = wait_access(&log, &format!("GARBAGE-{t}"));
+    assert!(line.contains(&format!("\"GARBAGE-{t}\" 400 ")), "{line}");
 }
