@@ -151,6 +151,7 @@ async fn write_page(
 /// ringside's own page for a status.
 fn built_in(status: u16) -> Vec<u8> {
     let title = format!("{status} {}", respond::reason(status));
+    let title = title.trim_end();
     format!(
         "<html><head><title>{title}</title></head><body><h1>{title}</h1><hr><p>ringside</p></body></html>\n"
     )
