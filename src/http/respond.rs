@@ -2,8 +2,6 @@
 
 use std::{cell::RefCell, time::SystemTime};
 
-use super::headers::{end_head, field, status_line, OutFraming, Persist};
-
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// The reason phrase ringside uses for its own answers: RFC 9110's for
@@ -61,52 +59,6 @@ pub fn reason(status: u16) -> &'static str {
         505 => "HTTP Version Not Supported",
         _ => "",
     }
-}
-
-/// Writes a complete response with a small body.
-pub fn simple(
-    out: &mut Vec<u8>,
-    status: u16,
-    content_type: &[u8],
-    body: &[u8],
-    close: bool,
-    head_only: bool,
-) {
-    status_line(out, status, reason(status).as_bytes());
-    field(out, b"Server", b"ringside");
-    with_date(|d| field(out, b"Date", d));
-    field(out, b"Content-Type", content_type);
-    let mut n = itoa::Buffer::new();
-    field(out, b"Content-Length", n.format(body.len()).as_bytes());
-    let persist = if close {
-        Persist::Close
-    } else {
-        Persist::Default
-    };
-    end_head(out, OutFraming::AsIs, persist);
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-}
-
-/// An error answer: a one-line HTML page naming the status.
-pub fn error(out: &mut Vec<u8>, status: u16, close: bool, head_only: bool) {
-    let mut body = Vec::with_capacity(160);
-    let title = format!("{status} {}", reason(status));
-    let title = title.trim_end();
-    body.extend_from_slice(b"<html><head><title>");
-    body.extend_from_slice(title.as_bytes());
-    body.extend_from_slice(b"</title></head><body><h1>");
-    body.extend_from_slice(title.as_bytes());
-    body.extend_from_slice(b"</h1><hr><p>ringside</p></body></html>\n");
-    simple(
-        out,
-        status,
-        b"text/html; charset=utf-8",
-        &body,
-        close,
-        head_only,
-    );
 }
 
 /// A `respond` route body is HTML when it looks like HTML, else plain text.
