@@ -472,32 +472,38 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// Host = uri-host [ ":" port ]: reg-name, IPv4 or a bracketed IPv6 literal.
+/// Host = uri-host [ ":" port ] (RFC 9110 section 7.2): a reg-name or IPv4
+/// address, or an IP literal in brackets (RFC 3986 section 3.2.2), then
+/// digits after a colon.
 fn valid_host(v: &[u8]) -> bool {
-    v.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b'%'
-                    | b':'
-                    | b'['
-                    | b']'
-            )
-    })
+    let (host, port) = match v.split_first() {
+        Some((b'[', rest)) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &rest[..end];
+            let ok = !literal.is_empty() && literal.iter().all(|&b| b == b':' || host_byte(b));
+            if !ok {
+                return false;
+            }
+            (&[][..], &rest[end + 1..])
+        }
+        _ => match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, &[][..]),
+        },
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    port_ok && host.iter().all(|&b| host_byte(b))
+}
+
+/// A byte of a reg-name (unreserved, sub-delims, `%` of pct-encoded).
+fn host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)
 }
 
 /// Content-Length = 1*DIGIT; leading zeros are fine, signs and spaces are not.

@@ -235,6 +235,35 @@ fn missing_or_repeated_host_is_400() {
     reject(&fx, raw.as_bytes(), 400, &t, Reached::Nothing);
 }
 
+/// Host = uri-host [ ":" port ] (RFC 9112 section 3.2: an invalid Host is
+/// a 400); valid spellings go through.
+#[test]
+fn an_invalid_host_is_400() {
+    let fx = fixture(LIMITS);
+    for host in [
+        "h:abc", "h:8o", "[::1", "[]:80", "[::1]x", "u@h", "a/b", "h:80:81",
+    ] {
+        let t = token();
+        let raw = format!("GET /app/{t} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        reject(&fx, raw.as_bytes(), 400, &t, Reached::Nothing);
+    }
+    let mut c = Client::connect(fx.proxy.addr());
+    for host in [
+        "h",
+        "h:8080",
+        "h:",
+        "[::1]:80",
+        "[::1]",
+        "127.0.0.1:1",
+        "a-b_c.d~e",
+        "",
+    ] {
+        let t = token();
+        c.send(format!("GET /app/{t} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        assert_eq!(c.read_response().status, 200, "Host: {host}");
+    }
+}
+
 #[test]
 fn malformed_request_lines_are_400() {
     let fx = fixture(LIMITS);
