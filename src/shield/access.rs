@@ -13,7 +13,9 @@ pub struct Access {
     /// Wins over `allow`.
     pub deny: Nets,
     /// Empty: every method. Compared as written (methods are
-    /// case-sensitive, RFC 9110 section 9.1).
+    /// case-sensitive, RFC 9110 section 9.1). `GET` brings `HEAD` with it,
+    /// as in nginx's `limit_except` (RFC 9110 section 9.3.2: HEAD is GET
+    /// without the content).
     pub methods: Vec<String>,
     /// `methods` joined for the 405's `Allow` field.
     pub allow_field: String,
@@ -22,7 +24,11 @@ pub struct Access {
 }
 
 impl Access {
-    pub fn new(allow: Nets, deny: Nets, methods: Vec<String>, limits: Vec<usize>) -> Self {
+    pub fn new(allow: Nets, deny: Nets, mut methods: Vec<String>, limits: Vec<usize>) -> Self {
+        let takes = |m: &str| methods.iter().any(|n| n == m);
+        if takes("GET") && !takes("HEAD") {
+            methods.push("HEAD".into());
+        }
         Access {
             allow,
             deny,

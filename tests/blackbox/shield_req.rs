@@ -193,13 +193,16 @@ fn refusals_are_counted_and_logged_with_their_status() {
         405
     );
     assert_eq!(once(&p, "127.0.7.3", &get("/r/ok", "")).status, 200);
+    // GET brings HEAD with it (as nginx's limit_except); the 405 says so.
+    let r = once(&p, "127.0.7.5", "PUT /r/b HTTP/1.1\r\nHost: s\r\n\r\n");
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
     assert_eq!(once(&p, "127.0.7.3", &get("/r/again", "")).status, 429);
     assert_eq!(once(&p, "127.0.7.4", &get("/none/.env", "")).status, 403);
 
     let want = [
         "ringside_limited_total{route=\"/r/\",reason=\"rule\"} 1",
         "ringside_limited_total{route=\"/r/\",reason=\"deny\"} 1",
-        "ringside_limited_total{route=\"/r/\",reason=\"method\"} 1",
+        "ringside_limited_total{route=\"/r/\",reason=\"method\"} 2",
         "ringside_limited_total{route=\"/r/\",reason=\"rate\"} 1",
         "ringside_limited_total{route=\"\",reason=\"rule\"} 1",
     ];
