@@ -158,6 +158,11 @@ pub async fn serve(
 /// How long a closed connection's late bytes are read and dropped.
 const LINGER: Duration = Duration::from_secs(1);
 
+/// How long a stream answered before its request body came waits for the
+/// rest of that body (`H2Stream::drain_body`), as an HTTP/1.1 connection
+/// lingers after a refusal.
+const DRAIN: Duration = Duration::from_secs(5);
+
 /// How long a client has, after the GOAWAY that closes an idle connection,
 /// to answer h2's PING before the connection is closed without it (the
 /// final GOAWAY then names the last stream served). nginx closes at once;
@@ -439,6 +444,8 @@ async fn run_stream(
     }
     if let ClientStream::H2(s) = &mut c.stream {
         s.finish();
+        // Boxed: only a stream answered before its body came has to wait.
+        Box::pin(s.drain_body(DRAIN)).await;
     }
     shard.requests.give(std::mem::take(&mut c.buf));
     origin.open.set(origin.open.get() - 1);

@@ -139,6 +139,34 @@ impl H2Stream {
         }
     }
 
+    /// After the answer, the rest of a request body the exchange did not
+    /// read (an error answered before it, a route that never reads it) is
+    /// read and dropped, its window released, until the client ends it,
+    /// `MOST` bytes pass or `limit` does. Dropping the stream instead makes
+    /// h2 send RST_STREAM NO_ERROR, which RFC 9113 section 8.1 allows after
+    /// a complete answer, but clients such as curl then fail the whole
+    /// request, answer and all, for their upload cut short; nginx reads
+    /// the body as well. A stream that was reset ends the wait at once.
+    pub async fn drain_body(&mut self, limit: std::time::Duration) {
+        const MOST: usize = 1 << 20;
+        let Some(body) = &mut self.body else {
+            return;
+        };
+        let deadline = monoio::time::Instant::now() + limit;
+        let mut seen = 0;
+        while seen < MOST {
+            let left = deadline.saturating_duration_since(monoio::time::Instant::now());
+            match monoio::time::timeout(left, body.data()).await {
+                Ok(Some(Ok(d))) => {
+                    seen += d.len();
+                    let _ = body.flow_control().release_capacity(d.len());
+                }
+                _ => break,
+            }
+        }
+        self.body = None;
+    }
+
     /// The next piece of request body, framed; empty at its end.
     async fn next_body(&mut self) -> io::Result<Bytes> {
         let Some(body) = &mut self.body else {

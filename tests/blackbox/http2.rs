@@ -450,3 +450,33 @@ async fn until(cond: impl Fn() -> bool) -> bool {
     }
     false
 }
+
+/// A stream answered before its request body came (a `respond` route
+/// reads none) is not reset: the body is read and dropped as it comes, so
+/// a client such as curl, still uploading, sees its answer and a clean
+/// end. (RST_STREAM NO_ERROR is allowed there by RFC 9113 section 8.1, but
+/// curl then fails the request: "Stream error in the HTTP/2 framing
+/// layer".) The connection serves the next stream.
+#[test]
+fn a_stream_answered_before_its_body_is_not_reset() {
+    let routes = "[[route]]\npath = \"/fixed\"\nrespond = { status = 201, body = \"made\\n\" }\n";
+    let up = Upstream::echo();
+    let p = H2Proxy::start(up.addr(), 1, "", routes);
+    let mut raw = Raw::open(p.addr(), &p.client);
+    let post: Vec<(&str, String)> = vec![
+        (":method", "POST".into()),
+        (":scheme", "https".into()),
+        (":authority", "localhost".into()),
+        (":path", "/fixed".into()),
+        ("content-length", "5".into()),
+    ];
+    raw.send(&frame(HEADERS, END_HEADERS, 1, &block(&post)));
+    let (answer, before) =
+        raw.until_seen(|f| f.ty == DATA && f.stream == 1 && f.flags & END_STREAM != 0);
+    assert_eq!(answer.expect("the answer").payload, b"made\n");
+    assert!(before.iter().all(|f| f.ty != RST_STREAM), "{before:?}");
+    raw.send(&frame(DATA, END_STREAM, 1, b"hello"));
+    let before = raw.get(3, "/next").expect("the next stream is answered");
+    let resets: Vec<_> = before.iter().filter(|f| f.ty == RST_STREAM).collect();
+    assert!(resets.is_empty(), "stream 1 was reset: {resets:?}");
+}
