@@ -71,9 +71,7 @@ pub(super) fn read(text: &str, path: &Path) -> (Option<(Config, Places)>, Vec<Pr
 
 /// RFC 9110 `token`: header and cookie names.
 pub(super) fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(crate::http::parse::is_tchar)
 }
 
 impl Reader {

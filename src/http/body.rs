@@ -2,6 +2,8 @@
 //! state machine, so a chunk line split across two reads costs nothing extra
 //! and no body byte is ever buffered twice.
 
+use super::parse::is_tchar;
+
 /// Longest trailer section we read (and discard), in bytes: trailers are
 /// hop-by-hop here, so only their size needs bounding.
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -187,11 +189,6 @@ impl Chunked {
         }
         Ok(next)
     }
-}
-
-/// `tchar` of RFC 9110 section 5.6.2: the bytes a field name is made of.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Appends the chunk-size line for a chunk of `len` bytes.

@@ -523,6 +523,12 @@ pub fn tunnels(upgrade: &[u8]) -> bool {
     !list(upgrade).any(|p| p.eq_ignore_ascii_case(b"h2c"))
 }
 
+/// `tchar` of RFC 9110 section 5.6.2: the bytes a token (a field name, a
+/// method) is made of.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// The items of a comma-separated field value, trimmed of OWS; empty items
 /// (allowed by RFC 9110 section 5.6.1) are skipped.
 pub fn list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
