@@ -19,6 +19,10 @@
 # new connection per request) change the load; AB_PATH (default /small, a
 # 128-byte answer; /4k, /64k and /1m are there too) the answer.
 #
+# AB_H2=1 loads over HTTP/2 instead: `h2load -t1 -c64 -m10` (AB_H2LOAD
+# changes it) on https://127.0.0.1:PORT, so each config must be a TLS
+# listener with `http2 = true` (as perf/run.sh's h2-small config).
+#
 # AB_PROFILE=DIR also samples the proxy during each measured run (`perf
 # record -F 999 -g -p`, DIR/NAME-rROUND.data; sort one with
 # perf/profile_sum.py). It slows every variant alike.
@@ -35,7 +39,7 @@
 set -euo pipefail
 ROUNDS=10
 if [[ ${1:-} =~ ^[0-9]+$ ]]; then ROUNDS=$1; shift; fi
-[ $# -ge 1 ] || { sed -n 2,34p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,38p "$0"; exit 2; }
 PORT=${AB_PORT:-18081} BACKEND=${AB_BACKEND:-18080} SECS=${AB_SECONDS:-8}
 read -ra LOAD <<<"${AB_WRK:--t1 -c64}"
 URL_PATH=${AB_PATH:-/small}
@@ -58,6 +62,15 @@ quota() {  # quota PID: moves PID into a cgroup capped at AB_QUOTA% of a CPU
     echo "$1" >"$g/cgroup.procs"
 }
 
+load() {  # load SECONDS URL: wrk, or h2load with AB_H2, on CPU 0
+    if [ -n "${AB_H2:-}" ]; then
+        read -ra h2 <<<"${AB_H2LOAD:--t1 -c64 -m10}"
+        taskset -c 0 h2load "${h2[@]}" -D "$1" "$2"
+    else
+        taskset -c 0 wrk "${LOAD[@]}" -d"$1s" "$2"
+    fi
+}
+
 one() {  # one NAME BINARY CONFIG [PORT]: prints NAME requests req/cpu-s
     local port=${4:-$PORT} cmd
     case $(basename "$2") in
@@ -67,19 +80,22 @@ one() {  # one NAME BINARY CONFIG [PORT]: prints NAME requests req/cpu-s
     esac
     taskset -c 1 "${cmd[@]}" 2>"$WORK/$1.err" & local p=$!
     if [ -n "${AB_QUOTA:-}" ]; then quota $p; fi
-    for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/small" && break; sleep 0.05; done
-    taskset -c 0 wrk "${LOAD[@]}" -d1s "http://127.0.0.1:$port$URL_PATH" >/dev/null
+    local scheme=http; [ -n "${AB_H2:-}" ] && scheme=https
+    for _ in $(seq 100); do curl -kfs -o /dev/null "$scheme://127.0.0.1:$port/small" && break; sleep 0.05; done
+    load 1 "$scheme://127.0.0.1:$port$URL_PATH" >/dev/null
     local t0 t1 out rec=
     if [ -n "${AB_PROFILE:-}" ]; then
         perf record -q -F 999 -g -p $p -o "$AB_PROFILE/$1-r$round.data" 2>/dev/null & rec=$!
     fi
     t0=$(awk '{print $14 + $15}' "/proc/$p/stat")
-    out=$(taskset -c 0 wrk "${LOAD[@]}" -d"${SECS}s" "http://127.0.0.1:$port$URL_PATH")
+    out=$(load "$SECS" "$scheme://127.0.0.1:$port$URL_PATH")
     t1=$(awk '{print $14 + $15}' "/proc/$p/stat")
     if [ -n "$rec" ]; then kill -INT $rec; wait $rec 2>/dev/null || true; fi
     kill $p; wait $p 2>/dev/null || true
-    if grep -q 'Non-2xx' <<<"$out"; then echo "ab.sh: $1 answered errors:" >&2; echo "$out" >&2; exit 1; fi
-    local req; req=$(awk '/requests in/ {print $1}' <<<"$out")
+    if grep -q 'Non-2xx' <<<"$out" || { [ -n "${AB_H2:-}" ] && ! grep -q ' 0 failed, 0 errored' <<<"$out"; }; then
+        echo "ab.sh: $1 answered errors:" >&2; echo "$out" >&2; exit 1
+    fi
+    local req; req=$(awk '/requests in/ {print $1} /^requests:/ {print $8}' <<<"$out")
     echo "$1 $req $(( req * 100 / (t1 - t0) ))"
 }
 for round in $(seq "$ROUNDS"); do

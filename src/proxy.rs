@@ -10,12 +10,9 @@ use crate::{
     buffering::{self, Buffering},
     buffers::Buffers,
     error::Error,
-    http::{
-        headers::{add_field, OutFraming},
-        parse::Framing,
-    },
+    http::{headers::OutFraming, parse::Framing},
     relay::{self, CopyFail, Limits},
-    request::{Client, Done, Plan},
+    request::{Client, ClientHead, Done, Plan},
     serve::{body::BodyOut, pages, response::Store},
     shard::{Generation, Shard},
     splice::{self, Way},
@@ -102,7 +99,7 @@ pub async fn fetch(
     // Sticky: the cookie names the server that answered.
     let bal = &gen.balancers[upstream];
     if let Some(cookie) = bal.set_cookie(r.server, &plan.key) {
-        add_field(&mut r.resp.client_head, b"Set-Cookie", cookie.as_bytes());
+        r.resp.client_head.add(b"Set-Cookie", cookie.as_bytes());
     }
     let mut done = Done {
         status: r.resp.status,
@@ -193,7 +190,11 @@ fn consumed(plan: &Plan, body_now: usize) -> usize {
 /// After a `101`: the upstream's head (and anything after it) goes to the
 /// client, then bytes flow both ways until either side ends.
 async fn tunnel(cx: &Cx<'_>, c: &mut Client, r: &mut Reached<'_>) {
-    let mut head = std::mem::take(&mut r.resp.client_head);
+    // A 101's head is always text (`interpret`): only an HTTP/1.1
+    // connection becomes a tunnel.
+    let Some(mut head) = std::mem::take(&mut r.resp.client_head).into_text() else {
+        return;
+    };
     head.extend_from_slice(&r.resp.buf[r.resp.len..]);
     let early = c.buf[cx.plan.len..].to_vec();
     let idle = cx.up.read_timeout;
@@ -239,7 +240,9 @@ async fn respond(
         // upstream connection is reused only when no body was due.
         _ if resp.changes.page => {
             clean &= framing == Framing::Empty && pending == 0;
-            shard.small.give(client_head);
+            if let Some(text) = client_head.into_text() {
+                shard.small.give(text);
+            }
             let (status, keep) = (resp.status, resp.client_keep);
             Box::pin(write_page(cx, c, status, keep, down)).await
         }
@@ -317,7 +320,7 @@ async fn write_page(
     let mut page = shard.heads.take();
     let (route, plan) = (Some(cx.route), cx.plan);
     let n = pages::write_error(&mut page, route, status, keep, Some(plan), plan.head_only).await;
-    write_head(c, &shard.heads, page, down)
+    write_head(c, &shard.heads, ClientHead::H1(page), down)
         .await
         .map(|()| if plan.head_only { 0 } else { n as u64 })
 }
@@ -330,7 +333,7 @@ async fn relay_changed(
     c: &mut Client,
     s: &mut TcpStream,
     resp: &mut Response,
-    client_head: Vec<u8>,
+    client_head: ClientHead,
     down: Limits,
 ) -> Result<(u64, bool, Option<Fetched>), CopyFail> {
     let shard = cx.shard;
@@ -382,7 +385,7 @@ async fn relay_framed(
 async fn write_head(
     c: &mut Client,
     heads: &Buffers,
-    head: Vec<u8>,
+    head: ClientHead,
     down: Limits,
 ) -> Result<(), CopyFail> {
     write_head_and(c, heads, head, (&mut Vec::new(), 0..0), down).await
@@ -391,16 +394,28 @@ async fn write_head(
 /// `write_head` with the first body bytes, `buf[part]`, right behind the
 /// head: copied into the head's buffer when they fit there, else written
 /// from where they are in the same vectored write (a copy would grow the
-/// head's buffer to the size of the upstream's head read).
+/// head's buffer to the size of the upstream's head read). A head built
+/// for an HTTP/2 stream goes as its HEADERS frame, the bytes as DATA.
 async fn write_head_and(
     c: &mut Client,
     heads: &Buffers,
-    mut head: Vec<u8>,
+    mut head: ClientHead,
     (buf, part): (&mut Vec<u8>, std::ops::Range<usize>),
     down: Limits,
 ) -> Result<(), CopyFail> {
-    c.stamp(&mut head);
+    c.stamp_head(&mut head);
     let body = buf.get(part.clone()).unwrap_or_default();
+    let mut head = match head {
+        ClientHead::H1(text) => text,
+        ClientHead::H2(built) => {
+            let sent = crate::timer::timeout(down.write, c.stream.respond(built, body)).await;
+            return match sent {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(CopyFail::Write(relay::Fail::Io(e))),
+                None => Err(CopyFail::Write(relay::Fail::Timeout)),
+            };
+        }
+    };
     if body.len() <= head.capacity() - head.len() {
         head.extend_from_slice(body);
         let (w, head) = relay::write_all(&mut c.stream, head, down.write).await;

@@ -7,7 +7,11 @@
 use std::{borrow::Cow, sync::Arc};
 
 use crate::{
-    http::parse::{Framing, Spans},
+    http::{
+        headers::{add_field, HeadOut},
+        parse::{Framing, Spans},
+    },
+    http2::head::Native,
     stream::ClientStream,
 };
 
@@ -46,6 +50,57 @@ impl Client {
         let mut f = Vec::with_capacity(v.len() + 31);
         crate::http::headers::field(&mut f, b"Strict-Transport-Security", v.as_bytes());
         out.splice(eol + 2..eol + 2, f);
+    }
+
+    /// `stamp` for either kind of head.
+    pub fn stamp_head(&self, head: &mut ClientHead) {
+        match head {
+            ClientHead::H1(v) => self.stamp(v),
+            ClientHead::H2(n) => {
+                if let Some(v) = &self.hsts {
+                    n.field(b"Strict-Transport-Security", v.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// A proxied answer's head for the client: HTTP/1.1 text, or built for an
+/// HTTP/2 stream (`ClientStream::respond`).
+pub enum ClientHead {
+    H1(Vec<u8>),
+    H2(Native),
+}
+
+impl ClientHead {
+    /// The writer the head's fields go to.
+    pub fn out(&mut self) -> &mut dyn HeadOut {
+        match self {
+            ClientHead::H1(v) => v,
+            ClientHead::H2(n) => n,
+        }
+    }
+
+    /// Adds a field once the head is finished (`Date`, a sticky cookie).
+    pub fn add(&mut self, name: &[u8], value: &[u8]) {
+        match self {
+            ClientHead::H1(v) => add_field(v, name, value),
+            ClientHead::H2(n) => n.field(name, value),
+        }
+    }
+
+    /// The text buffer, to go back to its pool (a built head has none).
+    pub fn into_text(self) -> Option<Vec<u8>> {
+        match self {
+            ClientHead::H1(v) => Some(v),
+            ClientHead::H2(_) => None,
+        }
+    }
+}
+
+impl Default for ClientHead {
+    fn default() -> Self {
+        ClientHead::H1(Vec::new())
     }
 }
 

@@ -13,7 +13,10 @@ use monoio::{
 };
 
 use crate::{
-    http2::stream::{H2Stream, ResetSignal},
+    http2::{
+        head::Native,
+        stream::{H2Stream, ResetSignal},
+    },
     tls::TlsStream,
 };
 
@@ -35,6 +38,10 @@ impl ClientStream {
         matches!(self, ClientStream::Tls(_) | ClientStream::H2(_))
     }
 
+    pub fn is_h2(&self) -> bool {
+        matches!(self, ClientStream::H2(_))
+    }
+
     /// The TCP socket under a plain or TLS stream (none under an HTTP/2
     /// stream, which shares its connection).
     pub fn socket(&self) -> Option<&TcpStream> {
@@ -42,6 +49,14 @@ impl ClientStream {
             ClientStream::Plain(s) => Some(s),
             ClientStream::Tls(s) => Some(s.socket()),
             _ => None,
+        }
+    }
+
+    /// Sends a head built for an HTTP/2 stream, and the first body bytes.
+    pub async fn respond(&mut self, head: Native, body: &[u8]) -> io::Result<()> {
+        match self {
+            ClientStream::H2(s) => s.respond(head, body).await,
+            _ => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 

@@ -218,28 +218,52 @@ pub enum Persist {
     Upgrade,
 }
 
+/// Where a response head goes: HTTP/1.1 text (`Vec<u8>`), or the fields of
+/// an HTTP/2 HEADERS frame (`http2::head::Native`), so one writer serves
+/// both and an HTTP/2 stream's head is never text parsed back.
+pub trait HeadOut {
+    fn status(&mut self, status: u16, reason: &[u8]);
+    fn field(&mut self, name: &[u8], value: &[u8]);
+    /// The framing and connection fields, then the end of the head.
+    fn end(&mut self, framing: OutFraming, persist: Persist);
+}
+
+impl HeadOut for Vec<u8> {
+    fn status(&mut self, status: u16, reason: &[u8]) {
+        status_line(self, status, reason);
+    }
+
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        field(self, name, value);
+    }
+
+    fn end(&mut self, framing: OutFraming, persist: Persist) {
+        end_head(self, framing, persist);
+    }
+}
+
 /// Writes the response head sent to the client.
 pub fn client_response(
-    out: &mut Vec<u8>,
+    out: &mut (impl HeadOut + ?Sized),
     res: &ResponseHead<'_, '_>,
     framing: OutFraming,
     persist: Persist,
     add: &[(String, String)],
 ) {
-    status_line(out, res.status, res.reason.as_bytes());
-    field(out, b"Server", SERVER);
+    out.status(res.status, res.reason.as_bytes());
+    out.field(b"Server", SERVER);
     let listed = Listed::new(res.headers);
     for h in res.headers {
         let upgrade = persist == Persist::Upgrade && h.name.eq_ignore_ascii_case("upgrade");
         if !upgrade && (dropped_downstream(h.name) || listed.contains(h.name)) {
             continue;
         }
-        field(out, h.name.as_bytes(), h.value);
+        out.field(h.name.as_bytes(), h.value);
     }
     for (k, v) in add {
-        field(out, k.as_bytes(), v.as_bytes());
+        out.field(k.as_bytes(), v.as_bytes());
     }
-    end_head(out, framing, persist);
+    out.end(framing, persist);
 }
 
 /// The response fields a client gets (hop-by-hop ones removed, ringside's
@@ -247,18 +271,18 @@ pub fn client_response(
 /// `edit` sees each field and says what to write: `None` to leave it out,
 /// else the value.
 pub fn passed_fields<'v>(
-    out: &mut Vec<u8>,
+    out: &mut (impl HeadOut + ?Sized),
     res: &ResponseHead<'_, 'v>,
     mut edit: impl FnMut(&str, &'v [u8]) -> Option<std::borrow::Cow<'v, [u8]>>,
 ) {
-    field(out, b"Server", SERVER);
+    out.field(b"Server", SERVER);
     let listed = Listed::new(res.headers);
     for h in res.headers {
         if dropped_downstream(h.name) || listed.contains(h.name) {
             continue;
         }
         if let Some(v) = edit(h.name, h.value) {
-            field(out, h.name.as_bytes(), &v);
+            out.field(h.name.as_bytes(), &v);
         }
     }
 }

@@ -1,11 +1,16 @@
-//! Both heads of a stream in HTTP/1.1 terms: the request an h2 client sent,
-//! written as the HTTP/1.1 head `exchange::exchange` parses, and the HTTP/1.1
-//! response head `exchange` writes, read back into an h2 response.
+//! Both heads of a stream: the request an h2 client sent, written as the
+//! HTTP/1.1 head `exchange::exchange` parses; and the response, built for
+//! h2 by the same writers that write HTTP/1.1 heads (`Native`, for proxied
+//! answers) or, for answers of ringside's own, read back from the HTTP/1.1
+//! head `exchange` writes (`response`).
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
-use crate::http::parse;
+use crate::http::{
+    headers::{HeadOut, OutFraming, Persist},
+    parse,
+};
 
 /// How the synthesized request carries its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +115,9 @@ pub struct Parsed {
 
 /// Parses an HTTP/1.1 response head from the start of `buf`. `Ok(None)`:
 /// more bytes are needed. Informational (1xx) heads are returned like any
-/// other; the caller skips them.
+/// other; the caller skips them. Heads of answers ringside makes itself
+/// (static files, cache hits, error pages) come this way; a proxied
+/// answer's head is built as a `Native` instead.
 pub fn response(buf: &[u8], head_only: bool) -> Result<Option<Parsed>, &'static str> {
     // The upstream's fields and ringside's own (`Server`, the listener's
     // and the route's).
@@ -123,10 +130,7 @@ pub fn response(buf: &[u8], head_only: bool) -> Result<Option<Parsed>, &'static 
         Err(_) => return Err("unparsable response head"),
     };
     let code = r.code.ok_or("no status")?;
-    let status = StatusCode::from_u16(code).map_err(|_| "bad status")?;
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.headers_mut() = HeaderMap::with_capacity(r.headers.len());
+    let mut out = Fields::new(code, r.headers.len())?;
     // One copy of the head; every value is a slice of it (no allocation
     // per field).
     let shared = Bytes::copy_from_slice(&buf[..len]);
@@ -134,37 +138,148 @@ pub fn response(buf: &[u8], head_only: bool) -> Result<Option<Parsed>, &'static 
         let from = v.as_ptr() as usize - buf.as_ptr() as usize;
         shared.slice(from..from + v.len())
     };
-    let mut framing = Framing::Close;
-    let out = response.headers_mut();
     for h in r.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-            continue;
-        };
-        if name == header::TRANSFER_ENCODING {
-            framing = Framing::Chunked;
-            continue;
-        }
-        if name == header::CONTENT_LENGTH && framing == Framing::Close {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            framing = Framing::Length(n.ok_or("bad content-length")?);
-        }
-        if hop_by_hop(&name) {
-            continue;
-        }
-        if let Ok(value) = HeaderValue::from_maybe_shared(at(h.value)) {
-            out.append(name, value);
-        }
-    }
-    if head_only || code == 204 || code == 304 || code < 200 {
-        framing = Framing::None;
+        out.add(h.name.as_bytes(), || at(h.value))?;
     }
     Ok(Some(Parsed {
-        response,
-        framing,
+        response: out.response,
+        framing: out.framing.finish(code, head_only),
         len,
     }))
+}
+
+/// A response head for an HTTP/2 stream, built by the same writers as an
+/// HTTP/1.1 one (`HeadOut`) but never as text: each name and value goes
+/// into one buffer behind its two lengths, and `finish` makes the h2
+/// response with every value a slice of that buffer.
+pub struct Native {
+    status: u16,
+    count: usize,
+    chunked: bool,
+    bytes: Vec<u8>,
+}
+
+/// Bytes of a field's lengths in `Native::bytes`: the name's, the value's.
+const LENGTHS: usize = 8;
+
+impl Native {
+    pub fn new() -> Self {
+        Native {
+            status: 0,
+            count: 0,
+            chunked: false,
+            bytes: Vec::with_capacity(512),
+        }
+    }
+
+    /// The h2 response and how the body written after it is framed.
+    pub fn finish(self, head_only: bool) -> Result<(Response<()>, Framing), &'static str> {
+        let mut out = Fields::new(self.status, self.count)?;
+        if self.chunked {
+            out.framing = Framing::Chunked;
+        }
+        let shared = Bytes::from(self.bytes);
+        let mut at = 0;
+        while at + LENGTHS <= shared.len() {
+            let len = |i: usize| {
+                let b = [shared[i], shared[i + 1], shared[i + 2], shared[i + 3]];
+                u32::from_le_bytes(b) as usize
+            };
+            let (name_len, value_len) = (len(at), len(at + 4));
+            let name = at + LENGTHS..at + LENGTHS + name_len;
+            let value = name.end..name.end + value_len;
+            at = value.end;
+            out.add(&shared[name], || shared.slice(value))?;
+        }
+        let framing = out.framing.finish(self.status, head_only);
+        Ok((out.response, framing))
+    }
+}
+
+impl Default for Native {
+    fn default() -> Self {
+        Native::new()
+    }
+}
+
+impl HeadOut for Native {
+    fn status(&mut self, status: u16, _reason: &[u8]) {
+        self.status = status;
+    }
+
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        // Heads are bounded far below 4 GiB (`max_response_head`, the
+        // route's own fields), so the lengths fit.
+        self.bytes
+            .extend_from_slice(&(name.len() as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(name);
+        self.bytes.extend_from_slice(value);
+        self.count += 1;
+    }
+
+    /// A chunked body is de-chunked into DATA frames; the connection
+    /// fields have no place in HTTP/2.
+    fn end(&mut self, framing: OutFraming, _persist: Persist) {
+        self.chunked = framing == OutFraming::Chunked;
+    }
+}
+
+/// An h2 response being filled from HTTP/1.1 fields, and the body's
+/// framing they say.
+struct Fields {
+    response: Response<()>,
+    framing: Framing,
+}
+
+impl Fields {
+    fn new(code: u16, count: usize) -> Result<Self, &'static str> {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::from_u16(code).map_err(|_| "bad status")?;
+        *response.headers_mut() = HeaderMap::with_capacity(count);
+        Ok(Fields {
+            response,
+            framing: Framing::Close,
+        })
+    }
+
+    /// One field: the framing ones noted, connection-specific ones left
+    /// out, the rest added (a name or value h2 refuses is left out).
+    fn add(&mut self, name: &[u8], value: impl FnOnce() -> Bytes) -> Result<(), &'static str> {
+        let Ok(name) = HeaderName::from_bytes(name) else {
+            return Ok(());
+        };
+        if name == header::TRANSFER_ENCODING {
+            self.framing = Framing::Chunked;
+            return Ok(());
+        }
+        let value = value();
+        if name == header::CONTENT_LENGTH && self.framing == Framing::Close {
+            let n = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            self.framing = Framing::Length(n.ok_or("bad content-length")?);
+        }
+        if hop_by_hop(&name) {
+            return Ok(());
+        }
+        if let Ok(value) = HeaderValue::from_maybe_shared(value) {
+            self.response.headers_mut().append(name, value);
+        }
+        Ok(())
+    }
+}
+
+impl Framing {
+    /// No body after a HEAD, a 204, a 304 or an interim answer.
+    fn finish(self, code: u16, head_only: bool) -> Framing {
+        if head_only || code == 204 || code == 304 || code < 200 {
+            Framing::None
+        } else {
+            self
+        }
+    }
 }
 
 /// Fields that are about one HTTP/1.1 connection and have no place in
@@ -226,6 +341,52 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(request(&parts(req), true, &mut out), Body::None);
         assert!(out.ends_with(b"content-length: 0\r\n\r\n"));
+    }
+
+    /// The same writer calls give the same h2 response whether the head
+    /// is built (`Native`) or written as text and parsed back.
+    #[test]
+    fn a_built_head_equals_the_parsed_text() {
+        use crate::http::headers::client_response;
+        let cases: [(&[u8], bool, OutFraming); 4] = [
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: 1\r\nX-A: 1\r\n\
+                  Set-Cookie: a\r\nSet-Cookie: b\r\nContent-Length: 5\r\n\r\n",
+                false,
+                OutFraming::AsIs,
+            ),
+            (
+                b"HTTP/1.1 404 Nope\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                OutFraming::Chunked,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+                true,
+                OutFraming::AsIs,
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n",
+                false,
+                OutFraming::AsIs,
+            ),
+        ];
+        for (up, head_only, framing) in cases {
+            let mut slots = [parse::NO_FIELD; parse::MAX_RESPONSE_HEADERS];
+            let res = parse::response(up, &mut slots, head_only).unwrap().unwrap();
+            let add = [("X-Added".to_string(), "yes".to_string())];
+            let mut text = Vec::new();
+            client_response(&mut text, &res, framing, Persist::Default, &add);
+            let mut built = Native::new();
+            client_response(&mut built, &res, framing, Persist::Default, &add);
+            let parsed = response(&text, head_only).unwrap().unwrap();
+            let (response, built_framing) = built.finish(head_only).unwrap();
+            assert_eq!(response.status(), parsed.response.status());
+            assert_eq!(response.headers(), parsed.response.headers());
+            assert_eq!(built_framing, parsed.framing);
+            assert!(response.headers().get("x-hop").is_none());
+            assert_eq!(response.headers()["x-added"], "yes");
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! (`stream::H2Stream`), so routing, balancing, the keep-alive pool, cache,
 //! gzip, static files, error pages, logs and counters are the very ones
 //! HTTP/1.1 requests use. Upstream, every stream is an HTTP/1.1 request
-//! over the worker's pool.
+//! over the worker's pool. A proxied answer's head is built as h2 fields
+//! by the HTTP/1.1 head writers themselves (`head::Native`), never written
+//! as text and parsed back.
 //!
 //! Why the `h2` crate and not monoio-http's h2 fork (checked against
 //! monoio-http 0.3.12, the current release): the fork has none of the
@@ -37,7 +39,7 @@
 //! stream is open it is listed in the worker's `idle` registry, so the
 //! accept loop can evict it (GOAWAY NO_ERROR) at `max_connections`.
 
-mod head;
+pub mod head;
 mod io;
 mod partial;
 pub mod stream;

@@ -2,9 +2,10 @@
 //! from and writes a response to.
 //!
 //! Reading gives the request body as the synthesized head framed it (DATA
-//! as is after a `Content-Length`, else re-framed as chunks). Writing takes
-//! the HTTP/1.1 response `exchange` produces: the head becomes a HEADERS
-//! frame, the body (de-chunked when chunked) becomes DATA frames sent only
+//! as is after a `Content-Length`, else re-framed as chunks). A proxied
+//! answer's head comes built for HTTP/2 (`respond`); any other answer is
+//! written as HTTP/1.1 and its head parsed into the HEADERS frame. The body
+//! (de-chunked when chunked) becomes DATA frames sent only
 //! as the client's flow-control window allows, so a response never waits in
 //! memory beyond that window. Capacity released to the client's request
 //! body is only what was handed on, so a request body is bounded the same
@@ -26,7 +27,7 @@ use monoio::{
     BufResult,
 };
 
-use super::head::{self, Body, Framing};
+use super::head::{self, Body, Framing, Native};
 use crate::http::body::{Chunked, LAST_CHUNK};
 
 /// Longest response head accepted from `exchange` (its own heads and
@@ -194,6 +195,43 @@ impl H2Stream {
         }
     }
 
+    /// Sends a response head built for this stream (`Native`), then `body`,
+    /// the first bytes of the body it frames; the rest follows by `write`.
+    pub async fn respond(&mut self, head: Native, body: &[u8]) -> io::Result<()> {
+        if !matches!(&self.out, Out::Head(acc) if acc.is_empty()) {
+            return Err(invalid("a second response head"));
+        }
+        let (response, framing) = head.finish(self.head_only).map_err(invalid)?;
+        if response.status().is_informational() {
+            return Err(invalid("an interim head as the response"));
+        }
+        self.start(response, framing)?;
+        if body.is_empty() {
+            return Ok(());
+        }
+        self.take(body).await
+    }
+
+    /// Sends the final response head: the body's framing decides what the
+    /// bytes written after it are.
+    fn start(&mut self, response: http::Response<()>, framing: Framing) -> io::Result<()> {
+        let end = matches!(framing, Framing::None | Framing::Length(0));
+        {
+            let mut tx = self.tx.borrow_mut();
+            let respond = tx.respond.as_mut().ok_or_else(gone)?;
+            let send = respond.send_response(response, end).map_err(h2_error)?;
+            tx.respond = None;
+            tx.send = Some(send);
+        }
+        self.out = match framing {
+            _ if end => Out::Done,
+            Framing::Length(n) => Out::Length(n),
+            Framing::Chunked => Out::Chunked(Chunked::new()),
+            _ => Out::Close,
+        };
+        Ok(())
+    }
+
     /// Takes response bytes from `exchange`.
     async fn take(&mut self, data: &[u8]) -> io::Result<()> {
         // Usually the whole head comes in one write and is parsed where it
@@ -221,20 +259,7 @@ impl H2Stream {
                     // 100 Continue and friends stay on this side: the next
                     // head follows.
                     if !p.response.status().is_informational() {
-                        let end = matches!(p.framing, Framing::None | Framing::Length(0));
-                        {
-                            let mut tx = self.tx.borrow_mut();
-                            let respond = tx.respond.as_mut().ok_or_else(gone)?;
-                            let send = respond.send_response(p.response, end).map_err(h2_error)?;
-                            tx.respond = None;
-                            tx.send = Some(send);
-                        }
-                        self.out = match p.framing {
-                            _ if end => Out::Done,
-                            Framing::Length(n) => Out::Length(n),
-                            Framing::Chunked => Out::Chunked(Chunked::new()),
-                            _ => Out::Close,
-                        };
+                        self.start(p.response, p.framing)?;
                     }
                     if data.is_empty() {
                         return Ok(());

@@ -11,7 +11,7 @@ use crate::{
     cache,
     config::{Route, Upstream},
     http::{
-        headers::{end_head, field, hidden, passed_fields, status_line, OutFraming, Persist},
+        headers::{hidden, passed_fields, status_line, HeadOut, OutFraming, Persist},
         parse::{Framing, ResponseHead},
     },
     request::Plan,
@@ -108,7 +108,7 @@ pub struct Context<'a> {
 /// Writes the client's head for an answer with `changes` (and fills in the
 /// stored head, when the answer is to be stored).
 pub fn write_head(
-    out: &mut Vec<u8>,
+    out: &mut (impl HeadOut + ?Sized),
     res: &ResponseHead<'_, '_>,
     cx: &Context<'_>,
     changes: &mut Changes,
@@ -134,7 +134,7 @@ pub fn write_head(
         }
         Some(Cow::Borrowed(value))
     };
-    status_line(out, res.status, res.reason.as_bytes());
+    out.status(res.status, res.reason.as_bytes());
     let gzip = changes.gzip;
     passed_fields(out, res, |name, value| {
         if gzip && name.eq_ignore_ascii_case("content-length") {
@@ -146,18 +146,18 @@ pub fn write_head(
         edit(name, value)
     });
     if gzip {
-        field(out, b"Content-Encoding", b"gzip");
+        out.field(b"Content-Encoding", b"gzip");
         if !cache::has_token(res.headers, "vary", b"accept-encoding") {
-            field(out, b"Vary", b"Accept-Encoding");
+            out.field(b"Vary", b"Accept-Encoding");
         }
     }
     if let Some(c) = &cx.plan.cache {
-        field(out, b"X-Cache-Status", c.status.get().as_bytes());
+        out.field(b"X-Cache-Status", c.status.get().as_bytes());
     }
     for (k, v) in &cx.route.add_response_headers {
-        field(out, k.as_bytes(), v.as_bytes());
+        out.field(k.as_bytes(), v.as_bytes());
     }
-    end_head(out, framing, persist);
+    out.end(framing, persist);
 
     if let Some(store) = &mut changes.store {
         let (head, etag) = (&mut store.head, &mut store.etag);

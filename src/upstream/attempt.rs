@@ -12,12 +12,13 @@ use crate::{
     config::{Config, Route, Upstream},
     error::{Error, Fault},
     http::{
-        headers::{add_field, client_response, interim, OutFraming, Persist},
+        headers::{client_response, interim, OutFraming, Persist},
         parse::{self, Framing},
         respond::{with_date, CONTINUE},
     },
+    http2::head::Native,
     relay::{self, Fail, Limits},
-    request::{Client, Plan},
+    request::{Client, ClientHead, Plan},
     serve::response,
     shard::{Generation, Shard},
     splice::{self, Way},
@@ -215,7 +216,7 @@ pub struct Response {
     pub status: u16,
     pub framing: Framing,
     pub keep_alive: bool,
-    pub client_head: Vec<u8>,
+    pub client_head: ClientHead,
     pub out: OutFraming,
     pub client_keep: bool,
     pub tunnel: bool,
@@ -321,7 +322,7 @@ async fn read_response(
     let mut replay = true;
     loop {
         if !buf.is_empty() {
-            match interpret(&buf, cx, &c.buf) {
+            match interpret(&buf, cx, &c.buf, c.stream.is_h2()) {
                 Err(e) => {
                     shard.heads.give(buf);
                     return Err(Attempt::Fail { error: e, replay });
@@ -445,7 +446,7 @@ enum Parsed {
 
 /// Parses what the upstream sent so far and, for a final answer, writes
 /// the head the client gets.
-fn interpret(buf: &[u8], cx: &Cx<'_>, client: &[u8]) -> Result<Parsed, Error> {
+fn interpret(buf: &[u8], cx: &Cx<'_>, client: &[u8], h2: bool) -> Result<Parsed, Error> {
     let (plan, route) = (cx.plan, cx.route);
     let mut headers = [parse::NO_FIELD; parse::MAX_RESPONSE_HEADERS];
     let Some(res) = parse::response(buf, &mut headers, plan.head_only)? else {
@@ -500,17 +501,21 @@ fn interpret(buf: &[u8], cx: &Cx<'_>, client: &[u8]) -> Result<Parsed, Error> {
     } else {
         Persist::Default
     };
-    // Pooled: the head's writer gives it back.
-    let mut client_head = cx.shard.small.take();
+    // Built for an HTTP/2 stream, else text (pooled: the head's writer
+    // gives it back).
+    let mut client_head = match h2 && !tunnel {
+        true => ClientHead::H2(Native::new()),
+        false => ClientHead::H1(cx.shard.small.take()),
+    };
     if changed {
-        response::write_head(&mut client_head, &res, &rcx, &mut changes, out, persist);
+        response::write_head(client_head.out(), &res, &rcx, &mut changes, out, persist);
     } else {
         let add = &route.add_response_headers;
-        client_response(&mut client_head, &res, out, persist, add);
+        client_response(client_head.out(), &res, out, persist, add);
     }
     // Every answer carries a Date (RFC 9110 section 6.6.1), as nginx adds.
     if !res.has_date {
-        with_date(|d| add_field(&mut client_head, b"Date", d));
+        with_date(|d| client_head.add(b"Date", d));
     }
     Ok(Parsed::Final(Response {
         buf: Vec::new(),

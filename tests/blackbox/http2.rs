@@ -480,3 +480,103 @@ fn a_stream_answered_before_its_body_is_not_reset() {
     let resets: Vec<_> = before.iter().filter(|f| f.ty == RST_STREAM).collect();
     assert!(resets.is_empty(), "stream 1 was reset: {resets:?}");
 }
+
+/// A proxied answer's head is built for the stream, not written as text
+/// and parsed back: every field a client gets over HTTP/1.1 is there
+/// (ringside's Server and Date, the listener's HSTS, the route's added
+/// field, repeated fields), the connection's own are not, and the framing
+/// (length, chunks, no body, gzip) comes out right.
+#[test]
+fn a_proxied_answer_keeps_its_fields_over_h2() {
+    let up = Upstream::start(|c: &mut UpConn| {
+        while let Some(req) = c.read_request() {
+            let out: Vec<u8> = match req.target.as_str() {
+                "/fields" => b"HTTP/1.1 200 OK\r\nConnection: x-hop, keep-alive\r\n\
+                    Keep-Alive: timeout=5\r\nX-Hop: 1\r\nServer: apache\r\nX-A: 1\r\n\
+                    Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 5\r\n\r\nhello"
+                    .to_vec(),
+                "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+                    .to_vec(),
+                "/none" => b"HTTP/1.1 204 No Content\r\nX-B: 2\r\n\r\n".to_vec(),
+                _ => {
+                    let mut v = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
+                        ETag: \"v1\"\r\nContent-Length: 2000\r\n\r\n"
+                        .to_vec();
+                    v.extend_from_slice(&[b'z'; 2000]);
+                    v
+                }
+            };
+            if !c.write(&out) {
+                return;
+            }
+        }
+    });
+    // The first lines end the [[listen]] table the kit writes.
+    let routes = "hsts = \"max-age=60\"\n\n\
+        [[route]]\npath = \"/gz\"\nupstream = \"app\"\n\
+        gzip = { types = [\"text/plain\"] }\n\n\
+        [[route]]\npath = \"/fields\"\nupstream = \"app\"\n\
+        add_response_headers = { X-Added = \"yes\" }\n\n";
+    let p = H2Proxy::start(up.addr(), 1, "", routes);
+    real::runtime().block_on(async {
+        let send = real::connect(p.addr(), &p.client, 65_535).await;
+        let ask = |req: http::Request<()>| {
+            let send = send.clone();
+            async move {
+                let mut s = send.ready().await.unwrap();
+                let (resp, _) = s.send_request(req, true).unwrap();
+                let resp = resp.await.unwrap();
+                let end = resp.body().is_end_stream();
+                let (parts, body) = resp.into_parts();
+                (parts, end, real::body(body).await.unwrap())
+            }
+        };
+        let (head, end, body) = ask(real::request("GET", "/fields")).await;
+        assert_eq!(
+            (head.status.as_u16(), end, &body[..]),
+            (200, false, &b"hello"[..])
+        );
+        let h = &head.headers;
+        assert_eq!(h["server"], "ringside");
+        assert!(h.contains_key("date"));
+        assert_eq!(h["strict-transport-security"], "max-age=60");
+        assert_eq!(h["x-added"], "yes");
+        assert_eq!(h["x-a"], "1");
+        assert_eq!(h["content-length"], "5");
+        let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        for gone in ["connection", "keep-alive", "x-hop"] {
+            assert!(!h.contains_key(gone), "{gone} passed: {h:?}");
+        }
+        assert_eq!(h.get_all("server").iter().count(), 1);
+
+        let (head, end, body) = ask(real::request("HEAD", "/fields")).await;
+        assert_eq!((head.status.as_u16(), end, body.len()), (200, true, 0));
+        assert_eq!(head.headers["content-length"], "5");
+
+        let (head, _, body) = ask(real::request("GET", "/chunked")).await;
+        assert_eq!(&body[..], b"abcdefg");
+        assert!(!head.headers.contains_key("transfer-encoding"));
+
+        let (head, end, body) = ask(real::request("GET", "/none")).await;
+        assert_eq!((head.status.as_u16(), end, body.len()), (204, true, 0));
+        assert_eq!(head.headers["x-b"], "2");
+
+        let mut req = real::request("GET", "/gz");
+        req.headers_mut()
+            .insert("accept-encoding", "gzip".parse().unwrap());
+        let (head, _, body) = ask(req).await;
+        let h = &head.headers;
+        assert_eq!(h["content-encoding"], "gzip");
+        assert_eq!(h["vary"], "Accept-Encoding");
+        assert_eq!(h["etag"], "W/\"v1\"");
+        assert!(!h.contains_key("content-length"));
+        let mut plain = Vec::new();
+        use std::io::Read;
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(plain, vec![b'z'; 2000]);
+    });
+}
