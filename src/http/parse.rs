@@ -246,6 +246,14 @@ pub fn too_large(buf: &[u8]) -> Error {
 /// anywhere before it: RFC 9112 section 2.2 lets a recipient accept a bare
 /// LF, but a proxy that does while its upstream does not can be desynchronised.
 fn head_end(buf: &[u8], scan: &mut Scan) -> Result<Option<usize>> {
+    // Empty lines before the request line are skipped (RFC 9112 section
+    // 2.2; httparse does the same): the head ends at the first CRLF CRLF
+    // after them.
+    let lead = buf
+        .chunks_exact(2)
+        .take_while(|pair| *pair == b"\r\n")
+        .count()
+        * 2;
     let mut i = scan.checked;
     while let Some(off) = memchr2(b'\r', b'\n', &buf[i..]) {
         let at = i + off;
@@ -261,9 +269,9 @@ fn head_end(buf: &[u8], scan: &mut Scan) -> Result<Option<usize>> {
             Some(b'\n') => {}
             Some(_) => return Err(Error::bad_request("bare CR in the request head")),
         }
-        // CRLF at `at`. The head ends at CRLF CRLF; a CRLF at the very start
-        // is a leading empty line (RFC 9112 section 2.2), left to httparse.
-        if at >= 2 && buf[at - 2] == b'\r' && buf[at - 1] == b'\n' {
+        // CRLF at `at`: the head ends when a line of its own ended right
+        // before it.
+        if at >= lead + 2 && buf[at - 2] == b'\r' && buf[at - 1] == b'\n' {
             return Ok(Some(at + 2));
         }
         i = at + 2;

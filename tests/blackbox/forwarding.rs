@@ -193,6 +193,33 @@ fn h2c_upgrade_goes_on_as_a_plain_request() {
     }
 }
 
+/// RFC 9112 section 2.2: empty lines before a request line are ignored,
+/// however many (as nginx), on a new connection and between keep-alive
+/// requests (a client's stray CRLF after a body); the request goes upstream
+/// without them.
+#[test]
+fn empty_lines_before_a_request_line_are_skipped() {
+    let (proxy, up) = echo_proxy();
+    let mut c = Client::connect(proxy.addr());
+    for lead in ["\r\n", "\r\n\r\n", "\r\n\r\n\r\n\r\n"] {
+        let t = token();
+        c.send(format!("{lead}GET /lead/{t} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(c.read_response().status, 200, "{lead:?}");
+        assert!(up.only(&t).raw_head.starts_with(b"GET /lead/"));
+    }
+    let t = token();
+    c.send(
+        format!(
+            "POST /body/{t} HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok\r\n\r\n\
+             GET /next/{t} HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(c.read_response().status, 200);
+    assert_eq!(c.read_response().status, 200);
+    assert_eq!(up.requests_with(&t).len(), 2);
+}
+
 #[test]
 fn hop_by_hop_response_headers_are_removed() {
     let up = Upstream::start(|c| {
