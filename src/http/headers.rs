@@ -9,8 +9,8 @@ use httparse::Header;
 
 use super::parse::{list, Framing, RequestHead, ResponseHead};
 
-/// Most field names one `Connection` header set may list for removal; a
-/// longer list is cut (the rest are then forwarded, which is harmless).
+/// Field names of the `Connection` fields kept in place; a longer list is
+/// gathered into a sorted `Vec` (`Listed::many`).
 const MAX_CONNECTION_TOKENS: usize = 16;
 
 /// Fields never forwarded as the client sent them: hop-by-hop ones, the
@@ -57,6 +57,9 @@ fn dropped_downstream(name: &str) -> bool {
 struct Listed<'b> {
     names: [&'b [u8]; MAX_CONNECTION_TOKENS],
     len: usize,
+    /// A longer list, whole, sorted without regard to case (searched in
+    /// log time: a head of thousands of names costs no more than parsing).
+    many: Vec<&'b [u8]>,
 }
 
 impl<'b> Listed<'b> {
@@ -64,26 +67,44 @@ impl<'b> Listed<'b> {
         let mut l = Listed {
             names: [&[][..]; MAX_CONNECTION_TOKENS],
             len: 0,
+            many: Vec::new(),
         };
-        for h in headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        {
-            for token in list(h.value) {
-                if l.len < MAX_CONNECTION_TOKENS {
-                    l.names[l.len] = token;
-                    l.len += 1;
-                }
+        for token in connection_tokens(headers) {
+            if l.len == MAX_CONNECTION_TOKENS {
+                l.many = connection_tokens(headers).collect();
+                l.many.sort_unstable_by(|a, b| caseless(a, b));
+                break;
             }
+            l.names[l.len] = token;
+            l.len += 1;
         }
         l
     }
 
     fn contains(&self, name: &str) -> bool {
+        let name = name.as_bytes();
+        if !self.many.is_empty() {
+            return self.many.binary_search_by(|n| caseless(n, name)).is_ok();
+        }
         self.names[..self.len]
             .iter()
-            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+            .any(|n| n.eq_ignore_ascii_case(name))
     }
+}
+
+/// Orders names as their lowercase forms would be.
+fn caseless(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.iter()
+        .map(u8::to_ascii_lowercase)
+        .cmp(b.iter().map(u8::to_ascii_lowercase))
+}
+
+/// Every name the `Connection` fields list.
+fn connection_tokens<'h, 'b>(headers: &'h [Header<'b>]) -> impl Iterator<Item = &'b [u8]> + 'h {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| list(h.value))
 }
 
 /// What the listener and the connection add to a forwarded request.

@@ -137,6 +137,48 @@ fn hop_by_hop_request_headers_are_removed() {
     assert_eq!(r.header_all("x-kept"), ["yes"], "{raw}");
 }
 
+/// Every field a `Connection` list names is removed, however long the list
+/// and over however many `Connection` fields it is spread, both ways.
+#[test]
+fn a_long_connection_list_removes_every_field_it_names() {
+    let names: Vec<String> = (0..40).map(|i| format!("X-Hop-{i}")).collect();
+    let (first, second) = names.split_at(25);
+    let fields: String = names.iter().map(|n| format!("{n}: v\r\n")).collect();
+    let up_fields = fields.clone();
+    let up_list = names.join(", ");
+    let up = Upstream::start(move |c| {
+        while c.read_request().is_some() {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nConnection: {up_list}\r\n{up_fields}X-Kept: yes\r\n\
+                 Content-Length: 2\r\n\r\nok"
+            );
+            c.write(head.as_bytes());
+        }
+    });
+    let proxy = Proxy::start(&single_upstream(up.addr()));
+    let t = token();
+    let mut c = Client::connect(proxy.addr());
+    c.send(
+        format!(
+            "GET /hop/{t} HTTP/1.1\r\nHost: h\r\nConnection: {}\r\n{fields}\
+             Connection: {}\r\nX-Kept: yes\r\n\r\n",
+            first.join(","),
+            second.join(" ,\t"),
+        )
+        .as_bytes(),
+    );
+    let resp = c.read_response();
+    assert_eq!(resp.status, 200);
+    let r = up.only(&t);
+    let raw = show(&r.raw_head);
+    for name in &names {
+        assert!(r.header(name).is_none(), "{name} was forwarded: {raw}");
+        assert!(resp.header(name).is_none(), "{name} came back");
+    }
+    assert_eq!(r.header_all("x-kept"), ["yes"], "{raw}");
+    assert_eq!(resp.header("x-kept"), Some("yes"));
+}
+
 #[test]
 fn upgrade_is_removed_when_the_route_does_not_tunnel() {
     let up = Upstream::echo();
