@@ -25,8 +25,9 @@ pub struct Chunked {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// `chunk-size = 1*HEXDIG`; `digits` bounds it to 15 hex digits so the
-    /// size always fits in a u64.
+    /// `chunk-size = 1*HEXDIG`: at most 15 significant hex digits, so the
+    /// size always fits in a u64 (leading zeros are valid and free);
+    /// `digits` counts every digit.
     Size {
         size: u64,
         digits: u8,
@@ -113,13 +114,13 @@ impl Chunked {
         Ok(match self.state {
             State::Size { size, digits } => match b {
                 b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                    if digits == 15 {
+                    if size >> 56 != 0 {
                         return Err("chunk size too large");
                     }
                     let d = (b as char).to_digit(16).unwrap_or(0) as u64;
                     State::Size {
                         size: size << 4 | d,
-                        digits: digits + 1,
+                        digits: digits.saturating_add(1),
                     }
                 }
                 _ if digits == 0 => return Err("invalid chunk size"),
@@ -258,6 +259,17 @@ mod tests {
         ] {
             assert!(run(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn leading_zeros_do_not_count_against_the_size_bound() {
+        let mut zeros = vec![b'0'; 40];
+        zeros.extend_from_slice(b"5\r\nhello\r\n0000\r\n\r\n");
+        let (out, _, done) = run(&zeros).unwrap();
+        assert_eq!((&out[..], done), (&b"hello"[..], true));
+        // 15 significant digits pass the size check; 16 do not.
+        assert_ne!(run(b"00fffffffffffffff\r\n"), Err("chunk size too large"));
+        assert_eq!(run(b"0ffffffffffffffff\r\n"), Err("chunk size too large"));
     }
 
     #[test]

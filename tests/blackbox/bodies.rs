@@ -6,7 +6,7 @@ use crate::common::*;
 use std::time::Duration;
 
 const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Kind: chunked\r\n\r\n\
-    5;ext=1\r\nhello\r\n8\r\n chunked\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    5;ext=1\r\nhello\r\n00000000000000000008\r\n chunked\r\n6\r\n world\r\n000\r\nX-Trailer: t\r\n\r\n";
 const CHUNKED_BODY: &[u8] = b"hello chunked world";
 const HINTS: &[u8] = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
     HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
@@ -130,10 +130,11 @@ fn chunked_request_body_is_forwarded() {
     let mut raw =
         format!("POST /echo/{t} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
             .into_bytes();
-    raw.extend_from_slice(b"1;a=b\r\na\r\nB\r\nhello world\r\n");
+    // Leading zeros are valid in a chunk size (`1*HEXDIG`), however many.
+    raw.extend_from_slice(b"1;a=b\r\na\r\n0000000000000000000B\r\nhello world\r\n");
     raw.extend_from_slice(format!("{:x}\r\n", big.len()).as_bytes());
     raw.extend_from_slice(&big);
-    raw.extend_from_slice(b"\r\n0\r\nX-Trailer: 1\r\n\r\n");
+    raw.extend_from_slice(b"\r\n00\r\nX-Trailer: 1\r\n\r\n");
     let mut c = Client::connect(proxy.addr());
     c.send(&raw);
     assert_eq!(c.read_response().status, 200);
