@@ -514,12 +514,20 @@ fn host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)
 }
 
-/// Content-Length = 1*DIGIT; leading zeros are fine, signs and spaces are not.
+/// Content-Length = 1*DIGIT; leading zeros are fine (however many), signs
+/// and spaces are not. At most 19 significant digits, so it fits a u64.
 fn content_length(v: &[u8]) -> Result<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return Err(Error::bad_request("invalid Content-Length"));
     }
-    Ok(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    let zeros = v.iter().take_while(|&&d| d == b'0').count();
+    let digits = &v[zeros..];
+    if digits.len() > 19 {
+        return Err(Error::bad_request("invalid Content-Length"));
+    }
+    Ok(digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Whether an `Upgrade` value may open a tunnel. Not when it offers `h2c`:

@@ -31,6 +31,9 @@ fn app(c: &mut UpConn) {
         let kind = req.target.split('/').nth(1).unwrap_or("");
         let resp: Vec<u8> = match kind {
             "chunked" => CHUNKED.to_vec(),
+            "zeros" => {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 000000000000000000000002\r\n\r\nok".to_vec()
+            }
             "hints" => HINTS.to_vec(),
             "s204" => b"HTTP/1.1 204 No Content\r\nX-Kind: 204\r\n\r\n".to_vec(),
             "s304" => {
@@ -120,6 +123,28 @@ fn content_length_request_body_is_forwarded() {
     if got.framing == Framing::Length {
         assert_eq!(got.header("content-length"), Some("300000"));
     }
+}
+
+/// `Content-Length = 1*DIGIT`: leading zeros, however many, are the same
+/// number, both ways.
+#[test]
+fn a_content_length_with_leading_zeros_is_its_number() {
+    let (proxy, up) = start();
+    let t = token();
+    let mut c = Client::connect(proxy.addr());
+    c.send(
+        format!(
+            "POST /echo/{t} HTTP/1.1\r\nHost: h\r\nContent-Length: 0000000000000000000005\r\n\r\n\
+             hello"
+        )
+        .as_bytes(),
+    );
+    let r = c.read_response();
+    assert_eq!(r.status, 200);
+    assert_eq!(up.only(&t).body, b"hello");
+    let r = c.get("/zeros/1");
+    assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
+    get_ok(&mut c, &format!("/echo/after-{t}"));
 }
 
 #[test]
