@@ -211,10 +211,21 @@ async fn read_request(
     loop {
         if !c.buf.is_empty() {
             let mut headers = [parse::NO_FIELD; MAX_HEADERS];
-            if let Some(req) = parse::request(&c.buf, &mut headers, &mut scan, max)? {
-                let trusted = &gen.config.limits.real_ip_from;
-                c.peer = crate::shield::real_ip::client(c.hop, req.headers, trusted);
-                return plan(&req, c, gen, listen, &shard.small).map(Some);
+            let failed = match parse::request(&c.buf, &mut headers, &mut scan, max) {
+                Ok(Some(req)) => {
+                    let trusted = &gen.config.limits.real_ip_from;
+                    c.peer = crate::shield::real_ip::client(c.hop, req.headers, trusted);
+                    return plan(&req, c, gen, listen, &shard.small).map(Some);
+                }
+                Ok(None) => None,
+                Err(e) => Some(e),
+            };
+            if let Some(e) = failed {
+                // An HTTP/1.2 request line is parsed again as HTTP/1.1.
+                if parse::as_http11(&mut c.buf) {
+                    continue;
+                }
+                return Err(e);
             }
             if c.buf.len() >= max {
                 return Err(parse::too_large(&c.buf[..max]));

@@ -207,6 +207,28 @@ pub fn request<'h, 'b>(
     head(&buf[..len], method, target, minor, headers)
 }
 
+/// RFC 9110 section 2.5: a request of a later HTTP/1 minor version (1.2 to
+/// 1.9) is handled as HTTP/1.1, the highest one ringside speaks (as nginx
+/// does). Rewrites the version of a complete request line in place, so every
+/// later parse of the head agrees; returns whether it did.
+pub fn as_http11(buf: &mut [u8]) -> bool {
+    let start = buf
+        .chunks_exact(2)
+        .take_while(|pair| *pair == b"\r\n")
+        .count()
+        * 2;
+    let Some(eol) = memchr(b'\r', &buf[start..]) else {
+        return false;
+    };
+    match &mut buf[start..start + eol] {
+        [.., b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor @ b'2'..=b'9'] => {
+            *minor = b'1';
+            true
+        }
+        _ => false,
+    }
+}
+
 /// The position of `part`, a slice httparse made of `buf`, in `buf`. The
 /// one place where a slice becomes a position; a slice from anywhere else
 /// gives an empty span at 0 instead of a wrong one.

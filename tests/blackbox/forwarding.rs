@@ -137,6 +137,30 @@ fn hop_by_hop_request_headers_are_removed() {
     assert_eq!(r.header_all("x-kept"), ["yes"], "{raw}");
 }
 
+/// RFC 9110 section 2.5: a later HTTP/1 minor version is served as
+/// HTTP/1.1 (keep-alive included, as nginx); other versions stay a 400.
+#[test]
+fn a_later_http1_minor_version_is_served_as_http11() {
+    let (proxy, up) = echo_proxy();
+    let mut c = Client::connect(proxy.addr());
+    for version in ["1.2", "1.9"] {
+        let t = token();
+        c.send(format!("GET /v/{t} HTTP/{version}\r\nHost: h\r\n\r\n").as_bytes());
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "HTTP/{version}");
+        assert!(r.raw_head.starts_with(b"HTTP/1.1 200"));
+        assert!(up
+            .only(&t)
+            .raw_head
+            .starts_with(format!("GET /v/{t} HTTP/1.1\r\n").as_bytes()));
+    }
+    for version in ["2.0", "1.10", "1.x"] {
+        let mut c = Client::connect(proxy.addr());
+        c.send(format!("GET /v HTTP/{version}\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(c.read_response().status, 400, "HTTP/{version}");
+    }
+}
+
 /// Every field a `Connection` list names is removed, however long the list
 /// and over however many `Connection` fields it is spread, both ways.
 #[test]
