@@ -13,10 +13,8 @@ use monoio::{
 };
 
 use crate::{
-    http2::{
-        head::Native,
-        stream::{H2Stream, ResetSignal},
-    },
+    http2::head::Native,
+    http2::stream::{H2Stream, ResetSignal},
     tls::TlsStream,
 };
 
