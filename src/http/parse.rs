@@ -212,11 +212,7 @@ pub fn request<'h, 'b>(
 /// does). Rewrites the version of a complete request line in place, so every
 /// later parse of the head agrees; returns whether it did.
 pub fn as_http11(buf: &mut [u8]) -> bool {
-    let start = buf
-        .chunks_exact(2)
-        .take_while(|pair| *pair == b"\r\n")
-        .count()
-        * 2;
+    let start = empty_lines(buf);
     let Some(eol) = memchr(b'\r', &buf[start..]) else {
         return false;
     };
@@ -227,6 +223,14 @@ pub fn as_http11(buf: &mut [u8]) -> bool {
         }
         _ => false,
     }
+}
+
+/// Bytes of the empty lines (CRLFs) before a request line.
+fn empty_lines(buf: &[u8]) -> usize {
+    buf.chunks_exact(2)
+        .take_while(|pair| *pair == b"\r\n")
+        .count()
+        * 2
 }
 
 /// The position of `part`, a slice httparse made of `buf`, in `buf`. The
@@ -271,11 +275,7 @@ fn head_end(buf: &[u8], scan: &mut Scan) -> Result<Option<usize>> {
     // Empty lines before the request line are skipped (RFC 9112 section
     // 2.2; httparse does the same): the head ends at the first CRLF CRLF
     // after them.
-    let lead = buf
-        .chunks_exact(2)
-        .take_while(|pair| *pair == b"\r\n")
-        .count()
-        * 2;
+    let lead = empty_lines(buf);
     let mut i = scan.checked;
     while let Some(off) = memchr2(b'\r', b'\n', &buf[i..]) {
         let at = i + off;
