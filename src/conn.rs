@@ -85,6 +85,7 @@ pub fn serve(
         buf: Vec::new(),
         hsts,
         to_https,
+        sent: 0,
     };
     let start = (acceptor.is_some() || shielded).then(|| {
         Box::new(Start {

@@ -18,7 +18,7 @@ use crate::{
     config::{Action, Config, Level, Route, Upstream},
     error::{Error, Fault},
     http::{
-        headers::{upstream_request, Forwarding},
+        headers::{upstream_request, Forwarding, HeadOut},
         parse::{self, Framing, RequestHead, Scan, MAX_HEADERS},
         path, respond,
     },
@@ -53,6 +53,7 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
     // 4-6. Answer; an HTTP/2 stream the client resets ends it at once
     // (its upstream request cancelled) and is logged 499.
     let reset = c.stream.reset_signal();
+    c.sent = 0;
     let mut done = monoio::select! {
         done = answer(c, shard, &gen, &plan) => done,
         () = async {
@@ -71,6 +72,10 @@ pub async fn exchange(c: &mut Client, listen: &Listen, shard: &Shard, deadline: 
     };
 
     // 7. Count and log, then drop the head (and the body bytes read with it).
+    // An answer cut short counts the body bytes that went out.
+    if done.error.is_some() {
+        done.body_bytes = done.body_bytes.max(c.sent);
+    }
     if done.error.as_ref().is_some_and(Error::client_left_early) {
         done.status = 499;
     }
@@ -452,14 +457,13 @@ async fn respond_route(
     let Action::Respond { status, body } = &r.action else {
         unreachable!("a respond plan is made for respond routes only");
     };
-    let mut out = shard.heads.take();
-    serve::start_head(&mut out, *status);
-    crate::http::headers::field(&mut out, b"Content-Type", respond::content_type_of(body));
+    let mut out = serve::Own::start(c, shard, *status);
+    out.field(b"Content-Type", respond::content_type_of(body));
     serve::content_length(&mut out, body.len() as u64);
     let framing = crate::http::headers::OutFraming::AsIs;
     serve::end_own_head(&mut out, Some(r), framing, keep, plan.minor);
     if !plan.head_only {
-        out.extend_from_slice(body.as_bytes());
+        out.body().extend_from_slice(body.as_bytes());
     }
     let answer = (keep, consumed);
     serve::send_own(c, shard, plan, out, *status, body.len(), answer).await

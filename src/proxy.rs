@@ -117,9 +117,9 @@ pub async fn fetch(
     }
     let (result, clean, fetched) = respond(&cx, c, &mut r.s, &mut r.resp).await;
     shard.heads.give(std::mem::take(&mut r.resp.buf));
+    done.body_bytes = c.sent;
     match result {
-        Ok(bytes) => {
-            done.body_bytes = bytes;
+        Ok(()) => {
             done.keep = r.resp.client_keep && r.resp.out != OutFraming::Close;
             if clean {
                 shard.pool.put(gid, r.s, cx.up.keepalive);
@@ -214,15 +214,15 @@ fn precheck_chunked(buffered: &[u8], max: u64) -> Result<(), Error> {
 }
 
 /// Sends the response head and body to the client, by the body's framing
-/// and what the route changes. Returns the body bytes sent, or the error
-/// and whether the head had gone out; whether the upstream connection
+/// and what the route changes, counting the body bytes that went out in
+/// `c.sent`. Returns the error, if any; whether the upstream connection
 /// ended clean (reusable); and the copy of a storable answer.
 async fn respond(
     cx: &Cx<'_>,
     c: &mut Client,
     s: &mut TcpStream,
     resp: &mut Response,
-) -> (Result<u64, Error>, bool, Option<Fetched>) {
+) -> (Result<(), Error>, bool, Option<Fetched>) {
     let shard = cx.shard;
     let down = Limits {
         read: cx.up.read_timeout,
@@ -235,7 +235,7 @@ async fn respond(
     let mut clean = resp.keep_alive;
     let client_head = std::mem::take(&mut resp.client_head);
     let mut fetched = None;
-    let result: Result<u64, CopyFail> = match framing {
+    let result: Result<(), CopyFail> = match framing {
         // The route's error page replaces the answer (status kept); the
         // upstream connection is reused only when no body was due.
         _ if resp.changes.page => {
@@ -244,22 +244,19 @@ async fn respond(
                 shard.small.give(text);
             }
             let (status, keep) = (resp.status, resp.client_keep);
-            Box::pin(write_page(cx, c, status, keep, down)).await
+            Box::pin(write_page(cx, c, status, keep)).await
         }
         // gzip and/or a copy for the cache, as the body flows.
         _ if resp.changes.gzip || resp.changes.store.is_some() => {
             let changed = relay_changed(cx, c, s, resp, client_head, down);
-            Box::pin(changed).await.map(|(sent, tidy, copy)| {
+            Box::pin(changed).await.map(|(tidy, copy)| {
                 clean &= tidy;
                 fetched = copy;
-                sent
             })
         }
         Framing::Empty => {
             clean &= pending == 0;
-            write_head(c, &shard.small, client_head, down)
-                .await
-                .map(|()| 0)
+            write_head(c, &shard.small, client_head, down).await
         }
         Framing::Length(n) => {
             let now = (n as usize).min(pending);
@@ -267,18 +264,18 @@ async fn respond(
             let first = resp.len..resp.len + now;
             let head = write_head_and(c, &shard.small, client_head, (&mut resp.buf, first), down);
             match head.await {
-                Ok(()) if now as u64 == n => Ok(n),
                 Ok(()) => {
+                    c.sent += now as u64;
                     let rest = n - now as u64;
                     let copy = splice::copy_body(
                         (&shard.pipes, &shard.relay),
                         &mut c.stream,
                         s,
-                        Way::Down,
+                        Way::Down(&mut c.sent),
                         rest,
                         down,
                     );
-                    Box::pin(copy).await.map(|()| n)
+                    Box::pin(copy).await
                 }
                 Err(e) => Err(e),
             }
@@ -308,26 +305,20 @@ async fn respond(
 }
 
 /// The route's error page for `status`, in place of the upstream's answer.
-/// Returns the body bytes sent.
-async fn write_page(
-    cx: &Cx<'_>,
-    c: &mut Client,
-    status: u16,
-    keep: bool,
-    down: Limits,
-) -> Result<u64, CopyFail> {
-    let shard = cx.shard;
-    let mut page = shard.heads.take();
+async fn write_page(cx: &Cx<'_>, c: &mut Client, status: u16, keep: bool) -> Result<(), CopyFail> {
     let (route, plan) = (Some(cx.route), cx.plan);
-    let n = pages::write_error(&mut page, route, status, keep, Some(plan), plan.head_only).await;
-    write_head(c, &shard.heads, ClientHead::H1(page), down)
-        .await
-        .map(|()| if plan.head_only { 0 } else { n as u64 })
+    let page = pages::error_answer(c, cx.shard, route, status, keep, Some(plan), plan.head_only);
+    let (page, n) = page.await;
+    page.send(c, cx.shard).await.map_err(CopyFail::Write)?;
+    if !plan.head_only {
+        c.sent += n as u64;
+    }
+    Ok(())
 }
 
 /// The head, then a body that gzip changes or the cache copies as it flows.
-/// Returns the bytes sent, whether the upstream connection ended clean,
-/// and the copy of a storable answer.
+/// Returns whether the upstream connection ended clean, and the copy of a
+/// storable answer.
 async fn relay_changed(
     cx: &Cx<'_>,
     c: &mut Client,
@@ -335,7 +326,7 @@ async fn relay_changed(
     resp: &mut Response,
     client_head: ClientHead,
     down: Limits,
-) -> Result<(u64, bool, Option<Fetched>), CopyFail> {
+) -> Result<(bool, Option<Fetched>), CopyFail> {
     let shard = cx.shard;
     write_head(c, &shard.small, client_head, down).await?;
     let (framing, changes) = (resp.framing, &mut resp.changes);
@@ -345,10 +336,10 @@ async fn relay_changed(
     let mut body = BodyOut::new(changes.gzip, resp.out, tee);
     let pending = &resp.buf[resp.len..];
     let bufs = &shard.relay;
-    let tidy = crate::serve::body::relay(s, &mut c.stream, framing, pending, &mut body, bufs, down)
-        .await?;
+    let (to, lim) = (&mut c.stream, (down, &mut c.sent));
+    let tidy = crate::serve::body::relay(s, to, framing, pending, &mut body, bufs, lim).await?;
     let copy = changes.store.take().zip(body.take_copy());
-    Ok((body.sent, tidy, copy))
+    Ok((tidy, copy))
 }
 
 /// A chunked or close-delimited body, decoded and (for an HTTP/1.1 client)
@@ -362,17 +353,17 @@ async fn relay_framed(
     pending: &[u8],
     rechunk: bool,
     down: Limits,
-) -> (Result<u64, CopyFail>, bool) {
+) -> (Result<(), CopyFail>, bool) {
     let (inbuf, outbuf) = (shard.relay.take(), shard.relay.take());
-    let (from, to) = (s, &mut c.stream);
+    let (from, to, lim) = (s, &mut c.stream, (down, &mut c.sent));
     let (r, inbuf, outbuf, clean) = if framing == Framing::Chunked {
         let (r, i, o) =
-            relay::copy_chunked(from, to, pending, inbuf, outbuf, rechunk, 0, down).await;
-        let clean = matches!(&r, Ok((_, leftover)) if leftover.is_empty());
-        (r.map(|(total, _)| total), i, o, clean)
+            relay::copy_chunked(from, to, pending, inbuf, outbuf, rechunk, 0, lim).await;
+        let clean = matches!(&r, Ok(leftover) if leftover.is_empty());
+        (r.map(drop), i, o, clean)
     } else {
         let (r, i, o) =
-            relay::copy_until_close(from, to, pending, inbuf, outbuf, rechunk, down).await;
+            relay::copy_until_close(from, to, pending, inbuf, outbuf, rechunk, lim).await;
         (r, i, o, false)
     };
     shard.relay.give(inbuf);

@@ -278,28 +278,31 @@ impl CopyFail {
 }
 
 /// Copies exactly `n` bytes from `from` to `to` through `buf`, never reading
-/// past them (the source connection stays clean for reuse).
+/// past them (the source connection stays clean for reuse). Adds the bytes
+/// written to `sent` as they go.
 pub async fn copy_length<R: AsyncReadRent, W: AsyncWriteRent>(
     from: &mut R,
     to: &mut W,
     mut n: u64,
     mut buf: Vec<u8>,
-    lim: Limits,
+    (lim, sent): (Limits, &mut u64),
 ) -> (Result<(), CopyFail>, Vec<u8>) {
     while n > 0 {
         let want = usize::try_from(n).unwrap_or(usize::MAX);
         let (r, b) = read_fresh(from, buf, want, lim.read).await;
         buf = b;
-        match r {
+        let got = match r {
             Ok(0) => return (Err(CopyFail::Read(Fail::Eof)), buf),
-            Ok(got) => n -= got as u64,
+            Ok(got) => got as u64,
             Err(e) => return (Err(CopyFail::Read(e)), buf),
-        }
+        };
+        n -= got;
         let (w, b) = write_all(to, buf, lim.write).await;
         buf = b;
         if let Err(e) = w {
             return (Err(CopyFail::Write(e)), buf);
         }
+        *sent += got;
     }
     (Ok(()), buf)
 }
@@ -307,7 +310,8 @@ pub async fn copy_length<R: AsyncReadRent, W: AsyncWriteRent>(
 /// Decodes a chunked body arriving on `from` (starting with `pending`, bytes
 /// already read) and writes it to `to`, re-chunked (`rechunk`) or raw.
 /// Returns the bytes read past the end of the body, which belong to the next
-/// message. `max` bounds the decoded size (0 = no bound) → `Framing`.
+/// message. `max` bounds the decoded size (0 = no bound) → `Framing`. Adds
+/// the decoded bytes written to `sent` as they go.
 #[allow(clippy::too_many_arguments)]
 pub async fn copy_chunked<R: AsyncReadRent, W: AsyncWriteRent>(
     from: &mut R,
@@ -317,10 +321,11 @@ pub async fn copy_chunked<R: AsyncReadRent, W: AsyncWriteRent>(
     mut out: Vec<u8>,
     rechunk: bool,
     max: u64,
-    lim: Limits,
-) -> (Result<(u64, Vec<u8>), CopyFail>, Vec<u8>, Vec<u8>) {
+    (lim, sent): (Limits, &mut u64),
+) -> (Result<Vec<u8>, CopyFail>, Vec<u8>, Vec<u8>) {
     let mut dec = Chunked::new();
     let mut total = 0u64;
+    let base = *sent;
     let mut leftover = Vec::new();
     // First the bytes that came with the head, then fresh reads.
     let mut first = Some(pending);
@@ -365,14 +370,15 @@ pub async fn copy_chunked<R: AsyncReadRent, W: AsyncWriteRent>(
         if let Err(e) = w {
             return (Err(CopyFail::Write(e)), inbuf, out);
         }
+        *sent = base + total;
         if dec.is_done() {
-            return (Ok((total, leftover)), inbuf, out);
+            return (Ok(leftover), inbuf, out);
         }
     }
 }
 
 /// Copies until `from` closes, chunk-encoding each read when `rechunk`.
-/// Returns the number of body bytes.
+/// Adds the body bytes written to `sent` as they go.
 pub async fn copy_until_close<R: AsyncReadRent, W: AsyncWriteRent>(
     from: &mut R,
     to: &mut W,
@@ -380,9 +386,8 @@ pub async fn copy_until_close<R: AsyncReadRent, W: AsyncWriteRent>(
     mut inbuf: Vec<u8>,
     mut out: Vec<u8>,
     rechunk: bool,
-    lim: Limits,
-) -> (Result<u64, CopyFail>, Vec<u8>, Vec<u8>) {
-    let mut total = pending.len() as u64;
+    (lim, sent): (Limits, &mut u64),
+) -> (Result<(), CopyFail>, Vec<u8>, Vec<u8>) {
     if !pending.is_empty() {
         out.clear();
         if rechunk {
@@ -397,6 +402,7 @@ pub async fn copy_until_close<R: AsyncReadRent, W: AsyncWriteRent>(
         if let Err(e) = w {
             return (Err(CopyFail::Write(e)), inbuf, out);
         }
+        *sent += pending.len() as u64;
     }
     loop {
         let (r, b) = read_fresh(from, inbuf, usize::MAX, lim.read).await;
@@ -408,7 +414,7 @@ pub async fn copy_until_close<R: AsyncReadRent, W: AsyncWriteRent>(
         out.clear();
         if n == 0 {
             if !rechunk {
-                return (Ok(total), inbuf, out);
+                return (Ok(()), inbuf, out);
             }
             out.extend_from_slice(LAST_CHUNK);
         } else if rechunk {
@@ -416,7 +422,6 @@ pub async fn copy_until_close<R: AsyncReadRent, W: AsyncWriteRent>(
             out.extend_from_slice(&inbuf[..n]);
             out.extend_from_slice(b"\r\n");
         }
-        total += n as u64;
         let (w, b) = if rechunk {
             write_all(to, out, lim.write).await
         } else {
@@ -429,8 +434,9 @@ pub async fn copy_until_close<R: AsyncReadRent, W: AsyncWriteRent>(
         if let Err(e) = w {
             return (Err(CopyFail::Write(e)), inbuf, out);
         }
+        *sent += n as u64;
         if n == 0 {
-            return (Ok(total), inbuf, out);
+            return (Ok(()), inbuf, out);
         }
     }
 }

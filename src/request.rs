@@ -35,6 +35,10 @@ pub struct Client {
     pub hsts: Option<Arc<String>>,
     /// A `redirect_https` listener: every request gets a 301 to https.
     pub to_https: bool,
+    /// Body bytes of the current answer written so far by the copies that
+    /// stream a body (zeroed per request): an answer cut short is logged
+    /// with what went out, as nginx's `$body_bytes_sent`.
+    pub sent: u64,
 }
 
 impl Client {

@@ -29,12 +29,12 @@ use crate::{
 };
 
 /// Which way a body goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Way {
+pub enum Way<'a> {
     /// A request body, client → upstream.
     Up,
-    /// A response body, upstream → client.
-    Down,
+    /// A response body, upstream → client; the bytes written to the client
+    /// are added to the count as they go.
+    Down(&'a mut u64),
 }
 
 /// Copies a Content-Length body of `n` bytes between a client and an
@@ -50,18 +50,19 @@ pub async fn copy_body(
     (pipes, relay): (&Pipes, &Buffers),
     client: &mut ClientStream,
     up: &mut TcpStream,
-    way: Way,
+    way: Way<'_>,
     n: u64,
     lim: Limits,
 ) -> Result<(), CopyFail> {
     if n == 0 {
         return Ok(());
     }
+    let mut uncounted = 0;
     if let (true, ClientStream::Plain(plain)) = (n >= SPLICE_MIN, &mut *client) {
         if let Some(mut pipe) = pipes.take() {
             let r = match way {
-                Way::Up => copy_length(plain, up, n, &mut pipe, lim).await,
-                Way::Down => copy_length(up, plain, n, &mut pipe, lim).await,
+                Way::Up => copy_length(plain, up, n, &mut pipe, (lim, &mut uncounted)).await,
+                Way::Down(sent) => copy_length(up, plain, n, &mut pipe, (lim, sent)).await,
             };
             pipes.give(pipe);
             return r;
@@ -69,8 +70,8 @@ pub async fn copy_body(
     }
     let buf = relay.take();
     let (r, buf) = match way {
-        Way::Up => crate::relay::copy_length(client, up, n, buf, lim).await,
-        Way::Down => crate::relay::copy_length(up, client, n, buf, lim).await,
+        Way::Up => crate::relay::copy_length(client, up, n, buf, (lim, &mut uncounted)).await,
+        Way::Down(sent) => crate::relay::copy_length(up, client, n, buf, (lim, sent)).await,
     };
     relay.give(buf);
     r
@@ -276,24 +277,27 @@ pub(crate) async fn drain(pipe: &mut Pipe, to: &TcpStream, limit: Duration) -> R
 /// past them (the source connection stays clean for reuse). The same
 /// contract, timeouts and failure sides as `relay::copy_length`: `lim.read`
 /// bounds each wait for the source, `lim.write` each wait for the
-/// destination.
+/// destination. Adds the bytes spliced into `to` to `sent` as they go.
 pub async fn copy_length(
     from: &TcpStream,
     to: &TcpStream,
     mut n: u64,
     pipe: &mut Pipe,
-    lim: Limits,
+    (lim, sent): (Limits, &mut u64),
 ) -> Result<(), CopyFail> {
     let _src = NonBlocking::set(from).map_err(|e| CopyFail::Read(Fail::Io(e)))?;
     let _dst = NonBlocking::set(to).map_err(|e| CopyFail::Write(Fail::Io(e)))?;
     while n > 0 {
         let want = usize::try_from(n).unwrap_or(usize::MAX);
-        match fill(from, pipe, want, lim.read).await {
+        let got = match fill(from, pipe, want, lim.read).await {
             Ok(0) => return Err(CopyFail::Read(Fail::Eof)),
-            Ok(got) => n -= got as u64,
+            Ok(got) => got,
             Err(e) => return Err(CopyFail::Read(e)),
-        }
-        drain(pipe, to, lim.write).await.map_err(CopyFail::Write)?;
+        };
+        n -= got as u64;
+        let drained = drain(pipe, to, lim.write).await;
+        *sent += (got - pipe.held) as u64;
+        drained.map_err(CopyFail::Write)?;
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use std::{
 
 use crate::{
     config::Challenge,
+    http::headers::HeadOut,
     request::{Client, Done, Plan},
     shard::Shard,
     tls::acme::{certified_from_pem, managed},
@@ -108,14 +109,13 @@ pub async fn http01(c: &mut Client, shard: &Shard, plan: &Plan) -> Option<Done> 
 
 async fn send(c: &mut Client, shard: &Shard, plan: &Plan, body: String) -> Done {
     let (keep, consumed) = crate::serve::own_answer_keep(c, shard, plan);
-    let mut out = shard.heads.take();
-    crate::serve::start_head(&mut out, 200);
-    crate::http::headers::field(&mut out, b"Content-Type", b"application/octet-stream");
+    let mut out = crate::serve::Own::start(c, shard, 200);
+    out.field(b"Content-Type", b"application/octet-stream");
     crate::serve::content_length(&mut out, body.len() as u64);
     let framing = crate::http::headers::OutFraming::AsIs;
     crate::serve::end_own_head(&mut out, None, framing, keep, plan.minor);
     if !plan.head_only {
-        out.extend_from_slice(body.as_bytes());
+        out.body().extend_from_slice(body.as_bytes());
     }
     crate::serve::send_own(c, shard, plan, out, 200, body.len(), (keep, consumed)).await
 }

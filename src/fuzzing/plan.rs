@@ -133,6 +133,7 @@ fn plan_with(p: &Planner, pick: u8, buf: &[u8]) {
         buf: buf.to_vec(),
         hsts: None,
         to_https: pick & 1 != 0,
+        sent: 0,
     };
     let mut headers = [parse::NO_FIELD; MAX_HEADERS];
     let head = match parse::request(&c.buf, &mut headers, &mut Scan::default(), max) {

@@ -1,8 +1,7 @@
 //! Both heads of a stream: the request an h2 client sent, written as the
 //! HTTP/1.1 head `exchange::exchange` parses; and the response, built for
-//! h2 by the same writers that write HTTP/1.1 heads (`Native`, for proxied
-//! answers) or, for answers of ringside's own, read back from the HTTP/1.1
-//! head `exchange` writes (`response`).
+//! h2 by the same writers that write HTTP/1.1 heads (`Native`), or read
+//! back from an interim head written as text (`response`).
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
@@ -115,9 +114,9 @@ pub struct Parsed {
 
 /// Parses an HTTP/1.1 response head from the start of `buf`. `Ok(None)`:
 /// more bytes are needed. Informational (1xx) heads are returned like any
-/// other; the caller skips them. Heads of answers ringside makes itself
-/// (static files, cache hits, error pages) come this way; a proxied
-/// answer's head is built as a `Native` instead.
+/// other; the caller skips them. Final answers' heads come built, as a
+/// `Native` (proxied answers and ringside's own alike); what still comes
+/// this way is an interim (1xx) head written as text.
 pub fn response(buf: &[u8], head_only: bool) -> Result<Option<Parsed>, &'static str> {
     // The upstream's fields and ringside's own (`Server`, the listener's
     // and the route's).
@@ -151,7 +150,7 @@ pub fn response(buf: &[u8], head_only: bool) -> Result<Option<Parsed>, &'static 
 /// A response head for an HTTP/2 stream, built by the same writers as an
 /// HTTP/1.1 one (`HeadOut`) but never as text: each name and value goes
 /// into one buffer behind its two lengths, and `finish` makes the h2
-/// response with every value a slice of that buffer.
+/// response with every value a slice of one copy of that buffer.
 pub struct Native {
     status: u16,
     count: usize,
@@ -162,23 +161,41 @@ pub struct Native {
 /// Bytes of a field's lengths in `Native::bytes`: the name's, the value's.
 const LENGTHS: usize = 8;
 
+thread_local! {
+    /// The worker's building buffers, back from `finish`: a head then
+    /// costs one allocation, the exact-size copy h2 keeps.
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most building buffers a worker keeps, and the largest kept.
+const MAX_SPARE: usize = 64;
+const MAX_SPARE_CAP: usize = 16 * 1024;
+
 impl Native {
     pub fn new() -> Self {
+        let bytes = SPARE.with_borrow_mut(Vec::pop);
         Native {
             status: 0,
             count: 0,
             chunked: false,
-            bytes: Vec::with_capacity(512),
+            bytes: bytes.unwrap_or_else(|| Vec::with_capacity(512)),
         }
     }
 
     /// The h2 response and how the body written after it is framed.
-    pub fn finish(self, head_only: bool) -> Result<(Response<()>, Framing), &'static str> {
+    pub fn finish(mut self, head_only: bool) -> Result<(Response<()>, Framing), &'static str> {
         let mut out = Fields::new(self.status, self.count)?;
         if self.chunked {
             out.framing = Framing::Chunked;
         }
-        let shared = Bytes::from(self.bytes);
+        let shared = Bytes::copy_from_slice(&self.bytes);
+        let mut spare = std::mem::take(&mut self.bytes);
+        spare.clear();
+        SPARE.with_borrow_mut(|s| {
+            if s.len() < MAX_SPARE && spare.capacity() <= MAX_SPARE_CAP {
+                s.push(spare);
+            }
+        });
         let mut at = 0;
         while at + LENGTHS <= shared.len() {
             let len = |i: usize| {

@@ -422,6 +422,7 @@ async fn run_stream(
         buf,
         hsts: origin.hsts.clone(),
         to_https: origin.to_https,
+        sent: 0,
     };
     let timeout = shard.gen().config.limits.client_header_timeout;
     // A stream the client resets stops its work at once (its upstream

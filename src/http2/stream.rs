@@ -2,9 +2,10 @@
 //! from and writes a response to.
 //!
 //! Reading gives the request body as the synthesized head framed it (DATA
-//! as is after a `Content-Length`, else re-framed as chunks). A proxied
-//! answer's head comes built for HTTP/2 (`respond`); any other answer is
-//! written as HTTP/1.1 and its head parsed into the HEADERS frame. The body
+//! as is after a `Content-Length`, else re-framed as chunks). An answer's
+//! head comes built for HTTP/2 (`respond`: proxied answers and ringside's
+//! own); a head written as HTTP/1.1 (an interim 1xx: `100 Continue`) is parsed
+//! into its frame. The body
 //! (de-chunked when chunked) becomes DATA frames sent only
 //! as the client's flow-control window allows, so a response never waits in
 //! memory beyond that window. Capacity released to the client's request

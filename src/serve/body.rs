@@ -91,7 +91,8 @@ fn frame(out: &mut Vec<u8>, data: &[u8], chunked: bool, sent: &mut u64) {
 }
 
 /// Reads an upstream body framed by `framing` (starting with `pending`,
-/// the bytes read with the head) and sends it through `body`. `Ok(clean)`:
+/// the bytes read with the head) and sends it through `body`, adding the
+/// bytes written (`BodyOut::sent`'s) to `sent` as they go. `Ok(clean)`:
 /// the upstream connection holds nothing past the body and may be reused.
 pub async fn relay(
     from: &mut TcpStream,
@@ -100,7 +101,7 @@ pub async fn relay(
     pending: &[u8],
     body: &mut BodyOut,
     bufs: &Buffers,
-    lim: Limits,
+    lim: (Limits, &mut u64),
 ) -> Result<bool, CopyFail> {
     let (inbuf, out) = (bufs.take(), bufs.take());
     let (r, inbuf, out) = copy(from, to, framing, pending, body, inbuf, out, lim).await;
@@ -118,9 +119,10 @@ async fn copy(
     body: &mut BodyOut,
     mut inbuf: Vec<u8>,
     mut out: Vec<u8>,
-    lim: Limits,
+    (lim, sent): (Limits, &mut u64),
 ) -> (Result<bool, CopyFail>, Vec<u8>, Vec<u8>) {
     out.clear();
+    let mut counted = body.sent;
     let mut clean = true;
     let mut remaining = match framing {
         Framing::Length(n) => {
@@ -156,6 +158,8 @@ async fn copy(
             if let Err(e) = w {
                 return (Err(CopyFail::Write(e)), inbuf, out);
             }
+            *sent += body.sent - counted;
+            counted = body.sent;
         }
         if ended {
             return (Ok(clean), inbuf, out);

@@ -13,12 +13,12 @@ use std::{rc::Rc, time::Instant};
 
 use bytes::Bytes;
 
-use super::{body::BodyOut, content_length, gzip, own_answer_keep, persist, response::Store};
+use super::{body::BodyOut, content_length, gzip, own_answer_keep, persist, response::Store, Own};
 use crate::{
     cache::{Entry, Join, Lookup, Status},
     error::Error,
     http::{
-        headers::{end_head, field, OutFraming},
+        headers::{HeadOut, OutFraming},
         parse::{self, Scan, MAX_HEADERS},
     },
     proxy, relay,
@@ -149,30 +149,29 @@ async fn answer_hit(
         });
     let framing = gzip::framing(zip, plan.minor);
     let keep = keep && framing != OutFraming::Close;
-    let mut out = shard.heads.take();
-    out.extend_from_slice(&e.head);
+    let mut out = Own::resume(c, shard, &e.head);
     if let Some(tag) = &e.etag {
         let tag = if zip {
             gzip::weak_etag(tag)
         } else {
             tag[..].into()
         };
-        field(&mut out, b"ETag", &tag);
+        out.field(b"ETag", &tag);
     }
     if zip {
-        field(&mut out, b"Content-Encoding", b"gzip");
+        out.field(b"Content-Encoding", b"gzip");
         if !e.vary.iter().any(|(name, _)| &**name == "accept-encoding") {
-            field(&mut out, b"Vary", b"Accept-Encoding");
+            out.field(b"Vary", b"Accept-Encoding");
         }
     } else if !no_body {
         content_length(&mut out, len);
     }
-    field(&mut out, b"X-Cache-Status", Status::Hit.as_bytes());
-    for (k, v) in route.map_or(&[][..], |r| &r.add_response_headers[..]) {
-        field(&mut out, k.as_bytes(), v.as_bytes());
+    out.field(b"X-Cache-Status", Status::Hit.as_bytes());
+    let route_fields = route.map_or(&[][..], |r| &r.add_response_headers[..]);
+    for (k, v) in route_fields {
+        out.field(k.as_bytes(), v.as_bytes());
     }
-    end_head(&mut out, framing, persist(keep, plan.minor));
-    c.stamp(&mut out);
+    out.end(framing, persist(keep, plan.minor));
 
     let limit = cfg.limits.client_send_timeout;
     let status = e.status;
@@ -189,11 +188,7 @@ async fn answer_hit(
         // Head and body in one writev: one syscall, one segment for a small
         // answer, and the body is not copied (two writes make the client
         // read twice).
-        let (w, out, _) =
-            relay::write_head_then(&mut c.stream, out, e.body.clone(), 0..e.body.len(), limit)
-                .await;
-        shard.heads.give(out);
-        match w {
+        match out.send_then(c, shard, e.body.clone()).await {
             Ok(()) => {
                 done.body_bytes = len;
                 done.keep = keep;
@@ -202,9 +197,7 @@ async fn answer_hit(
         }
         return done;
     }
-    let (w, out) = relay::write_all(&mut c.stream, out, limit).await;
-    shard.heads.give(out);
-    if let Err(f) = w {
+    if let Err(f) = out.send(c, shard).await {
         done.error = Some(fail(f));
         return done;
     }
@@ -227,7 +220,8 @@ fn fail(f: relay::Fail) -> Error {
     f.client().after_head()
 }
 
-/// gzips a stored body on its way out, one relay buffer at a time.
+/// gzips a stored body on its way out, one relay buffer at a time,
+/// counting the bytes written in `c.sent`.
 async fn compress(
     c: &mut Client,
     shard: &Shard,
@@ -253,6 +247,7 @@ async fn compress(
         if let Err(e) = w {
             break Err(e);
         }
+        c.sent = z.sent;
     };
     shard.relay.give(out);
     result

@@ -19,14 +19,17 @@ pub mod redirect;
 pub mod response;
 pub mod static_files;
 
+use bytes::Bytes;
+
 use crate::{
     config::Route,
     http::{
-        headers::{end_head, field, status_line, OutFraming, Persist},
+        headers::{HeadOut, OutFraming, Persist},
         respond::{reason, with_date},
     },
-    relay,
-    request::{Client, Done, Plan},
+    http2::head::Native,
+    relay::{self, Fail},
+    request::{Client, ClientHead, Done, Plan},
     shard::Shard,
 };
 
@@ -40,17 +43,137 @@ pub fn own_answer_keep(c: &Client, shard: &Shard, plan: &Plan) -> (bool, usize) 
     (keep, whole.unwrap_or(plan.len))
 }
 
-/// The status line and the fields every answer of ringside's own carries.
-pub fn start_head(out: &mut Vec<u8>, status: u16) {
-    status_line(out, status, reason(status).as_bytes());
-    field(out, b"Server", b"ringside");
-    with_date(|d| field(out, b"Date", d));
+/// An answer of ringside's own: its head written for the client's
+/// protocol (HTTP/1.1 text, or built for an HTTP/2 stream, never text
+/// parsed back), then its body.
+pub struct Own {
+    head: ClientHead,
+    /// The body behind a built head (a text head carries its body behind
+    /// itself, in its own buffer).
+    body: Vec<u8>,
+}
+
+impl Own {
+    /// A head with the status line and the fields every answer of
+    /// ringside's own carries; its buffers come from the head pool.
+    pub fn start(c: &Client, shard: &Shard, status: u16) -> Own {
+        let (head, body) = if c.stream.is_h2() {
+            (ClientHead::H2(Native::new()), shard.heads.take())
+        } else {
+            (ClientHead::H1(shard.heads.take()), Vec::new())
+        };
+        let mut own = Own { head, body };
+        own.status(status, reason(status).as_bytes());
+        own.field(b"Server", b"ringside");
+        with_date(|d| own.field(b"Date", d));
+        own
+    }
+
+    /// A head that starts as `stored`, a status line and fields as text
+    /// (`cache::Entry::head`): copied behind a text head, added field by
+    /// field to a built one.
+    pub fn resume(c: &Client, shard: &Shard, stored: &[u8]) -> Own {
+        if !c.stream.is_h2() {
+            let mut text = shard.heads.take();
+            text.extend_from_slice(stored);
+            return Own {
+                head: ClientHead::H1(text),
+                body: Vec::new(),
+            };
+        }
+        let mut own = Own {
+            head: ClientHead::H2(Native::new()),
+            body: shard.heads.take(),
+        };
+        let mut lines = stored.split(|&b| b == b'\n').map(|l| l.trim_ascii_end());
+        // "HTTP/1.1 200 OK": the status is bytes 9 to 12.
+        let status = lines.next().and_then(|l| l.get(9..12));
+        let status = status.and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
+        own.status(status.unwrap_or(500), b"");
+        for line in lines {
+            if let Some(colon) = line.iter().position(|&b| b == b':') {
+                own.field(&line[..colon], line[colon + 1..].trim_ascii_start());
+            }
+        }
+        own
+    }
+
+    /// Where the body goes, once the head is ended: behind a text head,
+    /// apart from a built one.
+    pub fn body(&mut self) -> &mut Vec<u8> {
+        match &mut self.head {
+            ClientHead::H1(text) => text,
+            ClientHead::H2(_) => &mut self.body,
+        }
+    }
+
+    /// Gives the buffers back unsent.
+    pub fn discard(self, shard: &Shard) {
+        if let ClientHead::H1(text) = self.head {
+            shard.heads.give(text);
+        }
+        shard.heads.give(self.body);
+    }
+
+    /// Sends the head and the body written so far; gives the buffers back.
+    pub async fn send(self, c: &mut Client, shard: &Shard) -> relay::Step<()> {
+        self.send_then(c, shard, Bytes::new()).await
+    }
+
+    /// `send`, with `tail` as the body (none written): behind a text head
+    /// in one vectored write, never copied there.
+    pub async fn send_then(self, c: &mut Client, shard: &Shard, tail: Bytes) -> relay::Step<()> {
+        let limit = shard.gen().config.limits.client_send_timeout;
+        let Own { mut head, body } = self;
+        c.stamp_head(&mut head);
+        match head {
+            ClientHead::H1(text) if tail.is_empty() => {
+                let (w, text) = relay::write_all(&mut c.stream, text, limit).await;
+                shard.heads.give(text);
+                w
+            }
+            ClientHead::H1(text) => {
+                let part = 0..tail.len();
+                let write = relay::write_head_then(&mut c.stream, text, tail, part, limit);
+                let (w, text, _) = write.await;
+                shard.heads.give(text);
+                w
+            }
+            ClientHead::H2(built) => {
+                let data = if tail.is_empty() {
+                    &body[..]
+                } else {
+                    &tail[..]
+                };
+                let sent = crate::timer::timeout(limit, c.stream.respond(built, data)).await;
+                shard.heads.give(body);
+                match sent {
+                    Some(r) => r.map_err(Fail::Io),
+                    None => Err(Fail::Timeout),
+                }
+            }
+        }
+    }
+}
+
+impl HeadOut for Own {
+    fn status(&mut self, status: u16, reason: &[u8]) {
+        self.head.out().status(status, reason);
+    }
+
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        self.head.out().field(name, value);
+    }
+
+    fn end(&mut self, framing: OutFraming, persist: Persist) {
+        self.head.out().end(framing, persist);
+    }
 }
 
 /// The route's `add_response_headers`, the framing and connection fields,
-/// then the blank line.
+/// then the end of the head.
 pub fn end_own_head(
-    out: &mut Vec<u8>,
+    out: &mut impl HeadOut,
     route: Option<&Route>,
     framing: OutFraming,
     keep: bool,
@@ -58,10 +181,10 @@ pub fn end_own_head(
 ) {
     if let Some(r) = route {
         for (k, v) in &r.add_response_headers {
-            field(out, k.as_bytes(), v.as_bytes());
+            out.field(k.as_bytes(), v.as_bytes());
         }
     }
-    end_head(out, framing, persist(keep, minor));
+    out.end(framing, persist(keep, minor));
 }
 
 /// The `Connection` field an answer needs.
@@ -73,26 +196,23 @@ pub fn persist(keep: bool, minor: u8) -> Persist {
     }
 }
 
-pub fn content_length(out: &mut Vec<u8>, n: u64) {
+pub fn content_length(out: &mut impl HeadOut, n: u64) {
     let mut b = itoa::Buffer::new();
-    field(out, b"Content-Length", b.format(n).as_bytes());
+    out.field(b"Content-Length", b.format(n).as_bytes());
 }
 
-/// Writes a complete small answer (head and body in `out`) and makes the
+/// Sends a complete small answer (its body written in `out`) and makes the
 /// exchange's `Done`.
 pub async fn send_own(
     c: &mut Client,
     shard: &Shard,
     plan: &Plan,
-    mut out: Vec<u8>,
+    out: Own,
     status: u16,
     body_bytes: usize,
     (keep, consumed): (bool, usize),
 ) -> Done {
-    let limit = shard.gen().config.limits.client_send_timeout;
-    c.stamp(&mut out);
-    let (w, out) = relay::write_all(&mut c.stream, out, limit).await;
-    shard.heads.give(out);
+    let w = out.send(c, shard).await;
     Done {
         status,
         body_bytes: if plan.head_only { 0 } else { body_bytes as u64 },

@@ -14,15 +14,14 @@ use std::{os::unix::fs::OpenOptionsExt, path::Path};
 
 use monoio::{buf::IoBufMut, fs::OpenOptions};
 
-use super::{content_length, end_own_head, send_own, start_head};
+use super::{content_length, end_own_head, send_own, Own};
 use crate::{
     config::Route,
     error::Error,
     http::{
-        headers::{field, OutFraming},
+        headers::{HeadOut, OutFraming},
         respond,
     },
-    relay,
     request::{Client, Done, Plan},
     shard::Shard,
     stats::Limited,
@@ -66,25 +65,26 @@ pub async fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(buf.into_inner())
 }
 
-/// Writes an error answer for `status` into `out`: the route's page when it
-/// has one that can be read, else the built-in one. Returns the body size.
-/// On a cached route the answer carries `X-Cache-Status` like every other.
-/// Without a plan (the head did not parse) the answer is HTTP/1.1.
-pub async fn write_error(
-    out: &mut Vec<u8>,
+/// An error answer for `status`: the route's page when it has one that
+/// can be read, else the built-in one, and the body's size. On a cached
+/// route the answer carries `X-Cache-Status` like every other. Without a
+/// plan (the head did not parse) the answer is HTTP/1.1.
+pub async fn error_answer(
+    c: &Client,
+    shard: &Shard,
     route: Option<&Route>,
     status: u16,
     keep: bool,
     plan: Option<&Plan>,
     head_only: bool,
-) -> usize {
-    let own = Own {
+) -> (Own, usize) {
+    let page = Page {
         status,
         keep,
         head_only,
         extra: Extra::None,
     };
-    write_page(out, route, plan, own).await
+    write_page(c, shard, route, plan, page).await
 }
 
 /// An extra field an error answer carries.
@@ -98,7 +98,7 @@ enum Extra {
 }
 
 /// What `write_page` answers.
-struct Own {
+struct Page {
     status: u16,
     keep: bool,
     head_only: bool,
@@ -106,46 +106,45 @@ struct Own {
 }
 
 async fn write_page(
-    out: &mut Vec<u8>,
+    c: &Client,
+    shard: &Shard,
     route: Option<&Route>,
     plan: Option<&Plan>,
-    own: Own,
-) -> usize {
-    let Own {
+    page: Page,
+) -> (Own, usize) {
+    let Page {
         status,
         keep,
         head_only,
         extra,
-    } = own;
-    let mut page = None;
+    } = page;
+    let mut found = None;
     if let Some(path) = page_for(route, status) {
         match read(path).await {
-            Ok(body) => page = Some((body, super::content_type(path))),
+            Ok(body) => found = Some((body, super::content_type(path))),
             Err(e) => crate::warn!("error page {}: {e}; built-in page sent", path.display()),
         }
     }
-    let (body, ct) = page.unwrap_or_else(|| (built_in(status), "text/html; charset=utf-8"));
-    start_head(out, status);
-    field(out, b"Content-Type", ct.as_bytes());
-    content_length(out, body.len() as u64);
+    let (body, ct) = found.unwrap_or_else(|| (built_in(status), "text/html; charset=utf-8"));
+    let mut out = Own::start(c, shard, status);
+    out.field(b"Content-Type", ct.as_bytes());
+    content_length(&mut out, body.len() as u64);
     match (extra, route) {
-        (Extra::Allow, Some(r)) => field(out, b"Allow", r.access.allow_field.as_bytes()),
-        (Extra::RetryAfter(secs), _) => field(
-            out,
-            b"Retry-After",
-            itoa::Buffer::new().format(secs).as_bytes(),
-        ),
+        (Extra::Allow, Some(r)) => out.field(b"Allow", r.access.allow_field.as_bytes()),
+        (Extra::RetryAfter(secs), _) => {
+            out.field(b"Retry-After", itoa::Buffer::new().format(secs).as_bytes())
+        }
         _ => {}
     }
     if let Some(c) = plan.and_then(|p| p.cache.as_ref()) {
-        field(out, b"X-Cache-Status", c.status.get().as_bytes());
+        out.field(b"X-Cache-Status", c.status.get().as_bytes());
     }
     let minor = plan.map_or(1, |p| p.minor);
-    end_own_head(out, None, OutFraming::AsIs, keep, minor);
+    end_own_head(&mut out, None, OutFraming::AsIs, keep, minor);
     if !head_only {
-        out.extend_from_slice(&body);
+        out.body().extend_from_slice(&body);
     }
-    body.len()
+    (out, body.len())
 }
 
 /// ringside's own page for a status.
@@ -205,18 +204,14 @@ pub async fn fail(
         && plan.is_some_and(|p| p.keep_alive)
         && !e.closes()
         && !shard.draining.get();
-    let mut out = shard.heads.take();
-    let own = Own {
+    let page = Page {
         status: e.status,
         keep,
         head_only,
         extra,
     };
-    let n = write_page(&mut out, route, plan, own).await;
-    c.stamp(&mut out);
-    let limit = gen.config.limits.client_send_timeout;
-    let (w, out) = relay::write_all(&mut c.stream, out, limit).await;
-    shard.heads.give(out);
+    let (out, n) = write_page(c, shard, route, plan, page).await;
+    let w = out.send(c, shard).await;
     if !head_only {
         done.body_bytes = n as u64;
     }
@@ -233,7 +228,6 @@ pub async fn answer(
     status: u16,
     (keep, consumed): (bool, usize),
 ) -> Done {
-    let mut out = shard.heads.take();
-    let n = write_error(&mut out, route, status, keep, Some(plan), plan.head_only).await;
+    let (out, n) = error_answer(c, shard, route, status, keep, Some(plan), plan.head_only).await;
     send_own(c, shard, plan, out, status, n, (keep, consumed)).await
 }

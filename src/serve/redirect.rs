@@ -7,10 +7,10 @@
 //! (lowercase; the listener's address when the request had none),
 //! `$scheme` `http` or `https` as the client connected.
 
-use super::{content_length, end_own_head, own_answer_keep, send_own, start_head};
+use super::{content_length, end_own_head, own_answer_keep, send_own, Own};
 use crate::{
     config::Action,
-    http::headers::{field, OutFraming},
+    http::headers::{HeadOut, OutFraming},
     request::{Client, Done, Plan},
     shard::{Generation, Shard},
 };
@@ -94,10 +94,9 @@ pub async fn answer(
         },
     );
     let (keep, consumed) = own_answer_keep(c, shard, plan);
-    let mut out = shard.heads.take();
-    start_head(&mut out, *status);
-    field(&mut out, b"Location", &location);
-    field(&mut out, b"Content-Type", b"text/html; charset=utf-8");
+    let mut out = Own::start(c, shard, *status);
+    out.field(b"Location", &location);
+    out.field(b"Content-Type", b"text/html; charset=utf-8");
     let reason = crate::http::respond::reason(*status);
     let body = format!(
         "<html><head><title>{status} {reason}</title></head><body><h1>{status} {reason}</h1></body></html>\n"
@@ -105,7 +104,7 @@ pub async fn answer(
     content_length(&mut out, body.len() as u64);
     end_own_head(&mut out, Some(route), OutFraming::AsIs, keep, plan.minor);
     if !plan.head_only {
-        out.extend_from_slice(body.as_bytes());
+        out.body().extend_from_slice(body.as_bytes());
     }
     send_own(c, shard, plan, out, *status, body.len(), (keep, consumed)).await
 }
@@ -132,15 +131,14 @@ pub async fn to_https(c: &mut Client, shard: &Shard, plan: &Plan, port: u16) -> 
     }
     location.extend_from_slice(&origin);
     let (keep, consumed) = own_answer_keep(c, shard, plan);
-    let mut out = shard.heads.take();
-    start_head(&mut out, 301);
-    field(&mut out, b"Location", &location);
-    field(&mut out, b"Content-Type", b"text/html; charset=utf-8");
+    let mut out = Own::start(c, shard, 301);
+    out.field(b"Location", &location);
+    out.field(b"Content-Type", b"text/html; charset=utf-8");
     let body = "<html><head><title>301 Moved Permanently</title></head><body><h1>301 Moved Permanently</h1></body></html>\n";
     content_length(&mut out, body.len() as u64);
     end_own_head(&mut out, None, OutFraming::AsIs, keep, plan.minor);
     if !plan.head_only {
-        out.extend_from_slice(body.as_bytes());
+        out.body().extend_from_slice(body.as_bytes());
     }
     send_own(c, shard, plan, out, 301, body.len(), (keep, consumed)).await
 }

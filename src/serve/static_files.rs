@@ -34,13 +34,13 @@ use std::{
 use monoio::{buf::IoBufMut, fs::File};
 
 use super::{
-    body::BodyOut, content_length, end_own_head, gzip, own_answer_keep, pages, send_own, start_head,
+    body::BodyOut, content_length, end_own_head, gzip, own_answer_keep, pages, send_own, Own,
 };
 use crate::{
     config::{Action, Route},
     error::Error,
     http::{
-        headers::{field, OutFraming},
+        headers::{HeadOut, OutFraming},
         parse::{self, trim, Scan, MAX_HEADERS},
     },
     relay,
@@ -118,9 +118,8 @@ pub async fn serve(
     let (keep, consumed) = own_answer_keep(c, shard, plan);
     let method = plan.spans.method.of(&c.buf);
     if method != b"GET" && method != b"HEAD" {
-        let mut out = shard.heads.take();
-        start_head(&mut out, 405);
-        field(&mut out, b"Allow", b"GET, HEAD");
+        let mut out = Own::start(c, shard, 405);
+        out.field(b"Allow", b"GET, HEAD");
         content_length(&mut out, 0);
         end_own_head(&mut out, Some(route), OutFraming::AsIs, keep, plan.minor);
         return send_own(c, shard, plan, out, 405, 0, (keep, consumed)).await;
@@ -141,9 +140,8 @@ pub async fn serve(
             let mut location = path.to_vec();
             location.push(b'/');
             location.extend_from_slice(&query);
-            let mut out = shard.heads.take();
-            start_head(&mut out, 301);
-            field(&mut out, b"Location", &location);
+            let mut out = Own::start(c, shard, 301);
+            out.field(b"Location", &location);
             content_length(&mut out, 0);
             end_own_head(&mut out, Some(route), OutFraming::AsIs, keep, plan.minor);
             return send_own(c, shard, plan, out, 301, 0, (keep, consumed)).await;
@@ -385,10 +383,9 @@ fn not_modified_since(v: &[u8], mtime: SystemTime) -> bool {
     secs(mtime) <= secs(since)
 }
 
-/// The status line and the file's fields (type, validators, range, length)
-/// of a chosen answer.
+/// The file's fields (type, validators, range, length) of a chosen answer.
 fn file_head(
-    out: &mut Vec<u8>,
+    out: &mut impl HeadOut,
     route: &Route,
     choice: &Choice,
     ct: &str,
@@ -402,16 +399,15 @@ fn file_head(
         n,
         zip,
     } = *choice;
-    start_head(out, status);
     if status != 416 {
-        field(out, b"Content-Type", ct.as_bytes());
-        field(out, b"Last-Modified", modified.as_bytes());
+        out.field(b"Content-Type", ct.as_bytes());
+        out.field(b"Last-Modified", modified.as_bytes());
         if zip {
-            field(out, b"ETag", format!("W/{tag}").as_bytes());
-            field(out, b"Content-Encoding", b"gzip");
-            field(out, b"Vary", b"Accept-Encoding");
+            out.field(b"ETag", format!("W/{tag}").as_bytes());
+            out.field(b"Content-Encoding", b"gzip");
+            out.field(b"Vary", b"Accept-Encoding");
         } else {
-            field(out, b"ETag", tag.as_bytes());
+            out.field(b"ETag", tag.as_bytes());
         }
         if let Some(e) = route.expires {
             expires(out, e);
@@ -420,13 +416,13 @@ fn file_head(
     match status {
         206 => {
             let cr = format!("bytes {from}-{}/{}", from + n - 1, len);
-            field(out, b"Content-Range", cr.as_bytes());
+            out.field(b"Content-Range", cr.as_bytes());
         }
-        416 => field(out, b"Content-Range", format!("bytes */{}", len).as_bytes()),
+        416 => out.field(b"Content-Range", format!("bytes */{}", len).as_bytes()),
         _ => {}
     }
     if status != 304 {
-        field(out, b"Accept-Ranges", b"bytes");
+        out.field(b"Accept-Ranges", b"bytes");
         if !zip {
             content_length(out, n);
         }
@@ -457,32 +453,33 @@ async fn respond(
     let framing = gzip::framing(zip, plan.minor);
     let keep = keep && framing != OutFraming::Close;
 
-    let mut out = shard.heads.take();
+    let mut out = Own::start(c, shard, status);
     file_head(&mut out, route, &choice, ct, (&tag, &modified), f.len);
     end_own_head(&mut out, Some(route), framing, keep, plan.minor);
     if plan.head_only || n == 0 {
         return send_own(c, shard, plan, out, status, 0, (keep, consumed)).await;
     }
-    let at = out.len();
-    if !zip && n <= (out.capacity() - at) as u64 {
-        // A small file is read in behind its head: one write, one segment.
+    let body = std::mem::take(out.body());
+    let at = body.len();
+    if !zip && n <= (body.capacity() - at) as u64 {
+        // A small file is read in behind its head (or, for a built head,
+        // into its own buffer): one write, one segment.
         let end = at + n as usize;
-        let (r, slice) = f.file.read_exact_at(out.slice_mut(at..end), from).await;
-        let mut out = slice.into_inner();
+        let (r, slice) = f.file.read_exact_at(body.slice_mut(at..end), from).await;
+        *out.body() = slice.into_inner();
         if let Err(e) = r {
             // The file shrank or failed under us; nothing was sent yet.
             crate::warn!("static: {}: {e}", f.name.display());
-            out.clear();
-            shard.heads.give(out);
+            out.body().clear();
+            out.discard(shard);
             return pages::answer(c, shard, plan, Some(route), 500, (false, consumed)).await;
         }
         return send_own(c, shard, plan, out, status, n as usize, (keep, consumed)).await;
     }
+    *out.body() = body;
 
+    let w = out.send(c, shard).await;
     let limit = shard.gen().config.limits.client_send_timeout;
-    c.stamp(&mut out);
-    let (w, out) = relay::write_all(&mut c.stream, out, limit).await;
-    shard.heads.give(out);
     let mut done = Done {
         status,
         body_bytes: 0,
@@ -506,22 +503,22 @@ async fn respond(
     done
 }
 
-fn expires(out: &mut Vec<u8>, e: Duration) {
-    field(
-        out,
+fn expires(out: &mut impl HeadOut, e: Duration) {
+    out.field(
         b"Cache-Control",
         format!("max-age={}", e.as_secs()).as_bytes(),
     );
     let at = httpdate::fmt_http_date(SystemTime::now() + e);
-    field(out, b"Expires", at.as_bytes());
+    out.field(b"Expires", at.as_bytes());
 }
 
 fn client_error(e: relay::Fail) -> Error {
     e.client().after_head()
 }
 
-/// Sends `n` bytes of `file` from `from`, through `zip` when it is given.
-/// A file that shrinks under us ends the connection (the length was sent).
+/// Sends `n` bytes of `file` from `from`, through `zip` when it is given,
+/// counting the bytes written in `c.sent` as they go. A file that shrinks
+/// under us ends the connection (the length was sent).
 async fn stream(
     c: &mut Client,
     shard: &Shard,
@@ -548,6 +545,7 @@ async fn stream(
                 if let Err(e) = w {
                     break Err(client_error(e));
                 }
+                c.sent = z.sent;
             }
             break Ok(n);
         }
@@ -566,13 +564,17 @@ async fn stream(
                 z.push(&buf, &mut out);
                 let (w, o) = relay::write_all(&mut c.stream, out, limit).await;
                 out = o;
-                (w, buf)
+                (w.map(|()| z.sent), buf)
             }
-            None => relay::write_all(&mut c.stream, buf, limit).await,
+            None => {
+                let (w, b) = relay::write_all(&mut c.stream, buf, limit).await;
+                (w.map(|()| c.sent + b.len() as u64), b)
+            }
         };
         buf = b;
-        if let Err(e) = w {
-            break Err(client_error(e));
+        match w {
+            Ok(sent) => c.sent = sent,
+            Err(e) => break Err(client_error(e)),
         }
     };
     shard.relay.give(buf);

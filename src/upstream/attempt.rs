@@ -281,12 +281,14 @@ async fn attempt(
             let (inbuf, outbuf) = (shard.relay.take(), shard.relay.take());
             let max = limits.max_request_body;
             let pending = &c.buf[plan.len..];
+            let mut forwarded = 0;
+            let lim = (upward, &mut forwarded);
             let copy =
-                relay::copy_chunked(&mut c.stream, s, pending, inbuf, outbuf, true, max, upward);
+                relay::copy_chunked(&mut c.stream, s, pending, inbuf, outbuf, true, max, lim);
             let (r, inbuf, outbuf) = Box::pin(copy).await;
             shard.relay.give(inbuf);
             shard.relay.give(outbuf);
-            let (_, leftover) = r.map_err(|e| Attempt::fail(e.upward()).not_replayable())?;
+            let leftover = r.map_err(|e| Attempt::fail(e.upward()).not_replayable())?;
             // What followed the body is the next request.
             c.buf.truncate(plan.len);
             c.buf.extend_from_slice(&leftover);

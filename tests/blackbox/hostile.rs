@@ -354,7 +354,94 @@ fn a_client_that_leaves_mid_body_is_logged_499() {
     let got = c.read_to_close(Duration::from_secs(5));
     assert!(got.starts_with(b"HTTP/1.1 200 "), "{}", show(&got));
     let line = wait_access(&log, &t);
-    assert!(line.contains("\" 200 "), "{line}");
+    // The head and the 9 body bytes that came went out.
+    assert!(line.contains("\" 200 9 \""), "{line}");
+}
+
+/// The body bytes of a logged `"... STATUS BYTES "` access line.
+fn logged_bytes(line: &str, status: &str) -> u64 {
+    let at = line.find(&format!("\" {status} ")).expect(line) + status.len() + 3;
+    line[at..].split(' ').next().unwrap().parse().expect(line)
+}
+
+/// An answer the client resets mid-body is logged 499 with the body bytes
+/// that went out before (nginx's `$body_bytes_sent`), not 0: by every way a
+/// body goes out (spliced, re-chunked, gzipped as it flows, a static file),
+/// and a hit's count is whole once the client reads it all.
+#[test]
+fn an_answer_cut_short_logs_the_body_bytes_that_went_out() {
+    use std::io::{Read, Write};
+    // 64 KiB that deflate cannot shrink (its window is 32 KiB).
+    let mut x = 1u32;
+    let noise: Vec<u8> = (0..64 * 1024)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 23) as u8
+        })
+        .collect();
+    let big = Upstream::start(move |c| {
+        let Some(req) = c.read_request() else { return };
+        let chunked = req.target.contains("/chunked/");
+        let head: &[u8] = if chunked {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 67108864\r\n\r\n"
+        };
+        if !c.write(head) {
+            return;
+        }
+        let mut piece = noise.clone();
+        if chunked {
+            piece = [&b"10000\r\n"[..], &noise, b"\r\n"].concat();
+        }
+        while c.write(&piece) {}
+    });
+    let dir = TestDir::new();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/big.bin"), vec![b'y'; 32 << 20]).unwrap();
+    let rest = upstream("app", big.addr(), "")
+        + "[[route]]\npath = \"/gzip/\"\nupstream = \"app\"\n\
+           gzip = { types = [\"text/plain\"] }\n\n\
+           [[route]]\npath = \"/files/\"\nstatic = \"www/\"\n\n"
+        + &route("/", "app");
+    let toml = logged_config(&dir, "", &rest);
+    let log = dir.path().join("access.log");
+    let proxy = Proxy::start_in(dir, &toml);
+
+    for path in ["/len/", "/chunked/", "/gzip/", "/files/big.bin?"] {
+        let t = token();
+        let mut s = std::net::TcpStream::connect(proxy.addr()).unwrap();
+        let req = format!("GET {path}{t} HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut first = vec![0u8; 256 * 1024];
+        let mut got = 0;
+        while got < first.len() {
+            let n = s.read(&mut first[got..]).unwrap();
+            assert!(n > 0, "{path}: closed after {got} bytes");
+            got += n;
+        }
+        assert!(
+            first.starts_with(b"HTTP/1.1 200 "),
+            "{path}: {}",
+            show(&first[..200])
+        );
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s); // a reset
+        let line = wait_access(&log, &t);
+        // At least what this client read, less the head; never the whole.
+        let bytes = logged_bytes(&line, "499");
+        assert!(bytes >= 200 * 1024, "{path}: {line}");
+        assert!(bytes < 32 << 20, "{path}: {line}");
+    }
+    // Whole, the static file counts every byte.
+    let t = token();
+    let mut c = Client::connect(proxy.addr());
+    c.send(format!("GET /files/big.bin?{t} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    assert_eq!(c.read_response().body.len(), 32 << 20);
+    let line = wait_access(&log, &t);
+    assert_eq!(logged_bytes(&line, "200"), 32 << 20, "{line}");
 }
 
 #[test]

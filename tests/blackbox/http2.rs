@@ -580,3 +580,141 @@ fn a_proxied_answer_keeps_its_fields_over_h2() {
         assert_eq!(plain, vec![b'z'; 2000]);
     });
 }
+
+/// An answer's status, fields (lowercase names, sorted; `date` and `age`
+/// left out, which change by the second) and body.
+type Seen = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// `req` over HTTP/1.1 on the same TLS listener, `Connection: close`; the
+/// fields an HTTP/2 answer cannot carry are left out.
+fn over_http1(p: &H2Proxy, req: &str) -> Seen {
+    use std::io::{Read, Write};
+    let mut s = tls_connect(p.addr(), &p.client_with(&[b"http/1.1"]));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let mut fields: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+        .filter(|(n, _)| !["connection", "keep-alive", "date", "age"].contains(&n.as_str()))
+        .collect();
+    fields.sort();
+    (status, fields, raw[end..].to_vec())
+}
+
+/// Answers of ringside's own (a `respond` route, redirects, static files
+/// small, streamed, ranged, unchanged and refused, error pages, a cache
+/// hit) have their head built for the stream, not written as HTTP/1.1 and
+/// parsed back: each comes over h2 with the same status, fields and body
+/// as over HTTP/1.1, less the connection's own fields.
+#[test]
+fn own_answers_over_h2_equal_their_http1_answers() {
+    let files = TestDir::new();
+    std::fs::create_dir_all(files.path().join("www/sub")).unwrap();
+    std::fs::write(files.path().join("www/a.txt"), "hello, files\n").unwrap();
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(files.path().join("www/big.bin"), &big).unwrap();
+    let up = Upstream::start(|c: &mut UpConn| {
+        while let Some(req) = c.read_request() {
+            let body = format!("cached {}", req.target);
+            let out = format!(
+                "HTTP/1.1 200 OK\r\nETag: \"e1\"\r\nX-Up: 1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if !c.write(out.as_bytes()) {
+                return;
+            }
+        }
+    });
+    let routes = format!(
+        "hsts = \"max-age=60\"\n\n[cache]\nsize = \"1m\"\n\n\
+         [[route]]\npath = \"/fixed\"\nrespond = {{ status = 201, body = \"made\\n\" }}\n\
+         add_response_headers = {{ X-Added = \"yes\" }}\n\n\
+         [[route]]\npath = \"/go\"\nredirect = {{ to = \"/elsewhere\", status = 302 }}\n\n\
+         [[route]]\npath = \"/files/\"\nstatic = \"{}/www/\"\nexpires = \"1h\"\n\n\
+         [[route]]\npath = \"/c/\"\nupstream = \"app\"\ncache = {{ \"200\" = \"1m\" }}\n\n\
+         {}{}",
+        files.path().display(),
+        upstream("dead", refused_port(), ""),
+        route("/dead/", "dead")
+    );
+    let p = H2Proxy::start(up.addr(), 1, "", &routes);
+    let tag = over_http1(
+        &p,
+        "GET /files/a.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .1
+    .into_iter()
+    .find(|(n, _)| n == "etag")
+    .unwrap()
+    .1;
+    type Case = (&'static str, &'static str, Vec<(&'static str, String)>);
+    let cases: Vec<Case> = vec![
+        ("GET", "/fixed", vec![]),
+        ("HEAD", "/fixed", vec![]),
+        ("GET", "/go/x?y=1", vec![]),
+        ("GET", "/files/a.txt", vec![]),
+        ("GET", "/files/big.bin", vec![]),
+        ("GET", "/files/a.txt", vec![("if-none-match", tag)]),
+        (
+            "GET",
+            "/files/big.bin",
+            vec![("range", "bytes=10-19".into())],
+        ),
+        ("POST", "/files/a.txt", vec![]),
+        ("GET", "/files/sub", vec![]),
+        ("GET", "/files/none", vec![]),
+        ("GET", "/dead/x", vec![]),
+        ("GET", "/c/x", vec![]),
+    ];
+    let runtime = real::runtime();
+    let send = runtime.block_on(real::connect(p.addr(), &p.client, 1 << 20));
+    for (method, path, fields) in cases {
+        let extra: String = fields
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
+        let text = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        // The cached route: a miss stores the answer, then both are hits.
+        let one = over_http1(&p, &text);
+        let two: Seen = runtime.block_on(async {
+            let mut req = real::request(method, path);
+            for (n, v) in &fields {
+                req.headers_mut().insert(*n, v.parse().unwrap());
+            }
+            let mut s = send.clone().ready().await.unwrap();
+            let (resp, _) = s.send_request(req, true).unwrap();
+            let (head, body) = resp.await.unwrap().into_parts();
+            let mut seen: Vec<(String, String)> = head
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .filter(|(n, _)| n != "date" && n != "age")
+                .collect();
+            seen.sort();
+            (head.status.as_u16(), seen, real::body(body).await.unwrap())
+        });
+        let one = if path == "/c/x" {
+            over_http1(&p, &text)
+        } else {
+            one
+        };
+        assert_eq!(one, two, "{method} {path}");
+        assert!(
+            two.1
+                .contains(&("strict-transport-security".into(), "max-age=60".into())),
+            "{method} {path}: {:?}",
+            two.1
+        );
+    }
+}

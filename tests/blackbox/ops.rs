@@ -630,7 +630,7 @@ fn metrics_have_the_build_response_bytes_and_upstream_times() {
 
 #[test]
 fn error_lines_name_the_request_and_each_reload_problem_is_one_stamped_line() {
-    let dead = closed_port();
+    let dead = refused_port();
     let mut p = Proxy::start(&ops_config("x", dead, ""));
     let (status, _) = fetch(p.addr(), "/up/broken?secret=1").unwrap();
     assert_eq!(status, 502);

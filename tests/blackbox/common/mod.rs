@@ -83,10 +83,25 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// An address on 127.0.0.1 where nothing listens (bound, then released).
+/// An address on 127.0.0.1 where nothing listens (bound, then released):
+/// free to listen on.
 pub fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().unwrap()
+}
+
+/// An address on 127.0.0.1 that refuses every connect for the life of the
+/// test process: a socket bound there and never listening, so no other
+/// test's listener can take the port meanwhile (a dead upstream whose
+/// errors a test reads).
+pub fn refused_port() -> SocketAddr {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    s.bind(&any.into()).expect("bind 127.0.0.1:0");
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(s);
+    addr
 }
 
 // ------------------------------------------------------------------ config
