@@ -113,6 +113,7 @@ pub async fn fetch(
     if r.resp.tunnel {
         done.consumed = c.buf.len();
         Box::pin(tunnel(&cx, c, &mut r)).await;
+        done.body_bytes = c.sent;
         return (done, None);
     }
     let (result, clean, fetched) = respond(&cx, c, &mut r.s, &mut r.resp).await;
@@ -195,7 +196,9 @@ async fn tunnel(cx: &Cx<'_>, c: &mut Client, r: &mut Reached<'_>) {
     let Some(mut head) = std::mem::take(&mut r.resp.client_head).into_text() else {
         return;
     };
-    head.extend_from_slice(&r.resp.buf[r.resp.len..]);
+    let after = &r.resp.buf[r.resp.len..];
+    head.extend_from_slice(after);
+    let head = (head, after.len());
     let early = c.buf[cx.plan.len..].to_vec();
     let idle = cx.up.read_timeout;
     crate::tunnel::after_101(c, cx.shard, &mut r.s, head, early, idle).await;

@@ -358,6 +358,60 @@ fn a_client_that_leaves_mid_body_is_logged_499() {
     assert!(line.contains("\" 200 9 \""), "{line}");
 }
 
+/// A WebSocket session is logged 101 with the bytes that reached the
+/// client after the head (the upstream's, both through the tunnel and
+/// behind its 101 head), as nginx's `$body_bytes_sent`.
+#[test]
+fn a_websocket_session_logs_the_bytes_it_sent_the_client() {
+    use std::io::{Read, Write};
+    let ws = Upstream::start(|c| {
+        if c.read_request().is_none() {
+            return;
+        }
+        let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                    Connection: Upgrade\r\n\r\nsrv-hello\n";
+        if !c.write(head.as_bytes()) {
+            return;
+        }
+        while let Some(data) = c.read_some(Duration::from_secs(10)) {
+            if !c.write(&data) {
+                return;
+            }
+        }
+    });
+    let dir = TestDir::new();
+    let toml = logged_config(
+        &dir,
+        "",
+        &(upstream("app", ws.addr(), "") + &route("/", "app")),
+    );
+    let log = dir.path().join("access.log");
+    let proxy = Proxy::start_in(dir, &toml);
+    let t = token();
+    let mut s = std::net::TcpStream::connect(proxy.addr()).unwrap();
+    let req = format!(
+        "GET /ws/{t} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let bulk = vec![b'w'; 300_000];
+    s.write_all(&bulk).unwrap();
+    // The head, srv-hello and the echo, then the client closes.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let whole = |got: &[u8]| {
+        let head = got.windows(4).position(|w| w == b"\r\n\r\n");
+        head.is_some_and(|h| got.len() - (h + 4) >= 10 + bulk.len())
+    };
+    while !whole(&got) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    let line = wait_access(&log, &t);
+    assert_eq!(logged_bytes(&line, "101"), 10 + bulk.len() as u64, "{line}");
+}
+
 /// The body bytes of a logged `"... STATUS BYTES "` access line.
 fn logged_bytes(line: &str, status: &str) -> u64 {
     let at = line.find(&format!("\" {status} ")).expect(line) + status.len() + 3;

@@ -4,6 +4,7 @@
 //! the client side, FIN on the upstream side) and a silent tunnel ends after
 //! the upstream's read_timeout.
 
+use crate::common::farm::within;
 use crate::common::*;
 use rustls::{
     crypto::ring::default_provider, ClientConfig, ClientConnection, RootCertStore, StreamOwned,
@@ -21,7 +22,8 @@ const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
 /// A proxy with one TLS listener for `ws.test` (a test CA's leaf) in front
-/// of `up`, and a client config that trusts that CA.
+/// of `up`, its access log in its folder, and a client config that trusts
+/// that CA.
 fn tls_proxy(up: SocketAddr, upstream_keys: &str) -> (Proxy, Arc<ClientConfig>) {
     let dir = TestDir::new();
     let ca = TestCa::new("ws CA");
@@ -30,9 +32,10 @@ fn tls_proxy(up: SocketAddr, upstream_keys: &str) -> (Proxy, Arc<ClientConfig>) 
     let keyf = dir.write("ws.key", &key.serialize_pem());
     let toml = format!(
         "[runtime]\nworkers = 1\nshutdown_timeout = \"5s\"\n\n\
-         [log]\naccess = \"off\"\nlevel = \"warn\"\n\n\
+         [log]\naccess = \"{}\"\nlevel = \"warn\"\n\n\
          [[listen]]\naddress = \"127.0.0.1:0\"\n\
          tls = {{ cert = \"{}\", key = \"{}\" }}\n\n{}{}",
+        dir.path().join("access.log").display(),
         cert.display(),
         keyf.display(),
         upstream("app", up, upstream_keys),
@@ -169,6 +172,22 @@ fn tls_tunnel_carries_bytes_both_ways_and_passes_the_client_half_close() {
     s.read_to_end(&mut rest)
         .expect("the tunnel ends with close_notify");
     assert_eq!(rest, b"bye\n");
+
+    // The access line counts what reached the client after the 101 head,
+    // as nginx's `$body_bytes_sent`: srv-hello, the echoes and bye.
+    let log = proxy.dir().join("access.log");
+    let want = format!(" 101 {} ", 10 + frame.len() + bulk.len() + 4);
+    let mut line = String::new();
+    within(IO_TIMEOUT, || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        line = text
+            .lines()
+            .find(|l| l.contains(&t))
+            .unwrap_or("")
+            .to_string();
+        !line.is_empty()
+    });
+    assert!(line.contains(&want), "{want:?} in {line:?}");
 }
 
 #[test]
