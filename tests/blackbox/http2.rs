@@ -604,10 +604,41 @@ fn over_http1(p: &H2Proxy, req: &str) -> Seen {
     let mut fields: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(": "))
         .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
-        .filter(|(n, _)| !["connection", "keep-alive", "date", "age"].contains(&n.as_str()))
         .collect();
+    let chunked = fields.contains(&("transfer-encoding".into(), "chunked".into()));
+    fields.retain(|(n, _)| {
+        ![
+            "connection",
+            "keep-alive",
+            "transfer-encoding",
+            "date",
+            "age",
+        ]
+        .contains(&n.as_str())
+    });
     fields.sort();
-    (status, fields, raw[end..].to_vec())
+    let mut body = raw[end..].to_vec();
+    if chunked {
+        body = unchunk(&body);
+    }
+    (status, fields, body)
+}
+
+/// The data of a chunked body (no extensions, no trailers).
+fn unchunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk line");
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..eol]).unwrap(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw = &raw[eol + 2 + size + 2..];
+    }
 }
 
 /// Answers of ringside's own (a `respond` route, redirects, static files
@@ -626,7 +657,8 @@ fn own_answers_over_h2_equal_their_http1_answers() {
         while let Some(req) = c.read_request() {
             let body = format!("cached {}", req.target);
             let out = format!(
-                "HTTP/1.1 200 OK\r\nETag: \"e1\"\r\nX-Up: 1\r\nContent-Length: {}\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\nETag: \"e1\"\r\nX-Up: 1\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
                 body.len()
             );
             if !c.write(out.as_bytes()) {
@@ -639,8 +671,10 @@ fn own_answers_over_h2_equal_their_http1_answers() {
          [[route]]\npath = \"/fixed\"\nrespond = {{ status = 201, body = \"made\\n\" }}\n\
          add_response_headers = {{ X-Added = \"yes\" }}\n\n\
          [[route]]\npath = \"/go\"\nredirect = {{ to = \"/elsewhere\", status = 302 }}\n\n\
-         [[route]]\npath = \"/files/\"\nstatic = \"{}/www/\"\nexpires = \"1h\"\n\n\
-         [[route]]\npath = \"/c/\"\nupstream = \"app\"\ncache = {{ \"200\" = \"1m\" }}\n\n\
+         [[route]]\npath = \"/files/\"\nstatic = \"{}/www/\"\nexpires = \"1h\"\n\
+         gzip = {{ types = [\"text/plain\"], min_length = 1 }}\n\n\
+         [[route]]\npath = \"/c/\"\nupstream = \"app\"\ncache = {{ \"200\" = \"1m\" }}\n\
+         gzip = {{ types = [\"text/plain\"], min_length = 1 }}\n\n\
          {}{}",
         files.path().display(),
         upstream("dead", refused_port(), ""),
@@ -669,11 +703,23 @@ fn own_answers_over_h2_equal_their_http1_answers() {
             "/files/big.bin",
             vec![("range", "bytes=10-19".into())],
         ),
+        (
+            "GET",
+            "/files/big.bin",
+            vec![("range", "bytes=900000-".into())],
+        ),
+        ("HEAD", "/files/big.bin", vec![]),
+        (
+            "GET",
+            "/files/a.txt",
+            vec![("accept-encoding", "gzip".into())],
+        ),
         ("POST", "/files/a.txt", vec![]),
         ("GET", "/files/sub", vec![]),
         ("GET", "/files/none", vec![]),
         ("GET", "/dead/x", vec![]),
         ("GET", "/c/x", vec![]),
+        ("GET", "/c/x", vec![("accept-encoding", "gzip".into())]),
     ];
     let runtime = real::runtime();
     let send = runtime.block_on(real::connect(p.addr(), &p.client, 1 << 20));
@@ -704,12 +750,16 @@ fn own_answers_over_h2_equal_their_http1_answers() {
             seen.sort();
             (head.status.as_u16(), seen, real::body(body).await.unwrap())
         });
-        let one = if path == "/c/x" {
+        let one = if path.starts_with("/c/") {
             over_http1(&p, &text)
         } else {
             one
         };
         assert_eq!(one, two, "{method} {path}");
+        if fields.iter().any(|(n, _)| *n == "accept-encoding") {
+            let gzip = ("content-encoding".to_string(), "gzip".to_string());
+            assert!(two.1.contains(&gzip), "{method} {path}: {:?}", two.1);
+        }
         assert!(
             two.1
                 .contains(&("strict-transport-security".into(), "max-age=60".into())),
