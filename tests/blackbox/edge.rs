@@ -107,7 +107,7 @@ fn error_pages_keep_the_original_status() {
          [[route]]\npath = \"/down/\"\nupstream = \"down\"\n\
          error_pages = {{ \"502\" = \"50x.html\" }}\n",
         upstream("app", failing.addr(), ""),
-        upstream("down", closed_port(), "connect_timeout = \"1s\"")
+        upstream("down", refused_port(), "connect_timeout = \"1s\"")
     );
     let p = Proxy::start_in(dir, &config("", &rest));
     let mut c = Client::connect(p.addr());
@@ -239,7 +239,7 @@ fn check_rejects_bad_edge_settings() {
     let dir = TestDir::new();
     dir.write("page.html", "x");
     std::fs::create_dir(dir.path().join("www")).unwrap();
-    let up = upstream("app", closed_port(), "");
+    let up = upstream("app", refused_port(), "");
     let good = config(
         "",
         &format!(

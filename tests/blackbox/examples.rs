@@ -114,7 +114,7 @@ fn load_balancing_weights_and_backup() {
     // Both primaries down: the backup answers, and keeps answering.
     let ex = example(
         "load-balancing.toml",
-        &[closed_port(), closed_port(), backup.addr()],
+        &[refused_port(), refused_port(), backup.addr()],
     );
     let (proxy, _) = ex.start();
     let mut c = Client::connect(proxy.addr());
@@ -253,7 +253,7 @@ fn static_files_with_expires() {
 
 #[test]
 fn error_pages_replace_the_502() {
-    let ex = example("error-pages.toml", &[closed_port()]);
+    let ex = example("error-pages.toml", &[refused_port()]);
     std::fs::create_dir(ex.dir.path().join("errors")).unwrap();
     let page = "<html><body>We will be right back.</body></html>\n";
     ex.dir.write("errors/50x.html", page);

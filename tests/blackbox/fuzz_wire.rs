@@ -377,7 +377,7 @@ fn start() -> Bench {
          [[route]]\npath = \"/hello\"\nrespond = {{ status = 200, body = \"hi\" }}\n\n",
         upstream("app", app.addr(), ""),
         upstream("canary", canary.addr(), ""),
-        upstream("down", closed_port(), "connect_timeout = \"1s\""),
+        upstream("down", refused_port(), "connect_timeout = \"1s\""),
     ) + &route("/", "app");
     let toml = format!(
         "[runtime]\nworkers = 2\nshutdown_timeout = \"2s\"\n\n\

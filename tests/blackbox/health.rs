@@ -102,7 +102,7 @@ fn every_server_skipped_answers_503() {
 #[test]
 fn connect_failures_go_to_the_next_server_for_any_method() {
     let live = Backend::start("live");
-    let dead = closed_port();
+    let dead = refused_port();
     // max_fails = 0 keeps the dead server in rotation: every other request meets it.
     let proxy = proxy_with(&[server(dead, 1), server(live.addr(), 1)], "max_fails = 0");
     for i in 0..20 {
@@ -168,7 +168,7 @@ fn after_the_request_was_sent_only_idempotent_methods_are_retried() {
 #[test]
 fn retries_zero_turns_retrying_off() {
     let live = Backend::start("live");
-    let servers = [server(closed_port(), 1), server(live.addr(), 1)];
+    let servers = [server(refused_port(), 1), server(live.addr(), 1)];
     let proxy = proxy_with(&servers, "max_fails = 0\nretries = 0");
     let statuses: Vec<u16> = (0..20)
         .map(|i| once(&proxy, &get(&format!("/r0/{i}"))).status)

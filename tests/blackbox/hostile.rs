@@ -170,7 +170,7 @@ fn errors_answered_before_a_response_keep_the_connection() {
     let app = Upstream::echo();
     let rest = format!(
         "{}{}{}",
-        upstream("down", closed_port(), "connect_timeout = \"1s\""),
+        upstream("down", refused_port(), "connect_timeout = \"1s\""),
         route("/down/", "down"),
         upstream("app", app.addr(), "") + &route("/app/", "app"),
     );
@@ -205,7 +205,7 @@ fn errors_answered_before_a_response_keep_the_connection() {
 fn head_errors_have_no_body() {
     let proxy = Proxy::start(&config(
         "",
-        &(upstream("down", closed_port(), "") + &route("/", "down")),
+        &(upstream("down", refused_port(), "") + &route("/", "down")),
     ));
     for raw in [
         &b"HEAD /x HTTP/1.1\r\nHost: h\r\n\r\n"[..],
@@ -233,8 +233,8 @@ fn two_dead_primaries_and_a_live_backup_answer_the_first_request() {
     let backup = Upstream::echo();
     let rest = format!(
         "[[upstream]]\nname = \"app\"\nconnect_timeout = \"1s\"\nservers = [ {{ address = \"{}\" }}, {{ address = \"{}\" }}, {{ address = \"{}\", backup = true }} ]\n\n{}",
-        closed_port(),
-        closed_port(),
+        refused_port(),
+        refused_port(),
         backup.addr(),
         route("/", "app")
     );

@@ -249,7 +249,7 @@ fn errors_head_and_own_answers_over_h2() {
     let routes = format!(
         "[[route]]\npath = \"/fixed\"\nrespond = {{ status = 201, body = \"made\\n\" }}\n\n\
          {}{}",
-        upstream("dead", closed_port(), ""),
+        upstream("dead", refused_port(), ""),
         route("/dead/", "dead")
     );
     let up = Upstream::echo();

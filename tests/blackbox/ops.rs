@@ -558,7 +558,7 @@ fn binary_upgrade_refuses_no_connection() {
 #[test]
 fn active_health_keeps_running_after_a_reload_and_shows_in_metrics() {
     let live = Upstream::echo();
-    let dead = closed_port();
+    let dead = refused_port();
     let toml = |body: &str| {
         ops_config(body, live.addr(), "").replace(
             &format!("servers = [ {{ address = \"{}\" }} ]", live.addr()),

@@ -358,7 +358,7 @@ fn hsts_goes_on_every_response_errors_included() {
         a.0.display(),
         a.1.display(),
         upstream("app", up.addr(), ""),
-        upstream("dead", closed_port(), ""),
+        upstream("dead", refused_port(), ""),
         route("/app/", "app"),
         route("/down/", "dead"),
     );
