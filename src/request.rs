@@ -69,8 +69,9 @@ impl Client {
     }
 }
 
-/// A proxied answer's head for the client: HTTP/1.1 text, or built for an
-/// HTTP/2 stream (`ClientStream::respond`).
+/// An answer's head for the client, proxied or ringside's own
+/// (`serve::Own`): HTTP/1.1 text, or built for an HTTP/2 stream
+/// (`ClientStream::respond`).
 pub enum ClientHead {
     H1(Vec<u8>),
     H2(Native),
