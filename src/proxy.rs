@@ -402,12 +402,8 @@ async fn write_head_and(
     let mut head = match head {
         ClientHead::H1(text) => text,
         ClientHead::H2(built) => {
-            let sent = crate::timer::timeout(down.write, c.stream.respond(built, body)).await;
-            return match sent {
-                Some(Ok(())) => Ok(()),
-                Some(Err(e)) => Err(CopyFail::Write(relay::Fail::Io(e))),
-                None => Err(CopyFail::Write(relay::Fail::Timeout)),
-            };
+            let sent = c.stream.respond(built, body, down.write).await;
+            return sent.map_err(CopyFail::Write);
         }
     };
     if body.len() <= head.capacity() - head.len() {

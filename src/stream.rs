@@ -3,7 +3,7 @@
 //! connection (`http2::stream`), behind one enum. The plain variant forwards
 //! straight to the socket (one `match` per I/O call, no allocation).
 
-use std::io;
+use std::{io, time::Duration};
 
 use monoio::{
     buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut},
@@ -15,6 +15,7 @@ use monoio::{
 use crate::{
     http2::head::Native,
     http2::stream::{H2Stream, ResetSignal},
+    relay::{Fail, Step},
     tls::TlsStream,
 };
 
@@ -50,11 +51,15 @@ impl ClientStream {
         }
     }
 
-    /// Sends a head built for an HTTP/2 stream, and the first body bytes.
-    pub async fn respond(&mut self, head: Native, body: &[u8]) -> io::Result<()> {
-        match self {
-            ClientStream::H2(s) => s.respond(head, body).await,
-            _ => Err(io::ErrorKind::Unsupported.into()),
+    /// Sends a head built for an HTTP/2 stream, and the first body bytes,
+    /// within `limit` (as `relay::write_all` for a text head).
+    pub async fn respond(&mut self, head: Native, body: &[u8], limit: Duration) -> Step<()> {
+        let ClientStream::H2(s) = self else {
+            return Err(Fail::Io(io::ErrorKind::Unsupported.into()));
+        };
+        match crate::timer::timeout(limit, s.respond(head, body)).await {
+            Some(r) => r.map_err(Fail::Io),
+            None => Err(Fail::Timeout),
         }
     }
 

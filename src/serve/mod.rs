@@ -28,7 +28,7 @@ use crate::{
         respond::{reason, with_date},
     },
     http2::head::Native,
-    relay::{self, Fail},
+    relay,
     request::{Client, ClientHead, Done, Plan},
     shard::Shard,
 };
@@ -145,12 +145,9 @@ impl Own {
                 } else {
                     &tail[..]
                 };
-                let sent = crate::timer::timeout(limit, c.stream.respond(built, data)).await;
+                let sent = c.stream.respond(built, data, limit).await;
                 shard.heads.give(body);
-                match sent {
-                    Some(r) => r.map_err(Fail::Io),
-                    None => Err(Fail::Timeout),
-                }
+                sent
             }
         }
     }

@@ -564,18 +564,15 @@ async fn stream(
                 z.push(&buf, &mut out);
                 let (w, o) = relay::write_all(&mut c.stream, out, limit).await;
                 out = o;
-                (w.map(|()| z.sent), buf)
+                (w, buf)
             }
-            None => {
-                let (w, b) = relay::write_all(&mut c.stream, buf, limit).await;
-                (w.map(|()| c.sent + b.len() as u64), b)
-            }
+            None => relay::write_all(&mut c.stream, buf, limit).await,
         };
         buf = b;
-        match w {
-            Ok(sent) => c.sent = sent,
-            Err(e) => break Err(client_error(e)),
+        if let Err(e) = w {
+            break Err(client_error(e));
         }
+        c.sent = zip.as_deref().map_or(c.sent + buf.len() as u64, |z| z.sent);
     };
     shard.relay.give(buf);
     shard.relay.give(out);
