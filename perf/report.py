@@ -294,6 +294,8 @@ def main():
         f"after a {meta['warmup']} s warm-up; proxies in each round in the order "
         f"{', '.join(meta['proxies'])}",
         pinning(meta),
+        *(["- listeners: deferred accept on every proxy (ringside `defer_accept`, nginx "
+            "`deferred`, HAProxy `defer-accept`)"] if meta.get("defer_accept") else []),
         f"- versions: {meta['versions']}",
         f"- open-file limit {meta['nofile']}; the idle workload holds {meta['idle_conns']:,} connections"
         + (" (HAProxy needs two fds per connection, so the hard limit capped it below 10,000)"

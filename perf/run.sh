@@ -41,6 +41,9 @@ usage: perf/run.sh [options]
                        (close4: close with 4 wrk threads) and the TLS ones tls-handshake,tls12-handshake,tls-small,h2-small,idle-tls
                        (`plain` and `tls` stand for each group)
   --idle-conns N       connections held by the idle workload (default 10000)
+  --defer-accept       every proxy's listener accepts a connection once its first bytes
+                       are in: ringside's defer_accept, nginx's deferred, HAProxy's
+                       defer-accept (default: each proxy's default, off)
   --quiet-wait S       before each measurement wait up to S s for idle CPUs (default 60, quick 20; 0 = never)
   --ringside PATH      ringside binary (default target/release/ringside)
   --no-install         do not apt-get install missing tools
@@ -62,7 +65,7 @@ PLAIN_WORKLOADS=small64,small64-paced,small256,64k,64k-paced,1m,close,close4,idl
 TLS_WORKLOADS=tls-handshake,tls12-handshake,tls-small,h2-small,idle-tls
 WORKLOADS=$PLAIN_WORKLOADS,$TLS_WORKLOADS
 IDLE_CONNS=10000
-INSTALL=1 BUILD=1 SAVE=1 SCALING=0
+INSTALL=1 BUILD=1 SAVE=1 SCALING=0 DEFER=0
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PERF=$REPO/perf
 RINGSIDE_BIN=$REPO/target/release/ringside
@@ -76,6 +79,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY=$2; shift ;;
         --workloads) WORKLOADS=$2; shift ;;
         --idle-conns) IDLE_CONNS=$2; shift ;;
+        --defer-accept) DEFER=1 ;;
         --profile) PROFILE=$(realpath -m "$2"); shift ;;
         --quiet-wait) QUIET_WAIT_SET=$2; shift ;;
         --ringside) RINGSIDE_BIN=$(realpath "$2"); shift ;;
@@ -358,6 +362,10 @@ write_proxy_configs() {  # write_proxy_configs FLAVOUR
     local fl=$1 tls=$WORK/tls
     local nginx_listen="listen 127.0.0.1:${PORT[nginx]}" nginx_tls="" scheme=http
     local haproxy_bind="bind 127.0.0.1:${PORT[haproxy]}" ringside_listen=""
+    if [ "$DEFER" = 1 ]; then
+        nginx_listen+=" deferred" haproxy_bind+=" defer-accept"
+        ringside_listen="defer_accept = true"$'\n'
+    fi
     case $fl in
         plain) nginx_listen+=" backlog=4096;" ;;
         tls|h2)
@@ -373,7 +381,7 @@ write_proxy_configs() {  # write_proxy_configs FLAVOUR
             haproxy_bind+=" ssl crt $tls/haproxy.pem ssl-min-ver TLSv1.2"
             if [ "$fl" = h2 ]; then haproxy_bind+=" alpn h2,http/1.1"
             else haproxy_bind+=" alpn http/1.1"; fi
-            if [ "$fl" = h2 ]; then ringside_listen="http2 = true"$'\n'; fi
+            if [ "$fl" = h2 ]; then ringside_listen+="http2 = true"$'\n'; fi
             ringside_listen+="tls = { cert = \"$tls/cert.pem\", key = \"$tls/key.pem\" }" ;;
     esac
 
@@ -740,7 +748,7 @@ stamp=$(date +%Y-%m-%d-%H%M)
 export META_DATE=$stamp META_MODE=$MODE META_ROUNDS=$ROUNDS META_DURATION=$DURATION \
     META_WARMUP=$WARMUP META_PROXIES="${ACTIVE[*]}" META_WORKLOADS="${REPORT_WLS[*]}" \
     META_LOAD_CPU=$LOAD_CPUS META_PROXY_CPU=$PROXY_CPUS META_BACKEND_CPU=$BACKEND_CPUS \
-    META_WRK_THREADS=$WRK_THREADS META_SCALING=$SCALING META_IDLE_CONNS=$IDLE_CONNS META_NOFILE=$NOFILE \
+    META_WRK_THREADS=$WRK_THREADS META_SCALING=$SCALING META_IDLE_CONNS=$IDLE_CONNS META_NOFILE=$NOFILE META_DEFER=$DEFER \
     META_LOADAVG="$LOADAVG_START" META_LOADAVG_END="$(cut -d' ' -f1-3 /proc/loadavg)" \
     META_CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
     META_KERNEL="$(uname -r)" META_NPROC="$ncpu" \
@@ -760,7 +768,7 @@ json.dump({
     "loadavg": e["META_LOADAVG"], "loadavg_end": e["META_LOADAVG_END"], "cpu_model": e["META_CPU"], "kernel": e["META_KERNEL"],
     "nproc": e["META_NPROC"], "os": e["META_OS"], "mem": e["META_MEM"],
     "versions": e["META_VERSIONS"], "idle_conns": int(e["META_IDLE_CONNS"]),
-    "nofile": int(e["META_NOFILE"]),
+    "nofile": int(e["META_NOFILE"]), "defer_accept": e["META_DEFER"] == "1",
 }, open(sys.argv[1], "w"))
 EOF
 awk '!seen[$0]++' "$WORK/commands.txt" >"$WORK/commands.unique.txt"

@@ -40,6 +40,34 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// A listener's `defer_accept`: on, the kernel completes a new connection's
+/// accept only once its first bytes are in (`TCP_DEFER_ACCEPT`, nginx's
+/// `deferred`), so the connection's first receive finds its request there
+/// instead of waiting for it through the ring. A client that stays silent
+/// is accepted after one SYN-ACK retransmission (about a second), and its
+/// `client_header_timeout` runs from then. Set on a bound socket, at
+/// start and on every reload (reload can turn it either way).
+pub fn defer(listener: &std::net::TcpListener, on: bool) -> io::Result<()> {
+    // The kernel rounds seconds up to SYN-ACK retransmissions: 1 is one.
+    let secs: libc::c_int = on.into();
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer
+    // to a local int that outlives the call; the fd is the listener's own,
+    // open while it is borrowed.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 /// Accepts until the stop channel closes, then drops the listener so new
 /// connections are refused.
 pub async fn run(
@@ -266,5 +294,34 @@ mod tests {
         let (accepted, _) = listener.accept().unwrap();
         assert!(!socket2::SockRef::from(&accepted).quickack().unwrap());
         drop(client);
+    }
+
+    /// `defer` turns TCP_DEFER_ACCEPT on (one retransmission, read back as
+    /// one second) and off again on a bound listener.
+    #[test]
+    fn defer_turns_the_deferred_accept_on_and_off() {
+        use std::os::fd::AsRawFd;
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let read = || {
+            let (mut v, mut len) = (-1 as libc::c_int, 4 as libc::socklen_t);
+            // SAFETY: getsockopt writes at most `len` (4) bytes into the
+            // local int it is given; the fd is the listener's, open here.
+            let rc = unsafe {
+                libc::getsockopt(
+                    listener.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_DEFER_ACCEPT,
+                    (&mut v as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0);
+            v
+        };
+        assert_eq!(read(), 0);
+        super::defer(&listener, true).unwrap();
+        assert_eq!(read(), 1);
+        super::defer(&listener, false).unwrap();
+        assert_eq!(read(), 0);
     }
 }

@@ -285,6 +285,7 @@ impl Reader {
             "hsts",
             "redirect_https",
             "https_port",
+            "defer_accept",
             "name",
             "tls",
         ];
@@ -315,6 +316,7 @@ impl Reader {
                 .then(|| std::sync::Arc::new(s.to_string()))
         });
         let redirect_https = self.get(n, "redirect_https", false, Self::boolean);
+        let defer_accept = self.get(n, "defer_accept", false, Self::boolean);
         let gate = self.gate(n);
         let tls = self.opt(n, "tls", |r, f| {
             let node = r.table(f)?;
@@ -338,6 +340,7 @@ impl Reader {
             http2,
             hsts,
             redirect_https,
+            defer_accept,
             gate,
             name,
             https_port,

@@ -264,6 +264,9 @@ pub struct Listener {
     /// pointer in each one's state, no copy.
     pub hsts: Option<std::sync::Arc<String>>,
     pub redirect_https: bool,
+    /// `defer_accept`: a connection is accepted once its first bytes are
+    /// in (TCP_DEFER_ACCEPT), not at the handshake.
+    pub defer_accept: bool,
     /// `proxy_protocol`, `allow` and `deny`: checked at accept.
     pub gate: Gate,
     /// `name`: routes name the listeners they serve with it.

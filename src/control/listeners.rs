@@ -68,6 +68,22 @@ pub fn bind_one(
     Ok(bind_to)
 }
 
+/// Sets each listener's `defer_accept` on all its sockets (the kept copies
+/// share them with the workers'): at start, and at every reload, where it
+/// may turn either way.
+pub fn defer(kept: &Kept, listeners: &[crate::config::Listener]) -> Result<(), String> {
+    let kept = kept
+        .lock()
+        .map_err(|_| "listener list poisoned".to_string())?;
+    for l in listeners {
+        for p in kept.iter().filter(|p| p.configured == l.address) {
+            accept::defer(&p.socket, l.defer_accept)
+                .map_err(|e| format!("{}: cannot set defer_accept: {e}", l.address))?;
+        }
+    }
+    Ok(())
+}
+
 /// Forgets the kept copies of a closed listener.
 pub fn forget(kept: &Kept, configured: SocketAddr) {
     if let Ok(mut k) = kept.lock() {

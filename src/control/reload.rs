@@ -106,6 +106,7 @@ impl Running {
                 return Err(e);
             }
         }
+        listeners::defer(&self.kept, &new.listeners)?;
         let access = if new.log.access == old.log.access {
             self.access.clone()
         } else {

@@ -227,6 +227,7 @@ fn bind(
         )?);
     }
     drop(inherited);
+    listeners::defer(&kept, &config.listeners)?;
     let admin = match &config.admin {
         Some(a) => {
             let l = listeners::bind_admin(a.address, upgrading)?;

@@ -167,3 +167,46 @@ fn two_listeners_on_one_address_are_a_check_error() {
         "FILE:14: listen.address: 127.0.0.1:0 is already the address of the listener of line 10"
     );
 }
+
+/// `defer_accept`: the kernel hands a connection over once its first bytes
+/// are in. One that speaks is served at once; a silent one is accepted
+/// only after one SYN-ACK retransmission (a second), so its 300 ms
+/// `client_header_timeout` ends it no sooner than that. A reload turns it
+/// off: a silent connection is then accepted at once and holds its
+/// address's one place (`max_connections_per_ip = 1`).
+#[test]
+fn a_deferred_listener_accepts_a_connection_once_its_bytes_are_in() {
+    use crate::common::farm::connect_from;
+    use std::time::{Duration, Instant};
+    let up = Upstream::echo();
+    let config = |defer: bool| {
+        format!(
+            "[runtime]\nworkers = 1\n\n[log]\naccess = \"off\"\nlevel = \"info\"\n\n\
+             [limits]\nclient_header_timeout = \"300ms\"\nmax_connections_per_ip = 1\n\n\
+             [[listen]]\naddress = \"127.0.0.1:0\"\ndefer_accept = {defer}\n\n{}{}",
+            upstream("app", up.addr(), ""),
+            route("/", "app")
+        )
+    };
+    let mut p = Proxy::start(&config(true));
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let opened = Instant::now();
+    let mut silent = connect_from(ip("127.0.0.2"), p.addr());
+    get_ok(&mut connect_from(ip("127.0.0.3"), p.addr()), "/spoke");
+    assert!(silent.wait_closed(Duration::from_secs(5)), "still open");
+    let took = opened.elapsed();
+    assert!(took >= Duration::from_secs(1), "closed after {took:?}");
+
+    std::fs::write(p.config_path(), config(false)).unwrap();
+    p.signal(libc::SIGHUP);
+    p.wait_for_line(|l| l.contains("reloaded"), Duration::from_secs(10))
+        .expect("no reload line");
+    let mut silent = connect_from(ip("127.0.0.4"), p.addr());
+    let mut second = connect_from(ip("127.0.0.4"), p.addr());
+    // Refused at once: the write may meet the close.
+    let _ = second.try_send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(second.wait_closed(Duration::from_secs(3)));
+    assert!(second.wire.buf.is_empty(), "{}", show(&second.wire.buf));
+    assert!(silent.wait_closed(Duration::from_secs(3)));
+    get_ok(&mut connect_from(ip("127.0.0.4"), p.addr()), "/after");
+}
