@@ -17,7 +17,7 @@
 #
 # AB_WRK (default "-t1 -c64") and AB_HEADER (e.g. "Connection: close", for a
 # new connection per request) change the load; AB_PATH (default /small, a
-# 128-byte answer; /4k, /64k and /1m are there too) the answer.
+# 128-byte answer; /4k, /12k, /64k and /1m are there too) the answer.
 #
 # AB_H2=1 loads over HTTP/2 instead: `h2load -t1 -c64 -m10` (AB_H2LOAD
 # changes it) on https://127.0.0.1:PORT, so each config must be a TLS
@@ -48,7 +48,7 @@ WORK=$(mktemp -d /dev/shm/ringside-ab.XXXXXX)
 trap 'kill $(cat "$WORK/backend.pid" 2>/dev/null) 2>/dev/null; rm -rf "$WORK"' EXIT
 . "$(dirname "$0")/rig.sh"
 rig_backend "$WORK" "$BACKEND" "sendfile on;"
-for n in 4k:4096 64k:65536 1m:1048576; do head -c "${n#*:}" /dev/zero >"$WORK/${n%:*}"; done
+for n in 4k:4096 12k:12288 64k:65536 1m:1048576; do head -c "${n#*:}" /dev/zero >"$WORK/${n%:*}"; done
 
 quota() {  # quota PID: moves PID into a cgroup capped at AB_QUOTA% of a CPU
     local g
