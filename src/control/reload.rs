@@ -98,15 +98,18 @@ impl Running {
             .filter(|a| !old_addrs.contains(a))
             .copied()
             .collect();
-        for &addr in &added {
-            if let Err(e) = listeners::bind_one(addr, &mut open, &mut Vec::new(), &self.kept) {
-                for &a in &added {
-                    listeners::forget(&self.kept, a);
-                }
-                return Err(e);
+        let bound = added
+            .iter()
+            .try_for_each(|&addr| {
+                listeners::bind_one(addr, &mut open, &mut Vec::new(), &self.kept).map(drop)
+            })
+            .and_then(|()| listeners::defer(&self.kept, &new.listeners));
+        if let Err(e) = bound {
+            for &a in &added {
+                listeners::forget(&self.kept, a);
             }
+            return Err(e);
         }
-        listeners::defer(&self.kept, &new.listeners)?;
         let access = if new.log.access == old.log.access {
             self.access.clone()
         } else {
