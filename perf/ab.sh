@@ -25,7 +25,8 @@
 #
 # AB_PROFILE=DIR also samples the proxy during each measured run (`perf
 # record -F 999 -g -p`, DIR/NAME-rROUND.data; sort one with
-# perf/profile_sum.py). It slows every variant alike.
+# perf/profile_sum.py). It slows every variant alike. AB_CALLGRAPH=dwarf
+# (or dwarf,16384) unwinds through code built without frame pointers.
 #
 # AB_QUOTA=PCT caps the proxy at PCT% of one CPU (a cgroup v1 or v2 CPU
 # quota, 10 ms period): the proxy is then saturated on this small machine,
@@ -85,7 +86,7 @@ one() {  # one NAME BINARY CONFIG [PORT]: prints NAME requests req/cpu-s
     load 1 "$scheme://127.0.0.1:$port$URL_PATH" >/dev/null
     local t0 t1 out rec=
     if [ -n "${AB_PROFILE:-}" ]; then
-        perf record -q -F 999 -g -p $p -o "$AB_PROFILE/$1-r$round.data" 2>/dev/null & rec=$!
+        perf record -q -F 999 --call-graph "${AB_CALLGRAPH:-fp}" -p $p -o "$AB_PROFILE/$1-r$round.data" 2>/dev/null & rec=$!
     fi
     t0=$(awk '{print $14 + $15}' "/proc/$p/stat")
     out=$(load "$SECS" "$scheme://127.0.0.1:$port$URL_PATH")

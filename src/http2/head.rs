@@ -148,22 +148,29 @@ pub fn response(buf: &[u8], head_only: bool) -> Result<Option<Parsed>, &'static 
 }
 
 /// A response head for an HTTP/2 stream, built by the same writers as an
-/// HTTP/1.1 one (`HeadOut`) but never as text: each name and value goes
-/// into one buffer behind its two lengths, and `finish` makes the h2
-/// response with every value a slice of one copy of that buffer.
+/// HTTP/1.1 one (`HeadOut`) but never as text: each field goes straight
+/// into an HPACK block (`hpack`), which h2 sends as it is. The fields are
+/// sorted as `Fields` sorts a parsed head: framing noted, connection
+/// fields and what HTTP/2 cannot carry left out.
 pub struct Native {
     status: u16,
-    count: usize,
+    framing: Framing,
     chunked: bool,
-    bytes: Vec<u8>,
+    /// The first field that makes the head unsendable.
+    bad: Option<&'static str>,
+    block: Vec<u8>,
 }
 
-/// Bytes of a field's lengths in `Native::bytes`: the name's, the value's.
-const LENGTHS: usize = 8;
+/// A finished `Native`: what `SendResponse::send_response_encoded` takes.
+pub struct Encoded {
+    pub status: StatusCode,
+    pub block: Bytes,
+    pub framing: Framing,
+}
 
 thread_local! {
     /// The worker's building buffers, back from `finish`: a head then
-    /// costs one allocation, the exact-size copy h2 keeps.
+    /// costs one allocation, the exact-size block h2 keeps.
     static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -171,45 +178,52 @@ thread_local! {
 const MAX_SPARE: usize = 64;
 const MAX_SPARE_CAP: usize = 16 * 1024;
 
+/// Names up to this long are lowercased on the stack, longer ones (none
+/// of the names treated apart here) in a `Vec`.
+const SHORT_NAME: usize = 32;
+
 impl Native {
     pub fn new() -> Self {
-        let bytes = SPARE.with_borrow_mut(Vec::pop);
+        let block = SPARE.with_borrow_mut(Vec::pop);
         Native {
             status: 0,
-            count: 0,
+            framing: Framing::Close,
             chunked: false,
-            bytes: bytes.unwrap_or_else(|| Vec::with_capacity(512)),
+            bad: None,
+            block: block.unwrap_or_else(|| Vec::with_capacity(512)),
         }
     }
 
-    /// The h2 response and how the body written after it is framed.
-    pub fn finish(mut self, head_only: bool) -> Result<(Response<()>, Framing), &'static str> {
-        let mut out = Fields::new(self.status, self.count)?;
-        if self.chunked {
-            out.framing = Framing::Chunked;
+    /// The status, the header block and how the body written after it is
+    /// framed.
+    pub fn finish(mut self, head_only: bool) -> Result<Encoded, &'static str> {
+        let status = StatusCode::from_u16(self.status).map_err(|_| "bad status")?;
+        if let Some(bad) = self.bad {
+            return Err(bad);
         }
-        let shared = Bytes::copy_from_slice(&self.bytes);
-        let mut spare = std::mem::take(&mut self.bytes);
+        // Exactly its size: `Bytes` then keeps the `Vec`'s allocation as
+        // it is, with no second one for a shared header.
+        let mut block =
+            Vec::with_capacity(super::hpack::status_len(self.status) + self.block.len());
+        super::hpack::status(&mut block, self.status);
+        block.extend_from_slice(&self.block);
+        let mut spare = std::mem::take(&mut self.block);
         spare.clear();
         SPARE.with_borrow_mut(|s| {
             if s.len() < MAX_SPARE && spare.capacity() <= MAX_SPARE_CAP {
                 s.push(spare);
             }
         });
-        let mut at = 0;
-        while at + LENGTHS <= shared.len() {
-            let len = |i: usize| {
-                let b = [shared[i], shared[i + 1], shared[i + 2], shared[i + 3]];
-                u32::from_le_bytes(b) as usize
-            };
-            let (name_len, value_len) = (len(at), len(at + 4));
-            let name = at + LENGTHS..at + LENGTHS + name_len;
-            let value = name.end..name.end + value_len;
-            at = value.end;
-            out.add(&shared[name], || shared.slice(value))?;
-        }
-        let framing = out.framing.finish(self.status, head_only);
-        Ok((out.response, framing))
+        let framing = if self.chunked {
+            Framing::Chunked
+        } else {
+            self.framing
+        };
+        Ok(Encoded {
+            status,
+            block: Bytes::from(block),
+            framing: framing.finish(self.status, head_only),
+        })
     }
 }
 
@@ -224,16 +238,45 @@ impl HeadOut for Native {
         self.status = status;
     }
 
+    /// As `Fields::add`: a name HTTP/2 cannot carry leaves the field out,
+    /// `Transfer-Encoding` and the connection fields are left out, the
+    /// first `Content-Length` frames the body, and a value with a control
+    /// character is left out.
     fn field(&mut self, name: &[u8], value: &[u8]) {
-        // Heads are bounded far below 4 GiB (`max_response_head`, the
-        // route's own fields), so the lengths fit.
-        self.bytes
-            .extend_from_slice(&(name.len() as u32).to_le_bytes());
-        self.bytes
-            .extend_from_slice(&(value.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(name);
-        self.bytes.extend_from_slice(value);
-        self.count += 1;
+        let mut short = [0u8; SHORT_NAME];
+        let long;
+        let name: &[u8] = if name.len() <= SHORT_NAME {
+            let lower = &mut short[..name.len()];
+            if !lower_token(name, lower) {
+                return;
+            }
+            lower
+        } else {
+            let mut lower = vec![0; name.len()];
+            if !lower_token(name, &mut lower) {
+                return;
+            }
+            long = lower;
+            &long
+        };
+        if name == b"transfer-encoding" {
+            self.framing = Framing::Chunked;
+            return;
+        }
+        if name == b"content-length" && self.framing == Framing::Close {
+            match content_length(value) {
+                Some(n) => self.framing = Framing::Length(n),
+                None => self.bad = self.bad.or(Some("bad content-length")),
+            }
+        }
+        if hop_by_hop_name(name)
+            || !value
+                .iter()
+                .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        {
+            return;
+        }
+        super::hpack::field(&mut self.block, name, value);
     }
 
     /// A chunked body is de-chunked into DATA frames; the connection
@@ -241,6 +284,24 @@ impl HeadOut for Native {
     fn end(&mut self, framing: OutFraming, _persist: Persist) {
         self.chunked = framing == OutFraming::Chunked;
     }
+}
+
+/// Lowercases a field name into `out` (its length); false when it is empty
+/// or holds a byte that is not a token character (RFC 9110 5.1), which
+/// `http::HeaderName` refuses too.
+fn lower_token(name: &[u8], out: &mut [u8]) -> bool {
+    const SPECIAL: &[u8] = b"!#$%&'*+-.^_`|~";
+    for (o, &b) in out.iter_mut().zip(name) {
+        if !(b.is_ascii_alphanumeric() || SPECIAL.contains(&b)) {
+            return false;
+        }
+        *o = b.to_ascii_lowercase();
+    }
+    !name.is_empty()
+}
+
+fn content_length(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 /// An h2 response being filled from HTTP/1.1 fields, and the body's
@@ -273,12 +334,9 @@ impl Fields {
         }
         let value = value();
         if name == header::CONTENT_LENGTH && self.framing == Framing::Close {
-            let n = std::str::from_utf8(&value)
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            self.framing = Framing::Length(n.ok_or("bad content-length")?);
+            self.framing = Framing::Length(content_length(&value).ok_or("bad content-length")?);
         }
-        if hop_by_hop(&name) {
+        if hop_by_hop_name(name.as_str().as_bytes()) {
             return Ok(());
         }
         if let Ok(value) = HeaderValue::from_maybe_shared(value) {
@@ -300,14 +358,12 @@ impl Framing {
 }
 
 /// Fields that are about one HTTP/1.1 connection and have no place in
-/// HTTP/2 (RFC 9113 8.2.2).
-fn hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::CONNECTION
-        || *name == header::UPGRADE
-        || *name == header::TE
-        || *name == header::TRAILER
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+/// HTTP/2 (RFC 9113 8.2.2); `name` is lowercase.
+fn hop_by_hop_name(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"connection" | b"upgrade" | b"te" | b"trailer" | b"keep-alive" | b"proxy-connection"
+    )
 }
 
 /// A chunk's framing around `data`, for a request body re-framed as chunks.
@@ -397,12 +453,22 @@ mod tests {
             let mut built = Native::new();
             client_response(&mut built, &res, framing, Persist::Default, &add);
             let parsed = response(&text, head_only).unwrap().unwrap();
-            let (response, built_framing) = built.finish(head_only).unwrap();
-            assert_eq!(response.status(), parsed.response.status());
-            assert_eq!(response.headers(), parsed.response.headers());
-            assert_eq!(built_framing, parsed.framing);
-            assert!(response.headers().get("x-hop").is_none());
-            assert_eq!(response.headers()["x-added"], "yes");
+            let built = built.finish(head_only).unwrap();
+            assert_eq!(built.status, parsed.response.status());
+            let mut fields = super::super::hpack::tests::decode(&built.block);
+            assert_eq!(
+                fields.remove(0),
+                (":status".into(), built.status.as_str().into())
+            );
+            let mut want: Vec<(String, String)> = (parsed.response.headers().iter())
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            fields.sort();
+            want.sort();
+            assert_eq!(fields, want);
+            assert_eq!(built.framing, parsed.framing);
+            assert!(fields.iter().all(|(n, _)| n != "x-hop"));
+            assert!(fields.contains(&("x-added".into(), "yes".into())));
         }
     }
 

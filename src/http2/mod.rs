@@ -7,9 +7,10 @@
 //! (`stream::H2Stream`), so routing, balancing, the keep-alive pool, cache,
 //! gzip, static files, error pages, logs and counters are the very ones
 //! HTTP/1.1 requests use. Upstream, every stream is an HTTP/1.1 request
-//! over the worker's pool. A proxied answer's head is built as h2 fields
-//! by the HTTP/1.1 head writers themselves (`head::Native`), never written
-//! as text and parsed back.
+//! over the worker's pool. An answer's head is built by the HTTP/1.1 head
+//! writers themselves (`head::Native`) straight into the HPACK block h2
+//! sends (`hpack`), never written as text and parsed back, and never made
+//! into an `http::HeaderMap` for h2 to encode again.
 //!
 //! Why the `h2` crate and not monoio-http's h2 fork (checked against
 //! monoio-http 0.3.12, the current release): the fork has none of the
@@ -40,6 +41,7 @@
 //! accept loop can evict it (GOAWAY NO_ERROR) at `max_connections`.
 
 pub mod head;
+mod hpack;
 mod io;
 mod partial;
 pub mod stream;
@@ -205,7 +207,11 @@ async fn connection(
     // stream 0, so the client knows nothing was processed).
     origin.idle.enter();
     shard.sessions.set(shard.sessions.get() + 1);
-    let mut notice = Some(shard.stop_notice());
+    // One wait for the stop notice across the loop's turns: a new `recv`
+    // each turn would register (allocate) a new listener each time.
+    let notice = shard.stop_notice();
+    let mut stop = std::pin::pin!(notice.recv());
+    let mut stopped = false;
     let mut ending = Ending::default();
     let mut evicted = false;
     loop {
@@ -219,14 +225,10 @@ async fn connection(
         }
         let next = {
             let wake = wake_at(&origin, times, partial, &ending);
-            let stop = async {
-                match &notice {
-                    Some(n) => {
-                        let _ = n.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+            let stop = std::future::poll_fn(|cx| match stopped {
+                true => Poll::Pending,
+                false => stop.as_mut().poll(cx).map(drop),
+            });
             monoio::select! {
                 s = conn.accept() => Next::Stream(s),
                 _ = stop => Next::Stop,
@@ -255,7 +257,7 @@ async fn connection(
             // A connection error: h2 sent GOAWAY with its code.
             Next::Stream(Some(Err(_))) | Next::Stream(None) => break,
             Next::Stop => {
-                notice = None;
+                stopped = true;
                 if !origin.closing.get() {
                     ending.close(&mut conn, &origin, None, now);
                 }
@@ -447,8 +449,11 @@ async fn run_stream(
     }
     if let ClientStream::H2(s) = &mut c.stream {
         s.finish();
-        // Boxed: only a stream answered before its body came has to wait.
-        Box::pin(s.drain_body(DRAIN)).await;
+        // Boxed, and only made for a stream whose body may still come:
+        // only one answered before its body came has to wait.
+        if s.body_left() {
+            Box::pin(s.drain_body(DRAIN)).await;
+        }
     }
     shard.requests.give(std::mem::take(&mut c.buf));
     origin.open.set(origin.open.get() - 1);

@@ -141,6 +141,11 @@ impl H2Stream {
         }
     }
 
+    /// Whether a request body may still be coming (see `drain_body`).
+    pub fn body_left(&self) -> bool {
+        self.body.is_some()
+    }
+
     /// After the answer, the rest of a request body the exchange did not
     /// read (an error answered before it, a route that never reads it) is
     /// read and dropped, its window released, until the client ends it,
@@ -202,11 +207,14 @@ impl H2Stream {
         if !matches!(&self.out, Out::Head(acc) if acc.is_empty()) {
             return Err(invalid("a second response head"));
         }
-        let (response, framing) = head.finish(self.head_only).map_err(invalid)?;
-        if response.status().is_informational() {
+        let head = head.finish(self.head_only).map_err(invalid)?;
+        if head.status.is_informational() {
             return Err(invalid("an interim head as the response"));
         }
-        self.start(response, framing)?;
+        let (status, block) = (head.status, head.block);
+        self.start(head.framing, |r, end| {
+            r.send_response_encoded(status, block, end)
+        })?;
         if body.is_empty() {
             return Ok(());
         }
@@ -215,12 +223,17 @@ impl H2Stream {
 
     /// Sends the final response head: the body's framing decides what the
     /// bytes written after it are.
-    fn start(&mut self, response: http::Response<()>, framing: Framing) -> io::Result<()> {
+    /// `send` sends it, told whether it ends the stream.
+    fn start(
+        &mut self,
+        framing: Framing,
+        send: impl FnOnce(&mut SendResponse<Bytes>, bool) -> Result<SendStream<Bytes>, h2::Error>,
+    ) -> io::Result<()> {
         let end = matches!(framing, Framing::None | Framing::Length(0));
         {
             let mut tx = self.tx.borrow_mut();
             let respond = tx.respond.as_mut().ok_or_else(gone)?;
-            let send = respond.send_response(response, end).map_err(h2_error)?;
+            let send = send(respond, end).map_err(h2_error)?;
             tx.respond = None;
             tx.send = Some(send);
         }
@@ -260,7 +273,7 @@ impl H2Stream {
                     // 100 Continue and friends stay on this side: the next
                     // head follows.
                     if !p.response.status().is_informational() {
-                        self.start(p.response, p.framing)?;
+                        self.start(p.framing, |r, end| r.send_response(p.response, end))?;
                     }
                     if data.is_empty() {
                         return Ok(());

@@ -24,6 +24,7 @@ mod hostile;
 mod hostile_ops;
 mod http2;
 mod http2_abuse;
+mod http2_hpack;
 mod listeners;
 mod ops;
 mod package;

@@ -1273,6 +1273,23 @@ impl<B: Buf> SendResponse<B> {
             .map_err(Into::into)
     }
 
+    /// ringside: sends a response whose header block the caller encoded,
+    /// as `send_response` does with a `Response`. The block may hold only
+    /// fields from the HPACK static table and literals without indexing
+    /// (RFC 7541 6.1, 6.2.2), `:status` first and equal to `status`: it
+    /// goes out as it is, so it must not touch the dynamic table.
+    pub fn send_response_encoded(
+        &mut self,
+        status: http::StatusCode,
+        block: Bytes,
+        end_of_stream: bool,
+    ) -> Result<SendStream<B>, crate::Error> {
+        self.inner
+            .send_response_encoded(status, block, end_of_stream)
+            .map(|_| SendStream::new(self.inner.clone()))
+            .map_err(Into::into)
+    }
+
     /// Push a request and response to the client
     ///
     /// On success, a [`SendResponse`] instance is returned.

@@ -6,7 +6,7 @@ use crate::hpack::{self, BytesStr};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{uri, HeaderMap, Method, Request, StatusCode, Uri};
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use std::fmt;
 use std::io::Cursor;
@@ -32,6 +32,10 @@ pub struct Headers {
 
     /// The associated flags
     flags: HeadersFlag,
+
+    /// ringside: a header block the caller encoded (`Headers::encoded`),
+    /// sent as it is instead of an encoding of `header_block`.
+    encoded: Option<Bytes>,
 }
 
 #[derive(Copy, Clone, Eq, PartialEq)]
@@ -128,6 +132,28 @@ impl Headers {
                 pseudo,
             },
             flags: HeadersFlag::default(),
+            encoded: None,
+        }
+    }
+
+    /// ringside: a HEADERS frame whose header block the caller encoded.
+    /// The block must leave the HPACK dynamic table as it is: fields from
+    /// the static table and literals without indexing only (RFC 7541 6.1,
+    /// 6.2.2), so that the connection's encoder and the peer's decoder
+    /// still agree. `pseudo` tells the stream what the frame is (a
+    /// response's status: final or interim); it is not encoded again.
+    pub fn encoded(stream_id: StreamId, pseudo: Pseudo, block: Bytes) -> Self {
+        Headers {
+            stream_id,
+            stream_dep: None,
+            header_block: HeaderBlock {
+                fields: HeaderMap::new(),
+                field_size: 0,
+                is_over_size: false,
+                pseudo,
+            },
+            flags: HeadersFlag::default(),
+            encoded: Some(block),
         }
     }
 
@@ -145,6 +171,7 @@ impl Headers {
                 pseudo: Pseudo::default(),
             },
             flags,
+            encoded: None,
         }
     }
 
@@ -210,6 +237,7 @@ impl Headers {
                 pseudo: Pseudo::default(),
             },
             flags,
+            encoded: None,
         };
 
         Ok((headers, src))
@@ -285,9 +313,13 @@ impl Headers {
         // Get the HEADERS frame head
         let head = self.head();
 
-        self.header_block
-            .into_encoding(encoder)
-            .encode(&head, dst, Some(encoder), |_| {})
+        // ringside: a block the caller encoded goes as it is, after any
+        // dynamic table size update the encoder owes (RFC 7541 4.2).
+        let block = match self.encoded {
+            Some(block) => EncodingHeaderBlock::encoded(encoder, &block),
+            None => self.header_block.into_encoding(encoder),
+        };
+        block.encode(&head, dst, Some(encoder), |_| {})
     }
 
     fn head(&self) -> Head {
@@ -647,6 +679,15 @@ impl Pseudo {
 // ===== impl EncodingHeaderBlock =====
 
 impl EncodingHeaderBlock {
+    /// ringside: a block encoded by the caller (`Headers::encoded`).
+    fn encoded(encoder: &mut hpack::Encoder, block: &[u8]) -> Self {
+        let mut hpack = encoder.take_scratch();
+        hpack.clear();
+        encoder.encode_size_updates(&mut hpack);
+        hpack.extend_from_slice(block);
+        EncodingHeaderBlock { hpack }
+    }
+
     fn encode<F>(
         mut self,
         head: &Head,

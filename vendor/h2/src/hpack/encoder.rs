@@ -136,7 +136,8 @@ impl Encoder {
         }
     }
 
-    fn encode_size_updates(&mut self, dst: &mut BytesMut) {
+    // ringside: also called before a block encoded by the caller.
+    pub(crate) fn encode_size_updates(&mut self, dst: &mut BytesMut) {
         match self.size_update.take() {
             Some(SizeUpdate::One(val)) => {
                 self.table.resize(val);
