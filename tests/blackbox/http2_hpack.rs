@@ -1,9 +1,9 @@
 //! An answer's header block over HTTP/2, read byte by byte off the wire.
 //! ringside encodes it itself (static-table references and literals
 //! without indexing, no Huffman coding), so the block must carry what the
-//! HTTP/1.1 answer says, leave the client's dynamic table untouched, and
+//! HTTP/1.1 answer says, leave the client's dynamic table untouched,
 //! still open with the table size update a client's SETTINGS asked for
-//! (RFC 7541 4.2).
+//! (RFC 7541 4.2), and go on in CONTINUATION frames past the frame size.
 
 use crate::common::h2kit::*;
 use crate::common::*;
@@ -93,10 +93,16 @@ fn an_answer_block_is_static_references_and_plain_literals() {
          X-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 5\r\n\r\nhello",
         "v".repeat(300)
     );
+    // Forty 480-byte fields: a block past the 16,384-byte frame size.
+    let big: String = (0..40)
+        .map(|i| format!("X-F{i}: {}\r\n", "a".repeat(480)))
+        .collect();
+    let big = format!("HTTP/1.1 200 OK\r\n{big}Content-Length: 2\r\n\r\nok");
     let up = Upstream::start(move |c: &mut UpConn| {
         while let Some(req) = c.read_request() {
             let out = match req.target.as_str() {
                 "/teapot" => teapot.clone().into_bytes(),
+                "/big" => big.clone().into_bytes(),
                 _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
             };
             if !c.write(&out) {
@@ -104,16 +110,20 @@ fn an_answer_block_is_static_references_and_plain_literals() {
             }
         }
     });
-    let p = H2Proxy::start(up.addr(), 1, "", "");
+    let p = H2Proxy::start(up.addr(), 1, "max_request_head = \"64k\"", "");
     let mut raw = Raw::bare(p.addr(), &p.client);
     raw.send(PREFACE);
     // SETTINGS_HEADER_TABLE_SIZE = 0: the next block must open with a
     // dynamic table size update to 0 (0x20).
     raw.send(&frame(SETTINGS, 0, 0, &[0, 1, 0, 0, 0, 0]));
 
-    let block = answer_block(&mut raw, 1, "/teapot");
-    assert_eq!(&block[..6], b"\x20\x08\x03418", "size update, then :status");
-    let mut got = fields(&block[1..]);
+    let teapot = answer_block(&mut raw, 1, "/teapot");
+    assert_eq!(
+        &teapot[..6],
+        b"\x20\x08\x03418",
+        "size update, then :status"
+    );
+    let mut got = fields(&teapot[1..]);
     let date = got.iter().position(|(n, _)| n == "date").expect("a date");
     got.remove(date);
     got.sort();
@@ -133,12 +143,47 @@ fn an_answer_block_is_static_references_and_plain_literals() {
     assert_eq!(got, want);
 
     // The update was owed once; a 200 is the static entry 8.
-    let block = answer_block(&mut raw, 3, "/ok");
-    assert_eq!(block[0], 0x88, "{block:02x?}");
-    assert!(fields(&block).contains(&("content-length".into(), "2".into())));
+    let ok = answer_block(&mut raw, 3, "/ok");
+    assert_eq!(ok[0], 0x88, "{ok:02x?}");
+    assert!(fields(&ok).contains(&("content-length".into(), "2".into())));
+
+    // A block larger than a frame goes on in CONTINUATION frames, the
+    // last one with END_HEADERS, as h2 splits its own blocks.
+    raw.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        5,
+        &block(&get_fields("/big")),
+    ));
+    let (last, seen) =
+        raw.until_seen(|f| f.ty == DATA && f.stream == 5 && f.flags & END_STREAM != 0);
+    assert_eq!(last.expect("the answer's body").payload, b"ok");
+    let parts: Vec<&Frame> = seen.iter().filter(|f| f.stream == 5).collect();
+    let kinds: Vec<(u8, u8, usize)> = parts
+        .iter()
+        .map(|f| (f.ty, f.flags, f.payload.len()))
+        .collect();
+    assert_eq!(
+        (kinds[0].0, kinds[0].1, kinds[0].2),
+        (HEADERS, 0, 16_384),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        (kinds[1].0, kinds[1].1),
+        (CONTINUATION, END_HEADERS),
+        "{kinds:?}"
+    );
+    let whole: Vec<u8> = parts.iter().flat_map(|f| f.payload.clone()).collect();
+    let got = fields(&whole);
+    assert_eq!(
+        got.iter()
+            .filter(|(n, v)| n.starts_with("x-f") && v.len() == 480)
+            .count(),
+        40
+    );
 
     // Another connection, at the default table size, is served too.
     let mut other = Raw::open(p.addr(), &p.client);
-    let block = answer_block(&mut other, 1, "/ok");
-    assert_eq!(block[0], 0x88, "no size update owed: {block:02x?}");
+    let ok = answer_block(&mut other, 1, "/ok");
+    assert_eq!(ok[0], 0x88, "no size update owed: {ok:02x?}");
 }
