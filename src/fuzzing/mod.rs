@@ -9,7 +9,8 @@
 //! - [`chunked()`]: the chunked decoder gives the same bytes and the same end
 //!   whichever way its input is split.
 //! - [`response_head()`]: an upstream response head that parses is written
-//!   to the client as a head that parses again.
+//!   to the client as a head that parses again, and built for an HTTP/2
+//!   stream as an HPACK block that says what that head says.
 //! - [`check_config`]: `--check` on arbitrary TOML.
 //! - [`H2`]: HTTP/2 frames through the real connection code (`conn::serve`,
 //!   TLS with ALPN h2, `http2::serve`, `exchange::exchange`) on a worker `Shard`.

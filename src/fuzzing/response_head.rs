@@ -1,9 +1,12 @@
 //! The `response_head` target: an upstream response head that parses is
 //! written to the client as a head that parses again.
 
-use crate::http::{
-    headers::{client_response, OutFraming, Persist},
-    parse::{self, Framing, MAX_HEADERS},
+use crate::{
+    http::{
+        headers::{client_response, OutFraming, Persist},
+        parse::{self, Framing, MAX_HEADERS},
+    },
+    http2::{head, hpack},
 };
 
 /// Parses `input[1..]` as an upstream response head (to a HEAD request when
@@ -11,7 +14,9 @@ use crate::http::{
 /// it asked for keep-alive), writes it for the client with the framing
 /// `proxy` picks, and parses that again: the same status, one head, and a
 /// body framed as the upstream's was (re-chunked or close-delimited when
-/// it was not delimited by length).
+/// it was not delimited by length). The same head built for an HTTP/2
+/// stream (`head::Native`) must say what that text, read as h2 fields,
+/// says (`h2_agrees`).
 pub fn response_head(input: &[u8]) {
     let Some((&pick, buf)) = input.split_first() else {
         return;
@@ -60,6 +65,43 @@ pub fn response_head(input: &[u8]) {
         other => panic!(
             "the client head does not parse ({other:?}): {:?}",
             String::from_utf8_lossy(&out)
+        ),
+    }
+    let mut built = head::Native::new();
+    client_response(&mut built, &res, framing, persist, &add);
+    h2_agrees(built, &out, head_request);
+}
+
+/// A head built as an HPACK block and the same head written as text and
+/// read back as h2 fields: both fail, or both give the same status and
+/// framing, and the block is as long as those fields encoded one by one
+/// (their order aside: the text path groups fields of one name).
+fn h2_agrees(built: head::Native, text: &[u8], head_request: bool) {
+    match (
+        built.finish(head_request),
+        head::response(text, head_request),
+    ) {
+        (Ok(b), Ok(Some(t))) => {
+            assert_eq!(b.status, t.response.status());
+            assert_eq!(b.framing, t.framing);
+            let mut fields = Vec::new();
+            hpack::status(&mut fields, b.status.as_u16());
+            for (name, value) in t.response.headers() {
+                hpack::field(&mut fields, name.as_str().as_bytes(), value.as_bytes());
+            }
+            assert_eq!(
+                b.block.len(),
+                fields.len(),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        (Err(_), Err(_)) => {}
+        (b, t) => panic!(
+            "built and parsed h2 heads disagree ({:?} / {:?}): {:?}",
+            b.map(|b| b.status),
+            t.map(|t| t.map(|t| t.response.status())),
+            String::from_utf8_lossy(text)
         ),
     }
 }

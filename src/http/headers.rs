@@ -274,12 +274,15 @@ pub fn client_response(
     out.status(res.status, res.reason.as_bytes());
     out.field(b"Server", SERVER);
     let listed = Listed::new(res.headers);
+    let mut length = OneLength(res.length);
     for h in res.headers {
         let upgrade = persist == Persist::Upgrade && h.name.eq_ignore_ascii_case("upgrade");
         if !upgrade && (dropped_downstream(h.name) || listed.contains(h.name)) {
             continue;
         }
-        out.field(h.name.as_bytes(), h.value);
+        if !length.pass(out, h.name) {
+            out.field(h.name.as_bytes(), h.value);
+        }
     }
     for (k, v) in add {
         out.field(k.as_bytes(), v.as_bytes());
@@ -298,13 +301,36 @@ pub fn passed_fields<'v>(
 ) {
     out.field(b"Server", SERVER);
     let listed = Listed::new(res.headers);
+    let mut length = OneLength(res.length);
     for h in res.headers {
         if dropped_downstream(h.name) || listed.contains(h.name) {
             continue;
         }
         if let Some(v) = edit(h.name, h.value) {
-            out.field(h.name.as_bytes(), &v);
+            if !length.pass(out, h.name) {
+                out.field(h.name.as_bytes(), &v);
+            }
         }
+    }
+}
+
+/// The upstream's `Content-Length`, passed on as one field with one value
+/// however the upstream wrote it: RFC 9110 section 8.6 has a recipient
+/// that accepts a list of equal values (or the field repeated) replace it
+/// with one valid field, and HTTP/2 clients refuse anything else.
+struct OneLength(Option<u64>);
+
+impl OneLength {
+    /// True when `name` is `Content-Length`: its value is written here,
+    /// the first time only.
+    fn pass(&mut self, out: &mut (impl HeadOut + ?Sized), name: &str) -> bool {
+        if !name.eq_ignore_ascii_case("content-length") {
+            return false;
+        }
+        if let Some(n) = self.0.take() {
+            out.field(name.as_bytes(), itoa::Buffer::new().format(n).as_bytes());
+        }
+        true
     }
 }
 

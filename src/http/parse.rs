@@ -607,6 +607,9 @@ pub struct ResponseHead<'h, 'b> {
     pub keep_alive: bool,
     /// The response has a `Date` field.
     pub has_date: bool,
+    /// The one value of its `Content-Length` fields, if it has any (a list
+    /// of equal values, or the field repeated, says it once).
+    pub length: Option<u64>,
 }
 
 /// Parses an upstream response head. Unlike requests, a bare LF is tolerated
@@ -695,5 +698,6 @@ pub fn response<'h, 'b>(
                 keep_alive && !close
             },
         has_date,
+        length,
     }))
 }

@@ -41,7 +41,7 @@
 //! accept loop can evict it (GOAWAY NO_ERROR) at `max_connections`.
 
 pub mod head;
-mod hpack;
+pub(crate) mod hpack;
 mod io;
 mod partial;
 pub mod stream;

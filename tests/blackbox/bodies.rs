@@ -34,6 +34,12 @@ fn app(c: &mut UpConn) {
             "zeros" => {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 000000000000000000000002\r\n\r\nok".to_vec()
             }
+            "twice" => b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nX-A: 1\r\n\
+                Content-Length: 02\r\n\r\nok"
+                .to_vec(),
+            "differ" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\
+                Content-Length: 3\r\n\r\nok!"
+                .to_vec(),
             "hints" => HINTS.to_vec(),
             "s204" => b"HTTP/1.1 204 No Content\r\nX-Kind: 204\r\n\r\n".to_vec(),
             "s304" => {
@@ -145,6 +151,27 @@ fn a_content_length_with_leading_zeros_is_its_number() {
     let r = c.get("/zeros/1");
     assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
     get_ok(&mut c, &format!("/echo/after-{t}"));
+}
+
+/// An upstream's `Content-Length` said as a list of equal values and said
+/// again reaches the client as one field with one value (RFC 9110 section
+/// 8.6; HTTP/2 clients refuse anything else), and the connection goes on;
+/// differing values are a 502.
+#[test]
+fn an_upstream_length_said_twice_reaches_the_client_once() {
+    let (proxy, _up) = start();
+    let mut c = Client::connect(proxy.addr());
+    let r = c.get("/twice/1");
+    assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
+    let lengths: Vec<&str> = (r.headers.iter())
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(lengths, ["2"], "{:?}", r.headers);
+    get_ok(&mut c, "/echo/after-twice");
+    // Differing values say no length at all: the answer is refused.
+    assert_eq!(c.get("/differ/1").status, 502);
+    get_ok(&mut c, "/echo/after-differ");
 }
 
 #[test]

@@ -103,6 +103,9 @@ fn an_answer_block_is_static_references_and_plain_literals() {
             let out = match req.target.as_str() {
                 "/teapot" => teapot.clone().into_bytes(),
                 "/big" => big.clone().into_bytes(),
+                "/twice" => b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\
+                    Content-Length: 2\r\n\r\nok"
+                    .to_vec(),
                 _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
             };
             if !c.write(&out) {
@@ -181,6 +184,14 @@ fn an_answer_block_is_static_references_and_plain_literals() {
             .count(),
         40
     );
+
+    // A length the upstream said twice, and as a list, is one field with
+    // one value: an HTTP/2 client refuses anything else.
+    let twice = answer_block(&mut raw, 7, "/twice");
+    let lengths: Vec<_> = (fields(&twice).into_iter())
+        .filter(|(n, _)| n == "content-length")
+        .collect();
+    assert_eq!(lengths, [("content-length".to_string(), "2".to_string())]);
 
     // Another connection, at the default table size, is served too.
     let mut other = Raw::open(p.addr(), &p.client);
