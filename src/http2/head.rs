@@ -138,7 +138,7 @@ pub fn response(buf: &[u8], head_only: bool) -> Result<Option<Parsed>, &'static 
         shared.slice(from..from + v.len())
     };
     for h in r.headers.iter() {
-        out.add(h.name.as_bytes(), || at(h.value))?;
+        out.add(h.name.as_bytes(), at(h.value))?;
     }
     Ok(Some(Parsed {
         response: out.response,
@@ -239,9 +239,8 @@ impl HeadOut for Native {
     }
 
     /// As `Fields::add`: a name HTTP/2 cannot carry leaves the field out,
-    /// `Transfer-Encoding` and the connection fields are left out, the
-    /// first `Content-Length` frames the body, and a value with a control
-    /// character is left out.
+    /// `sort` says where the rest go, and a value with a control character
+    /// is left out.
     fn field(&mut self, name: &[u8], value: &[u8]) {
         let mut short = [0u8; SHORT_NAME];
         let long;
@@ -259,24 +258,18 @@ impl HeadOut for Native {
             long = lower;
             &long
         };
-        if name == b"transfer-encoding" {
-            self.framing = Framing::Chunked;
-            return;
-        }
-        if name == b"content-length" && self.framing == Framing::Close {
-            match content_length(value) {
-                Some(n) => self.framing = Framing::Length(n),
-                None => self.bad = self.bad.or(Some("bad content-length")),
+        match sort(name, value, &mut self.framing) {
+            // As `http::HeaderValue` takes them: no control byte but HTAB.
+            Ok(true)
+                if value
+                    .iter()
+                    .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) =>
+            {
+                super::hpack::field(&mut self.block, name, value)
             }
+            Ok(_) => {}
+            Err(bad) => self.bad = self.bad.or(Some(bad)),
         }
-        if hop_by_hop_name(name)
-            || !value
-                .iter()
-                .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-        {
-            return;
-        }
-        super::hpack::field(&mut self.block, name, value);
     }
 
     /// A chunked body is de-chunked into DATA frames; the connection
@@ -322,21 +315,13 @@ impl Fields {
         })
     }
 
-    /// One field: the framing ones noted, connection-specific ones left
-    /// out, the rest added (a name or value h2 refuses is left out).
-    fn add(&mut self, name: &[u8], value: impl FnOnce() -> Bytes) -> Result<(), &'static str> {
+    /// One field, sorted by `sort` (a name or value h2 refuses is left
+    /// out).
+    fn add(&mut self, name: &[u8], value: Bytes) -> Result<(), &'static str> {
         let Ok(name) = HeaderName::from_bytes(name) else {
             return Ok(());
         };
-        if name == header::TRANSFER_ENCODING {
-            self.framing = Framing::Chunked;
-            return Ok(());
-        }
-        let value = value();
-        if name == header::CONTENT_LENGTH && self.framing == Framing::Close {
-            self.framing = Framing::Length(content_length(&value).ok_or("bad content-length")?);
-        }
-        if hop_by_hop_name(name.as_str().as_bytes()) {
+        if !sort(name.as_str().as_bytes(), &value, &mut self.framing)? {
             return Ok(());
         }
         if let Ok(value) = HeaderValue::from_maybe_shared(value) {
@@ -344,6 +329,22 @@ impl Fields {
         }
         Ok(())
     }
+}
+
+/// Where one field of a head for h2 goes, `name` lowercase: the framing
+/// fields noted in `framing` (`Transfer-Encoding`, then left out; the first
+/// `Content-Length`), the connection fields left out (false), the rest
+/// kept (true). Both ways of building an h2 head (`Native`, `Fields`) sort
+/// fields here.
+fn sort(name: &[u8], value: &[u8], framing: &mut Framing) -> Result<bool, &'static str> {
+    if name == b"transfer-encoding" {
+        *framing = Framing::Chunked;
+        return Ok(false);
+    }
+    if name == b"content-length" && *framing == Framing::Close {
+        *framing = Framing::Length(content_length(value).ok_or("bad content-length")?);
+    }
+    Ok(!hop_by_hop_name(name))
 }
 
 impl Framing {

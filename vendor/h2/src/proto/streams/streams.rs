@@ -1331,20 +1331,10 @@ impl<B> StreamRef<B> {
     ) -> Result<(), UserError> {
         // Clear before taking lock, incase extensions contain a StreamRef.
         response.extensions_mut().clear();
-        let mut me = self.opaque.inner.lock().unwrap();
-        let me = &mut *me;
-
-        let stream = me.store.resolve(self.opaque.key);
-        let actions = &mut me.actions;
-        let mut send_buffer = self.send_buffer.inner.lock().unwrap();
-        let send_buffer = &mut *send_buffer;
-
-        me.counts.transition(stream, |counts, stream| {
-            let frame = server::Peer::convert_send_message(stream.id, response, end_of_stream);
-
-            actions
-                .send
-                .send_headers(frame, send_buffer, stream, counts, &mut actions.task)
+        // ringside: the sending itself is `send_response_frame`, shared
+        // with `send_response_encoded`.
+        self.send_response_frame(|id| {
+            server::Peer::convert_send_message(id, response, end_of_stream)
         })
     }
 
@@ -1353,8 +1343,24 @@ impl<B> StreamRef<B> {
     pub fn send_response_encoded(
         &mut self,
         status: http::StatusCode,
-        block: bytes::Bytes,
+        block: Bytes,
         end_of_stream: bool,
+    ) -> Result<(), UserError> {
+        self.send_response_frame(|id| {
+            let pseudo = frame::Pseudo::response(status);
+            let mut frame = frame::Headers::encoded(id, pseudo, block);
+            if end_of_stream {
+                frame.set_end_stream()
+            }
+            frame
+        })
+    }
+
+    /// ringside: the body `send_response` had, for the HEADERS frame
+    /// `frame` makes for this stream's id.
+    fn send_response_frame(
+        &mut self,
+        frame: impl FnOnce(StreamId) -> frame::Headers,
     ) -> Result<(), UserError> {
         let mut me = self.opaque.inner.lock().unwrap();
         let me = &mut *me;
@@ -1365,11 +1371,7 @@ impl<B> StreamRef<B> {
         let send_buffer = &mut *send_buffer;
 
         me.counts.transition(stream, |counts, stream| {
-            let pseudo = frame::Pseudo::response(status);
-            let mut frame = frame::Headers::encoded(stream.id, pseudo, block);
-            if end_of_stream {
-                frame.set_end_stream()
-            }
+            let frame = frame(stream.id);
 
             actions
                 .send
